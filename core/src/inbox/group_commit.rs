@@ -1,0 +1,120 @@
+//! Group commit of raw events.
+//!
+//! Callers send `(event, reply)` pairs into a bounded channel. Each writer
+//! task takes the first waiting event, drains whatever else is already
+//! queued (up to `max_batch`), commits the lot with one `append_events`, and
+//! answers every caller. Under light load a batch is one event and latency
+//! is one commit; under heavy load batches grow by themselves, so throughput
+//! rises without a timer that would add latency.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::store::{Appended, NewRawEvent, Store, StoreError};
+
+/// Tuning of the group committer.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxOptions {
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// Concurrent writer tasks. SQLite has one writer anyway, so 1 suits it;
+    /// PostgreSQL overlaps round trips with 2–4.
+    pub writers: usize,
+    /// Events that may wait for a writer before callers are told the store
+    /// is overloaded.
+    pub queue_capacity: usize,
+}
+
+impl Default for InboxOptions {
+    fn default() -> Self {
+        Self { max_batch: 512, writers: 1, queue_capacity: 16_384 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// The store did not commit: the event is not durable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The queue in front of the writers is full.
+    #[error("inbox overloaded: too many events waiting to be committed")]
+    Overloaded,
+    /// The hub is shutting down and no longer accepts events.
+    #[error("inbox closed")]
+    Closed,
+}
+
+type Reply = oneshot::Sender<Result<Appended, InboxError>>;
+
+/// Handle for appending events; cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommitter {
+    queue: mpsc::Sender<(NewRawEvent, Reply)>,
+}
+
+impl GroupCommitter {
+    /// Starts the writer tasks. They finish once every `GroupCommitter`
+    /// clone is dropped and the queue is drained, so awaiting the returned
+    /// set after the server stopped guarantees no accepted event is left
+    /// uncommitted.
+    pub fn start(store: Arc<dyn Store>, options: InboxOptions) -> (Self, JoinSet<()>) {
+        let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let mut writers = JoinSet::new();
+        for _ in 0..options.writers.max(1) {
+            writers.spawn(write_loop(store.clone(), rx.clone(), options.max_batch.max(1)));
+        }
+        (Self { queue }, writers)
+    }
+
+    /// Appends one event and waits until it is committed.
+    pub async fn append(&self, event: NewRawEvent) -> Result<Appended, InboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send((event, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => InboxError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => InboxError::Closed,
+        })?;
+        answer.await.map_err(|_| InboxError::Closed)?
+    }
+}
+
+async fn write_loop(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<(NewRawEvent, Reply)>>>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        // Hold the receiver only while collecting, so another writer can
+        // collect the next batch while this one commits.
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, max_batch).await == 0 {
+                return;
+            }
+        }
+        commit(&*store, &mut batch).await;
+    }
+}
+
+async fn commit(store: &dyn Store, batch: &mut Vec<(NewRawEvent, Reply)>) {
+    let (events, replies): (Vec<NewRawEvent>, Vec<Reply>) = batch.drain(..).unzip();
+    let started = Instant::now();
+    let outcome = store.append_events(&events).await;
+    metrics::histogram!("dealbridge_inbox_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("dealbridge_inbox_batch_size").record(events.len() as f64);
+    match outcome {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            metrics::counter!("dealbridge_store_errors_total", "operation" => "append_events").increment(1);
+            tracing::error!(error = %e, events = events.len(), "Inbox commit failed; callers are told the events are not stored.");
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(InboxError::Store(StoreError::Unavailable(message.clone()))));
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The canonical model: one shape for deals, invoices, payments, shipments,
+//! messages and tasks, whichever CRM or ERP they came from.
+//!
+//! Every record carries its external refs — the ids it has in each connected
+//! system — so the hub can find the canonical record for an incoming event and
+//! address the right object when it writes back. Amounts are decimals, never
+//! floats; they serialize as strings so no JSON consumer rounds them.
+
+mod deal;
+mod external_ref;
+mod inn;
+mod invoice;
+mod message;
+mod money;
+mod party;
+mod payment;
+mod shipment;
+mod task;
+
+pub use deal::{Deal, StageEntry};
+pub use external_ref::ExternalRef;
+pub use inn::{Inn, InnError};
+pub use invoice::{Invoice, InvoiceKind, InvoiceLine, InvoiceStatus};
+pub use message::{Message, MessageChannel};
+pub use money::{Money, MoneyError};
+pub use party::{BankAccount, Client, Party};
+pub use payment::{Payment, PaymentDirection};
+pub use shipment::{Shipment, ShipmentLine};
+pub use task::{Task, TaskKind, TaskStatus};
+
+/// Custom fields of any record: the mapping file decides the keys.
+pub type CustomFields = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// Canonical record ids are UUID v7: time-ordered, so they index well in both
+/// SQLite and PostgreSQL and sort in creation order.
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}

@@ -1,0 +1,98 @@
+//! Money: a decimal amount with its ISO 4217 currency code.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// An amount of money. The amount is a `Decimal` (serialized as a string such
+/// as `"1250.50"`) so kopecks survive every hop exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct Money {
+    /// Decimal amount, e.g. `"1250.50"`.
+    #[schemars(with = "String")]
+    #[schema(value_type = String, example = "1250.50")]
+    pub amount: Decimal,
+    /// ISO 4217 alphabetic code, upper case, e.g. `RUB`.
+    pub currency: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MoneyError {
+    #[error("currency code `{0}` is not three ASCII letters")]
+    BadCurrency(String),
+    #[error("cannot combine {0} with {1}")]
+    CurrencyMismatch(String, String),
+}
+
+impl Money {
+    /// Builds an amount, normalising the currency code to upper case.
+    pub fn new(amount: Decimal, currency: &str) -> Result<Self, MoneyError> {
+        let code = currency.trim().to_ascii_uppercase();
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(MoneyError::BadCurrency(currency.to_owned()));
+        }
+        Ok(Self { amount, currency: code })
+    }
+
+    /// Zero in the given currency.
+    pub fn zero(currency: &str) -> Result<Self, MoneyError> {
+        Self::new(Decimal::ZERO, currency)
+    }
+
+    /// Sum of two amounts of the same currency.
+    pub fn checked_add(&self, other: &Money) -> Result<Money, MoneyError> {
+        if self.currency != other.currency {
+            return Err(MoneyError::CurrencyMismatch(self.currency.clone(), other.currency.clone()));
+        }
+        Ok(Money { amount: self.amount + other.amount, currency: self.currency.clone() })
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+impl FromStr for Money {
+    type Err = String;
+
+    /// Parses `"1250.50 RUB"`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (amount, currency) = s
+            .trim()
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("`{s}` is not `<amount> <currency>`"))?;
+        let amount = Decimal::from_str(amount.trim()).map_err(|e| format!("amount `{amount}`: {e}"))?;
+        Money::new(amount, currency).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_keep_kopecks_through_json() {
+        let m: Money = "1250.10 rub".parse().unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"amount":"1250.10","currency":"RUB"}"#);
+        assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn adding_different_currencies_is_refused() {
+        let a: Money = "1 RUB".parse().unwrap();
+        let b: Money = "1 EUR".parse().unwrap();
+        assert!(a.checked_add(&b).is_err());
+        assert_eq!(a.checked_add(&a).unwrap().amount, Decimal::from(2));
+    }
+
+    #[test]
+    fn bad_currency_codes_are_refused() {
+        assert!(Money::new(Decimal::ONE, "RU").is_err());
+        assert!(Money::new(Decimal::ONE, "R1B").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! The durable store: one narrow trait, two backends.
+//!
+//! `SqliteStore` is the embedded default (one file under the data dir, WAL);
+//! `PgStore` serves production and several hub replicas. Both run the same
+//! conformance suite (`suite.rs`). Every write that belongs together goes
+//! through one call — `append_events` for a batch of raw events, `apply` for
+//! a `ChangeSet` — and each call is one transaction, so nothing is ever half
+//! written.
+
+mod changeset;
+mod error;
+mod event;
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod suite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::model::{Deal, ExternalRef};
+
+pub use changeset::{ChangeSet, EventOutcome};
+pub use error::StoreError;
+pub use event::{Appended, EventState, NewRawEvent, RawEvent};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations. Idempotent.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Persists raw events in one transaction. An event whose
+    /// `(connector, delivery_key)` is already stored (or appears earlier in
+    /// the same batch) is not stored again: its result carries the original
+    /// id with `duplicate = true`. Results are in input order.
+    async fn append_events(&self, events: &[NewRawEvent]) -> Result<Vec<Appended>, StoreError>;
+
+    async fn get_event(&self, id: Uuid) -> Result<Option<RawEvent>, StoreError>;
+
+    /// Raw events in arrival order with `seq > after_seq`, at most `limit`;
+    /// used by the event processor and by replay.
+    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<RawEvent>, StoreError>;
+
+    /// Applies a change set in one transaction: all of it or none of it.
+    async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError>;
+
+    async fn get_deal(&self, id: Uuid) -> Result<Option<Deal>, StoreError>;
+
+    /// The deal that carries this external ref, if any.
+    async fn find_deal(&self, external: &ExternalRef) -> Result<Option<Deal>, StoreError>;
+
+    /// Child deals of `parent`, oldest first.
+    async fn child_deals(&self, parent: Uuid) -> Result<Vec<Deal>, StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing) or
+/// `postgres://…`.
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, max_connections).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported store URL scheme in `{}`: use sqlite:// or postgres://",
+            redact_url(url)
+        )))
+    }
+}
+
+/// Drops the password from a connection URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme_end], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_leave_the_url_redactor() {
+        assert_eq!(redact_url("postgres://hub:s3cret@db:5432/x"), "postgres://hub:***@db:5432/x");
+        assert_eq!(redact_url("sqlite://data/hub.db"), "sqlite://data/hub.db");
+    }
+}

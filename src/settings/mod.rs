@@ -1,0 +1,184 @@
+//! Service configuration: `config/dealbridge.toml`, overridden key by key
+//! from the environment (`DEALBRIDGE__SECTION__KEY`), plus secrets that only
+//! ever come from the environment.
+//!
+//! Loading is pure and reports the first problem with the file and the key
+//! it concerns, so `dealbridge check` and `serve` fail the same clear way.
+
+mod load;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, ENV_PREFIX, load};
+pub use secrets::{ApiTokens, Role, SecretError};
+
+/// The whole service config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub inbox: InboxSettings,
+    #[serde(default)]
+    pub bus: BusSettings,
+    #[serde(default)]
+    pub mappings: MappingSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Connector instances by name; the name is the `{connector}` segment of
+    /// `POST /hooks/{connector}`.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Largest accepted webhook body; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Require a bearer token (any role) for `/metrics`.
+    #[serde(default)]
+    pub metrics_require_token: bool,
+    /// How long a shutdown waits for in-flight requests.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+const fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+const fn default_grace() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    /// Directory of the SQLite file (`dealbridge.db`), relative to the
+    /// working directory unless absolute.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Environment variable holding the PostgreSQL URL (it may carry a
+    /// password, so it never lives in the file).
+    #[serde(default = "default_database_url_env")]
+    pub url_env: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+fn default_database_url_env() -> String {
+    "DEALBRIDGE_DATABASE_URL".into()
+}
+
+const fn default_max_connections() -> u32 {
+    8
+}
+
+/// Group-commit tuning of the webhook inbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxSettings {
+    pub max_batch: usize,
+    /// Concurrent commit tasks; 0 picks 1 for SQLite and 4 for PostgreSQL.
+    pub writers: usize,
+    pub queue_capacity: usize,
+}
+
+impl Default for InboxSettings {
+    fn default() -> Self {
+        Self { max_batch: 512, writers: 0, queue_capacity: 16_384 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BusBackend {
+    /// The store-backed queue: no broker needed.
+    #[default]
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    #[serde(default)]
+    pub backend: BusBackend,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingSettings {
+    pub dir: PathBuf,
+}
+
+impl Default for MappingSettings {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("mappings") }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,dealbridge=debug`. `RUST_LOG`
+    /// wins when set.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, level: default_level() }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+/// One connector instance: its kind and the kind's own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ConnectorSettings {
+    Http(dealbridge_connector_http::HttpConnectorConfig),
+}
+
+impl Settings {
+    /// Where the SQLite file lives for the embedded store.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.store.data_dir.join("dealbridge.db")
+    }
+}
