@@ -9,3 +9,4 @@ pub mod connector;
 pub mod inbox;
 pub mod model;
 pub mod store;
+pub mod testing;

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// `(system, instance, id)`: e.g. `("bitrix24", "main-portal", "4711")`.
 /// `instance` tells two portals of the same system apart.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema,
+)]
 pub struct ExternalRef {
     /// Connector kind, e.g. `bitrix24`, `onec`, `amocrm`.
     pub system: String,

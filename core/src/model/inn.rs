@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// A taxpayer number as received: 10 digits for an organisation, 12 for a
 /// person or sole trader.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 #[schema(value_type = String, example = "7707083893")]
 pub struct Inn(String);

@@ -61,10 +61,8 @@ impl FromStr for Money {
 
     /// Parses `"1250.50 RUB"`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (amount, currency) = s
-            .trim()
-            .rsplit_once(' ')
-            .ok_or_else(|| format!("`{s}` is not `<amount> <currency>`"))?;
+        let (amount, currency) =
+            s.trim().rsplit_once(' ').ok_or_else(|| format!("`{s}` is not `<amount> <currency>`"))?;
         let amount = Decimal::from_str(amount.trim()).map_err(|e| format!("amount `{amount}`: {e}"))?;
         Money::new(amount, currency).map_err(|e| e.to_string())
     }

@@ -110,8 +110,5 @@ pub(crate) fn headers_to_json(headers: &[(String, String)]) -> String {
 pub(crate) fn headers_from_json(text: &str) -> Result<Vec<(String, String)>, String> {
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|e| format!("headers column: {e}"))?;
-    Ok(map
-        .into_iter()
-        .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-        .collect())
+    Ok(map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect())
 }

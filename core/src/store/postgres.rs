@@ -203,9 +203,9 @@ impl Store for PgStore {
                 results.push(Appended { id: e.id, duplicate: false });
             } else {
                 let key = (e.connector.clone(), e.delivery_key.clone().unwrap_or_default());
-                let id = *originals
-                    .get(&key)
-                    .ok_or_else(|| StoreError::Database(format!("event {} was neither stored nor a duplicate", e.id)))?;
+                let id = *originals.get(&key).ok_or_else(|| {
+                    StoreError::Database(format!("event {} was neither stored nor a duplicate", e.id))
+                })?;
                 results.push(Appended { id, duplicate: true });
             }
         }
@@ -234,13 +234,14 @@ impl Store for PgStore {
             write_deal(&mut tx, deal).await?;
         }
         for outcome in &changes.event_outcomes {
-            let updated =
-                sqlx::query("UPDATE inbox_events SET state = $1, state_detail = $2, processed_at = now() WHERE id = $3")
-                    .bind(outcome.state.name())
-                    .bind(outcome.state.detail())
-                    .bind(outcome.event_id)
-                    .execute(&mut *tx)
-                    .await?;
+            let updated = sqlx::query(
+                "UPDATE inbox_events SET state = $1, state_detail = $2, processed_at = now() WHERE id = $3",
+            )
+            .bind(outcome.state.name())
+            .bind(outcome.state.detail())
+            .bind(outcome.event_id)
+            .execute(&mut *tx)
+            .await?;
             if updated.rows_affected() != 1 {
                 return Err(StoreError::Conflict(format!("no stored event {}", outcome.event_id)));
             }
@@ -250,7 +251,8 @@ impl Store for PgStore {
     }
 
     async fn get_deal(&self, id: Uuid) -> Result<Option<Deal>, StoreError> {
-        let row = sqlx::query("SELECT doc::text AS doc FROM deals WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT doc::text AS doc FROM deals WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(deal_from_row).transpose()
     }
 

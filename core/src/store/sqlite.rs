@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -185,11 +187,12 @@ impl Store for SqliteStore {
                 results.push(Appended { id: event.id, duplicate: false });
                 continue;
             }
-            let original: String = sqlx::query_scalar("SELECT id FROM inbox_events WHERE connector = ? AND delivery_key = ?")
-                .bind(&event.connector)
-                .bind(&event.delivery_key)
-                .fetch_one(&mut *tx)
-                .await?;
+            let original: String =
+                sqlx::query_scalar("SELECT id FROM inbox_events WHERE connector = ? AND delivery_key = ?")
+                    .bind(&event.connector)
+                    .bind(&event.delivery_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
             results.push(Appended { id: parse_uuid(&original)?, duplicate: true });
         }
         tx.commit().await?;
@@ -204,8 +207,11 @@ impl Store for SqliteStore {
 
     async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<RawEvent>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM inbox_events WHERE seq > ? ORDER BY seq LIMIT ?");
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after_seq).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -219,13 +225,14 @@ impl Store for SqliteStore {
         }
         let now = micros(Utc::now());
         for outcome in &changes.event_outcomes {
-            let updated = sqlx::query("UPDATE inbox_events SET state = ?, state_detail = ?, processed_at = ? WHERE id = ?")
-                .bind(outcome.state.name())
-                .bind(outcome.state.detail())
-                .bind(now)
-                .bind(outcome.event_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            let updated =
+                sqlx::query("UPDATE inbox_events SET state = ?, state_detail = ?, processed_at = ? WHERE id = ?")
+                    .bind(outcome.state.name())
+                    .bind(outcome.state.detail())
+                    .bind(now)
+                    .bind(outcome.event_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
             if updated.rows_affected() != 1 {
                 return Err(StoreError::Conflict(format!("no stored event {}", outcome.event_id)));
             }
@@ -235,7 +242,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_deal(&self, id: Uuid) -> Result<Option<Deal>, StoreError> {
-        let row = sqlx::query("SELECT doc FROM deals WHERE id = ?").bind(id.to_string()).fetch_optional(&self.reader).await?;
+        let row =
+            sqlx::query("SELECT doc FROM deals WHERE id = ?").bind(id.to_string()).fetch_optional(&self.reader).await?;
         row.as_ref().map(deal_from_row).transpose()
     }
 

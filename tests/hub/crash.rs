@@ -1,0 +1,163 @@
+//! `kill -9` under load loses nothing that was answered 202.
+//!
+//! The hub runs as a real child process fed by concurrent senders. It is
+//! killed without warning while requests are in flight, restarted on the
+//! same data, and every event that got a 202 must be there. Its log output
+//! must never contain a secret.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::*;
+
+struct HubProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+/// Starts the `dealbridge` binary and waits for its "Hub listening." line.
+fn spawn_hub(config: &Path, store: &StoreKind) -> HubProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dealbridge"))
+        .arg("--config")
+        .arg(config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .envs(test_env(store))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the hub binary");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("Hub listening.") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["listen"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+            }
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("hub did not start listening");
+    HubProcess { child, addr, log }
+}
+
+/// Sends signed events from `senders` concurrent tasks until stopped;
+/// returns the (webhook-id → event id) pairs that were answered 202.
+async fn load(
+    addr: SocketAddr,
+    senders: usize,
+    round: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> HashMap<String, String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let tasks: Vec<_> = (0..senders)
+        .map(|s| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = HashMap::new();
+                for n in 0.. {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    let id = format!("crash-{round}-{s}-{n}");
+                    let body = format!(r#"{{"sender":{s},"n":{n}}}"#);
+                    let mut req = client.post(format!("http://{addr}/hooks/http")).body(body.clone());
+                    for (k, v) in signed_headers(&id, &body) {
+                        req = req.header(k, v);
+                    }
+                    match req.send().await {
+                        Ok(r) if r.status() == 202 => {
+                            if let Ok(v) = r.json::<serde_json::Value>().await {
+                                acked.insert(id, v["event_id"].as_str().unwrap().to_owned());
+                            }
+                        }
+                        Ok(_) | Err(_) => break, // the hub is gone
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut all = HashMap::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreKind::Sqlite;
+    let config = write_config(dir.path(), &store, "");
+    let mut acknowledged: HashMap<String, String> = HashMap::new();
+    let mut logs = String::new();
+
+    for round in 0..3 {
+        let mut hub = spawn_hub(&config, &store);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sending = tokio::spawn(load(hub.addr, 32, round, stop_rx));
+        // Let load build up, then kill at a moment that varies per round.
+        tokio::time::sleep(Duration::from_millis(700 + 300 * round as u64)).await;
+        hub.child.kill().unwrap(); // SIGKILL: no shutdown code runs
+        hub.child.wait().unwrap();
+        let _ = stop_tx.send(true);
+        let acked = sending.await.unwrap();
+        assert!(acked.len() > 100, "round {round}: only {} events were acknowledged", acked.len());
+        acknowledged.extend(acked);
+        logs.push_str(&hub.log.lock().unwrap());
+    }
+
+    // Restart on the same data and look for every acknowledged event.
+    let hub = spawn_hub(&config, &store);
+    let client = reqwest::Client::new();
+    let mut missing = Vec::new();
+    for (webhook_id, event_id) in &acknowledged {
+        let r = client
+            .get(format!("http://{}/api/v1/events/{event_id}", hub.addr))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            missing.push(webhook_id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events lost: {:?}",
+        missing.len(),
+        acknowledged.len(),
+        &missing[..missing.len().min(5)]
+    );
+
+    // A sender retrying an acknowledged message gets the original id back.
+    let (webhook_id, event_id) = acknowledged.iter().next().unwrap();
+    let body = "{}";
+    let mut req = client.post(format!("http://{}/hooks/http", hub.addr)).body(body);
+    for (k, v) in signed_headers(webhook_id, body) {
+        req = req.header(k, v);
+    }
+    let again: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+    assert_eq!(&again["event_id"], event_id.as_str());
+
+    let mut hub = hub;
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    logs.push_str(&hub.log.lock().unwrap());
+    for secret in [SECRET, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ADMIN, VIEWER, ACCOUNTANT] {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
+    assert!(logs.contains("request_id"), "request lines carry their request id");
+}
