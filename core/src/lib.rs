@@ -6,6 +6,7 @@
 //! in mapping files, and system-specific wire formats live in `connectors/`.
 
 pub mod connector;
+pub mod flow;
 pub mod inbox;
 pub mod model;
 pub mod store;

@@ -7,6 +7,7 @@
 //! floats; they serialize as strings so no JSON consumer rounds them.
 
 mod deal;
+mod event;
 mod external_ref;
 mod inn;
 mod invoice;
@@ -18,6 +19,7 @@ mod shipment;
 mod task;
 
 pub use deal::{Deal, StageEntry};
+pub use event::{CanonicalEvent, DealObservation};
 pub use external_ref::ExternalRef;
 pub use inn::{Inn, InnError};
 pub use invoice::{Invoice, InvoiceKind, InvoiceLine, InvoiceStatus};

@@ -46,7 +46,7 @@ async fn a_repeated_delivery_is_stored_once_with_the_original_id(store: &dyn Sto
     let first = event("http", Some("msg-7"), b"{}");
     store.append_events(std::slice::from_ref(&first)).await.unwrap();
     let again = event("http", Some("msg-7"), b"{}");
-    let result = store.append_events(&[again.clone()]).await.unwrap();
+    let result = store.append_events(std::slice::from_ref(&again)).await.unwrap();
     assert_eq!(result, vec![Appended { id: first.id, duplicate: true }]);
     assert!(store.get_event(again.id).await.unwrap().is_none());
     assert_eq!(store.events_after(0, 100).await.unwrap().len(), 1);
