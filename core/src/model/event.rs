@@ -11,6 +11,9 @@ use uuid::Uuid;
 use super::{Client, CustomFields, ExternalRef, Message, Money};
 
 /// One thing that happened, in canonical terms.
+// Events are handled one at a time and never kept in bulk, so the size of
+// the largest variant costs nothing worth a `Box` on every observation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CanonicalEvent {
