@@ -213,7 +213,10 @@ async fn open_loop(addr: SocketAddr, rate: u64, seconds: u64, tag: &str) -> Repo
 fn main() {
     let args = args();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("inbox_load: {} s per run, closed loop with {} senders, open loop at {}/s", args.seconds, args.concurrency, args.rate);
+    println!(
+        "inbox_load: {} s per run, closed loop with {} senders, open loop at {}/s",
+        args.seconds, args.concurrency, args.rate
+    );
     for store in &args.stores {
         runtime.block_on(async {
             let db = if store == "postgres" {
@@ -225,7 +228,9 @@ fn main() {
             let hub = start_hub(store, db.as_ref().map(|d| d.url.as_str()));
             // Warm up connections and the store's caches.
             closed_loop(hub.addr, 8, 1, &format!("warm-{store}")).await;
-            closed_loop(hub.addr, args.concurrency, args.seconds, &format!("max-{store}")).await.print(&format!("{store} max throughput"));
+            closed_loop(hub.addr, args.concurrency, args.seconds, &format!("max-{store}"))
+                .await
+                .print(&format!("{store} max throughput"));
             open_loop(hub.addr, args.rate, args.seconds, &format!("rate-{store}"))
                 .await
                 .print(&format!("{store} at {}/s", args.rate));

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
 use dealbridge_core::inbox::{GroupCommitter, InboxOptions};
-use dealbridge_core::store::{self, Backend, Store};
+use dealbridge_core::store::{self, Backend, Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -41,9 +42,31 @@ pub async fn open_store(settings: &Settings, env: &dyn Fn(&str) -> Option<String
         StoreBackend::Postgres => env(&settings.store.url_env)
             .with_context(|| format!("store.backend is postgres but {} is not set", settings.store.url_env))?,
     };
-    let store = store::open(&url, settings.store.max_connections)
-        .await
-        .with_context(|| format!("opening the {} store at {}", backend_name(settings), store::redact_url(&url)))?;
+    // The database may come up after the hub (containers start together):
+    // retry transient failures with exponential backoff and jitter for up to
+    // `connect_timeout_secs` in all, but fail at once on configuration errors.
+    let patience = Duration::from_secs(settings.store.connect_timeout_secs);
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .with_jitter();
+    let last_error = std::sync::Mutex::new(None::<String>);
+    let attempts = (|| store::open(&url, settings.store.max_connections))
+        .retry(backoff)
+        .when(|e| matches!(e, StoreError::Unavailable(_)))
+        .notify(|e, wait| {
+            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Store not reachable yet; retrying.");
+            *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        });
+    let context = || format!("opening the {} store at {}", backend_name(settings), store::redact_url(&url));
+    let store = match tokio::time::timeout(patience, attempts).await {
+        Ok(result) => result.with_context(context)?,
+        Err(_) => {
+            let last = last_error.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+            anyhow::bail!("{}: not reachable within {} s (last error: {last})", context(), patience.as_secs());
+        }
+    };
     Ok(store)
 }
 

@@ -81,6 +81,15 @@ pub struct StoreSettings {
     pub url_env: String,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// How long `serve` keeps retrying (with exponential backoff) when the
+    /// database is not reachable yet at start, e.g. while a container
+    /// orchestrator is still starting PostgreSQL.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+const fn default_connect_timeout() -> u64 {
+    30
 }
 
 fn default_data_dir() -> PathBuf {

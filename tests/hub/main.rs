@@ -1,6 +1,7 @@
 //! End-to-end tests of the hub over real HTTP: one test binary, one module
 //! per story, so the whole suite links once.
 
+mod cli;
 mod crash;
 mod inbox;
 mod security;

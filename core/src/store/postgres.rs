@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{ConnectOptions, Connection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::error::corrupt;
@@ -28,11 +28,15 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL `{}`: {e}", redact_url(url))))?
             .application_name("dealbridge");
+        // One direct connection first: it fails at once when the server is
+        // down (the pool would retry quietly until its acquire timeout),
+        // which leaves waiting policy to the caller.
+        let probe = options.connect().await?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
+            .connect_lazy_with(options);
         Ok(Self { pool })
     }
 
