@@ -37,6 +37,21 @@ pub enum Rejection {
     Malformed(String),
 }
 
+/// A record decoded from a raw event: what mapping bindings match on
+/// (`connector` instance + `kind`) and read fields from (`data`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    /// Record kind as the source names it, e.g. `deal.updated` or `deal`.
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// Why a stored raw event could not be decoded. The event stays stored
+/// (state `failed`) so it can be replayed after the cause is fixed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cannot decode event: {0}")]
+pub struct DecodeError(pub String);
+
 /// The verifying half of an inbound connector. One value per configured
 /// connector instance; the instance name is the `{connector}` path segment of
 /// `POST /hooks/{connector}`.
@@ -52,4 +67,8 @@ pub trait InboundConnector: Send + Sync {
     fn kept_headers(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// Turns a stored raw event into the records it carries. Runs after the
+    /// 202, from the stored bytes, so it may be re-run on replay.
+    fn decode(&self, body: &[u8], headers: &[(String, String)]) -> Result<Vec<SourceRecord>, DecodeError>;
 }

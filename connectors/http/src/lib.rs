@@ -14,7 +14,7 @@ pub use config::HttpConnectorConfig;
 pub use signature::{SigningSecret, SigningSecretError, sign};
 
 use chrono::Utc;
-use dealbridge_core::connector::{InboundConnector, InboundRequest, Rejection, Verified};
+use dealbridge_core::connector::{DecodeError, InboundConnector, InboundRequest, Rejection, SourceRecord, Verified};
 
 /// A configured `http` connector instance.
 pub struct HttpConnector {
@@ -69,6 +69,39 @@ impl InboundConnector for HttpConnector {
     fn kept_headers(&self) -> &'static [&'static str] {
         &["webhook-id", "webhook-timestamp"]
     }
+
+    fn decode(&self, body: &[u8], _headers: &[(String, String)]) -> Result<Vec<SourceRecord>, DecodeError> {
+        decode_payload(body)
+    }
+}
+
+/// Standard Webhooks payloads are `{"type": …, "timestamp": …, "data": {…}}`:
+/// `type` is the record kind mapping bindings match on, `data` the record.
+/// A body that is a JSON array carries several such payloads.
+fn decode_payload(body: &[u8]) -> Result<Vec<SourceRecord>, DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError(format!("body is not JSON: {e}")))?;
+    let payloads = match value {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            let kind = p
+                .get("type")
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| DecodeError(format!("payload {i}: no string `type`")))?
+                .to_owned();
+            let data = p.get_mut("data").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null);
+            if !data.is_object() {
+                return Err(DecodeError(format!("payload {i} (`{kind}`): `data` must be an object")));
+            }
+            Ok(SourceRecord { kind, data })
+        })
+        .collect()
 }
 
 /// Current unix time, for callers that sign (tests, the load tool).
@@ -138,6 +171,24 @@ mod tests {
         let both = format!("v1,AAAA {}", h["webhook-signature"].to_str().unwrap());
         h.insert("webhook-signature", HeaderValue::from_str(&both).unwrap());
         assert!(verify(&c, &h, b"x", now).is_ok());
+    }
+
+    #[test]
+    fn payloads_decode_into_typed_records() {
+        let body = br#"{"type":"deal.updated","timestamp":"2026-11-23T10:00:00Z","data":{"id":"42","stage":"payment"}}"#;
+        let records = decode_payload(body).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].kind, "deal.updated");
+        assert_eq!(records[0].data["stage"], "payment");
+        let many = br#"[{"type":"a","data":{}},{"type":"b","data":{"x":1}}]"#;
+        assert_eq!(decode_payload(many).unwrap().iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn undecodable_payloads_say_why() {
+        assert!(decode_payload(b"not json").unwrap_err().0.contains("not JSON"));
+        assert!(decode_payload(br#"{"data":{}}"#).unwrap_err().0.contains("no string `type`"));
+        assert!(decode_payload(br#"{"type":"x","data":[1]}"#).unwrap_err().0.contains("must be an object"));
     }
 
     #[test]
