@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod connectors;
+pub mod reload;
 pub mod server;
 pub mod settings;
 pub mod telemetry;
