@@ -41,7 +41,7 @@ async fn the_openapi_document_describes_the_served_routes() {
     let doc: Value = hub.get_with_token("/api/v1/openapi.json", Some(VIEWER)).await.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
-    for p in ["/hooks/{connector}", "/api/v1/events/{id}", "/api/v1/openapi.json"] {
+    for p in ["/hooks/{connector}", "/api/v1/events/{id}", "/api/v1/deals/{id}", "/api/v1/openapi.json"] {
         assert!(paths.contains_key(p), "missing {p} in {:?}", paths.keys().collect::<Vec<_>>());
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
@@ -60,5 +60,35 @@ async fn metrics_can_require_a_token() {
     assert_eq!(hub.get_with_token("/metrics", None).await.status(), 401);
     assert_eq!(hub.get_with_token("/metrics", Some(VIEWER)).await.status(), 200);
     assert_eq!(hub.get_with_token("/healthz", None).await.status(), 200);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn deals_are_readable_with_their_children() {
+    use dealbridge_core::model::{Deal, ExternalRef};
+    use dealbridge_core::store::ChangeSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &StoreKind::Sqlite, "");
+    let hub = TestHub::start(dir.path(), &StoreKind::Sqlite).await;
+    let store =
+        dealbridge_core::store::open(&format!("sqlite://{}", dir.path().join("data/dealbridge.db").display()), 2)
+            .await
+            .unwrap();
+    let now = chrono::Utc::now();
+    let mut parent = Deal::new("sales", "calculation", now, "system:test");
+    parent.external_refs.push(ExternalRef::new("bitrix24", "main", "101"));
+    let mut child = Deal::new("engineering", "new", now, "flow:engineer-calculation");
+    child.parent_id = Some(parent.id);
+    store.apply(&ChangeSet { deals: vec![parent.clone(), child.clone()], ..Default::default() }).await.unwrap();
+
+    let path = format!("/api/v1/deals/{}", parent.id);
+    assert_eq!(hub.get_with_token(&path, None).await.status(), 401);
+    let view: Value = hub.get_with_token(&path, Some(VIEWER)).await.json().await.unwrap();
+    assert_eq!(view["stage"], "calculation");
+    assert_eq!(view["external_refs"][0]["id"], "101");
+    assert_eq!(view["stage_history"][0]["stage"], "calculation");
+    assert_eq!(view["children"][0]["id"], child.id.to_string());
+    assert_eq!(view["children"][0]["stage_history"][0]["actor"], "flow:engineer-calculation");
     hub.stop().await;
 }

@@ -5,6 +5,7 @@
 //! `/api/` request without a valid token before routing, unknown paths
 //! included. Handlers only state what role they need.
 
+mod deals;
 mod events;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use super::auth::{Access, Area, Caller};
 use super::{ApiError, hooks};
 use crate::app::AppState;
 
+pub use deals::DealView;
 pub use events::EventView;
 
 #[derive(OpenApi)]
@@ -28,6 +30,7 @@ pub use events::EventView;
     tags(
         (name = "inbox", description = "Webhooks from connected systems, authenticated per connector"),
         (name = "events", description = "Stored raw events and their processing state"),
+        (name = "deals", description = "Canonical deals, their children and history"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -45,7 +48,10 @@ impl utoipa::Modify for BearerAuth {
 
 /// Every documented route: the inbox and the `/api` tree.
 pub fn routes() -> OpenApiRouter<AppState> {
-    let api = OpenApiRouter::new().routes(routes!(events::get_event)).routes(routes!(openapi_json));
+    let api = OpenApiRouter::new()
+        .routes(routes!(events::get_event))
+        .routes(routes!(deals::get_deal))
+        .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(hooks::receive)).nest("/api", api)
 }
 

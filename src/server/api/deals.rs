@@ -1,0 +1,46 @@
+//! `GET /api/v1/deals/{id}`: a canonical deal with its children, external
+//! refs and stage history — what an admin looks at first when asking "what
+//! does the hub think this deal is?".
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use dealbridge_core::model::Deal;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::server::{Access, ApiError, Area, Caller};
+
+/// A deal and its child deals.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DealView {
+    #[serde(flatten)]
+    pub deal: Deal,
+    /// Child deals (spawned for other departments), oldest first.
+    pub children: Vec<Deal>,
+}
+
+/// A canonical deal with its children, external refs and stage history.
+#[utoipa::path(
+    get,
+    path = "/v1/deals/{id}",
+    tag = "deals",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Canonical deal id")),
+    responses(
+        (status = 200, body = DealView),
+        (status = 401, description = "No valid token"),
+        (status = 404, description = "No such deal"),
+    )
+)]
+pub async fn get_deal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<DealView>, ApiError> {
+    caller.require(Area::Deals, Access::Read)?;
+    let deal = state.store.get_deal(id).await?.ok_or_else(|| ApiError::not_found(format!("no deal {id}")))?;
+    let children = state.store.child_deals(id).await?;
+    Ok(Json(DealView { deal, children }))
+}
