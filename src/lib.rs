@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod connectors;
+pub mod processor;
 pub mod reload;
 pub mod server;
 pub mod settings;

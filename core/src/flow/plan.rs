@@ -51,17 +51,30 @@ pub struct Flow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Trigger {
-    DealEnters { pipeline: String, stage: Option<String> },
-    DealLeaves { pipeline: String, stage: Option<String> },
+    DealEnters {
+        pipeline: String,
+        stage: Option<String>,
+    },
+    DealLeaves {
+        pipeline: String,
+        stage: Option<String>,
+    },
     /// A child deal in `pipeline` enters `stage`; the flow runs with the
     /// child as `deal` and its parent as `parent`.
-    ChildEnters { pipeline: String, stage: Option<String> },
+    ChildEnters {
+        pipeline: String,
+        stage: Option<String>,
+    },
     PaymentApplied,
     InvoiceFullyPaid,
     ShipmentsCoverOrder,
-    TimerFires { timer: String },
+    TimerFires {
+        timer: String,
+    },
     MessageArrives,
-    ApprovalDecided { approved: Option<bool> },
+    ApprovalDecided {
+        approved: Option<bool>,
+    },
 }
 
 /// Which deal an action works on, relative to the flow's deal.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::store::{Appended, NewRawEvent, Store, StoreError};
@@ -53,6 +53,7 @@ type Reply = oneshot::Sender<Result<Appended, InboxError>>;
 #[derive(Clone)]
 pub struct GroupCommitter {
     queue: mpsc::Sender<(NewRawEvent, Reply)>,
+    committed: Arc<Notify>,
 }
 
 impl GroupCommitter {
@@ -63,11 +64,18 @@ impl GroupCommitter {
     pub fn start(store: Arc<dyn Store>, options: InboxOptions) -> (Self, JoinSet<()>) {
         let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let committed = Arc::new(Notify::new());
         let mut writers = JoinSet::new();
         for _ in 0..options.writers.max(1) {
-            writers.spawn(write_loop(store.clone(), rx.clone(), options.max_batch.max(1)));
+            writers.spawn(write_loop(store.clone(), rx.clone(), options.max_batch.max(1), committed.clone()));
         }
-        (Self { queue }, writers)
+        (Self { queue, committed }, writers)
+    }
+
+    /// Notified after every successful commit, so the event processor can
+    /// start on new events at once instead of polling.
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
     }
 
     /// Appends one event and waits until it is committed.
@@ -81,7 +89,12 @@ impl GroupCommitter {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<(NewRawEvent, Reply)>>>, max_batch: usize) {
+async fn write_loop(
+    store: Arc<dyn Store>,
+    rx: Arc<Mutex<mpsc::Receiver<(NewRawEvent, Reply)>>>,
+    max_batch: usize,
+    committed: Arc<Notify>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
         // Hold the receiver only while collecting, so another writer can
@@ -92,11 +105,14 @@ async fn write_loop(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<(NewRawE
                 return;
             }
         }
-        commit(&*store, &mut batch).await;
+        if commit(&*store, &mut batch).await {
+            committed.notify_one();
+        }
     }
 }
 
-async fn commit(store: &dyn Store, batch: &mut Vec<(NewRawEvent, Reply)>) {
+/// Commits one batch and answers its callers; true when it committed.
+async fn commit(store: &dyn Store, batch: &mut Vec<(NewRawEvent, Reply)>) -> bool {
     let (events, replies): (Vec<NewRawEvent>, Vec<Reply>) = batch.drain(..).unzip();
     let started = Instant::now();
     let outcome = store.append_events(&events).await;
@@ -107,6 +123,7 @@ async fn commit(store: &dyn Store, batch: &mut Vec<(NewRawEvent, Reply)>) {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(Ok(result));
             }
+            true
         }
         Err(e) => {
             metrics::counter!("dealbridge_store_errors_total", "operation" => "append_events").increment(1);
@@ -115,6 +132,7 @@ async fn commit(store: &dyn Store, batch: &mut Vec<(NewRawEvent, Reply)>) {
             for reply in replies {
                 let _ = reply.send(Err(InboxError::Store(StoreError::Unavailable(message.clone()))));
             }
+            false
         }
     }
 }

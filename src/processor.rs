@@ -1,0 +1,230 @@
+//! The event processor: stored raw events → source records → canonical
+//! changes.
+//!
+//! It walks the inbox in arrival order, decodes each pending event through
+//! the connector instance that received it and hands the records to a
+//! `RecordHandler` (the mapping set and the flow engine). Nothing is lost
+//! on the way: an event whose connector is gone or whose body cannot be
+//! decoded is marked `failed` with the reason and stays stored for replay; a
+//! transient failure (store down) leaves the event pending and is retried
+//! with backoff, so events are never processed out of order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dealbridge_core::connector::SourceRecord;
+use dealbridge_core::store::{ChangeSet, EventOutcome, EventState, RawEvent, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::connectors::ConnectorRegistry;
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Try the same event again later (the store is unreachable, …).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// This event cannot be applied as it is; mark it failed and move on.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for HandleError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => HandleError::Transient(m),
+            other => HandleError::Permanent(other.to_string()),
+        }
+    }
+}
+
+/// Applies the records of one raw event. The handler records the event's
+/// outcome itself, in the same transaction as the changes it makes, so
+/// "processed" and its effects can never disagree.
+#[async_trait]
+pub trait RecordHandler: Send + Sync {
+    async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<(), HandleError>;
+}
+
+/// Runs the processing loop until cancelled.
+pub struct EventProcessor {
+    pub store: Arc<dyn Store>,
+    pub connectors: ConnectorRegistry,
+    pub handler: Arc<dyn RecordHandler>,
+    /// Woken by the inbox after each commit; the loop also polls, for
+    /// events written by other hub replicas.
+    pub wake: Arc<Notify>,
+    pub poll_interval: Duration,
+}
+
+const PAGE: u32 = 256;
+
+impl EventProcessor {
+    pub async fn run(self, stop: CancellationToken) {
+        let mut cursor = 0i64;
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            match self.process_page(cursor).await {
+                Ok(Some(next)) => {
+                    cursor = next;
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(None) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Event processing paused.");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Processes the events after `cursor`; returns the new cursor, or
+    /// `None` when there was nothing new. A transient error stops before the
+    /// failing event so it is retried first.
+    async fn process_page(&self, cursor: i64) -> Result<Option<i64>, HandleError> {
+        let events = self.store.events_after(cursor, PAGE).await?;
+        let Some(last) = events.last().map(|e| e.seq) else { return Ok(None) };
+        let mut done = cursor;
+        for event in events.iter().filter(|e| e.state == EventState::Pending) {
+            self.process_one(event).await?;
+            done = event.seq;
+        }
+        Ok(Some(done.max(last)))
+    }
+
+    async fn process_one(&self, event: &RawEvent) -> Result<(), HandleError> {
+        let failure = match self.connectors.get(&event.connector) {
+            None => Some(format!("connector `{}` is no longer configured", event.connector)),
+            Some(connector) => match connector.decode(&event.body, &event.headers) {
+                Err(e) => Some(e.to_string()),
+                Ok(records) => match self.handler.handle(event, records).await {
+                    Ok(()) => None,
+                    Err(HandleError::Permanent(m)) => Some(m),
+                    Err(transient) => return Err(transient),
+                },
+            },
+        };
+        metrics::counter!("dealbridge_events_processed_total", "outcome" => if failure.is_some() { "failed" } else { "handled" })
+            .increment(1);
+        if let Some(error) = failure {
+            tracing::warn!(event_id = %event.id, connector = %event.connector, error = %error, "Event failed; kept for replay.");
+            let outcome = EventOutcome { event_id: event.id, state: EventState::Failed { error } };
+            self.store.apply(&ChangeSet { event_outcomes: vec![outcome], ..Default::default() }).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+    use dealbridge_core::store::NewRawEvent;
+
+    use super::*;
+    use crate::settings::ConnectorSettings;
+
+    /// Records what it was given; fails transiently the first `flaky` times.
+    struct RecordingHandler {
+        seen: Mutex<Vec<(String, String)>>,
+        flaky: Mutex<u32>,
+        store: Arc<dyn Store>,
+    }
+
+    #[async_trait]
+    impl RecordHandler for RecordingHandler {
+        async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<(), HandleError> {
+            {
+                let mut flaky = self.flaky.lock().unwrap();
+                if *flaky > 0 {
+                    *flaky -= 1;
+                    return Err(HandleError::Transient("store hiccup".into()));
+                }
+            }
+            for r in records {
+                self.seen.lock().unwrap().push((r.kind, r.data.to_string()));
+            }
+            let state = EventState::Processed { mapping_version: "test".into() };
+            let outcome = EventOutcome { event_id: event.id, state };
+            self.store.apply(&ChangeSet { event_outcomes: vec![outcome], ..Default::default() }).await?;
+            Ok(())
+        }
+    }
+
+    fn raw(connector: &str, body: &str) -> NewRawEvent {
+        NewRawEvent {
+            id: uuid::Uuid::now_v7(),
+            connector: connector.into(),
+            delivery_key: None,
+            received_at: Utc::now(),
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_handled_in_order_and_undecodable_ones_are_kept_as_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            dealbridge_core::store::open(&format!("sqlite://{}/hub.db", dir.path().display()), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let events = [
+            raw("http", r#"{"type":"deal.updated","data":{"id":"1"}}"#),
+            raw("http", "not json"),
+            raw("gone", r#"{"type":"deal.updated","data":{"id":"3"}}"#),
+            raw("http", r#"{"type":"deal.updated","data":{"id":"4"}}"#),
+        ];
+        store.append_events(&events).await.unwrap();
+
+        let mut configs = BTreeMap::new();
+        let http = dealbridge_connector_http::HttpConnectorConfig { secret_env: "S".into(), tolerance_secs: 300 };
+        configs.insert("http".to_string(), ConnectorSettings::Http(http));
+        let secret = |_: &str| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string());
+        let handler =
+            Arc::new(RecordingHandler { seen: Mutex::new(vec![]), flaky: Mutex::new(2), store: store.clone() });
+        let processor = EventProcessor {
+            store: store.clone(),
+            connectors: ConnectorRegistry::build(&configs, &secret).unwrap(),
+            handler: handler.clone(),
+            wake: Arc::new(Notify::new()),
+            poll_interval: Duration::from_millis(20),
+        };
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(processor.run(stop.clone()));
+        for _ in 0..100 {
+            if store.get_event(events[3].id).await.unwrap().unwrap().state != EventState::Pending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        running.await.unwrap();
+
+        let seen = handler.seen.lock().unwrap().clone();
+        assert_eq!(seen.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), [r#"{"id":"1"}"#, r#"{"id":"4"}"#]);
+        let state = |i: usize| {
+            let store = store.clone();
+            let id = events[i].id;
+            async move { store.get_event(id).await.unwrap().unwrap().state }
+        };
+        assert!(matches!(state(0).await, EventState::Processed { .. }));
+        assert!(matches!(state(1).await, EventState::Failed { error } if error.contains("not JSON")));
+        assert!(matches!(state(2).await, EventState::Failed { error } if error.contains("no longer configured")));
+        assert!(matches!(state(3).await, EventState::Processed { .. }));
+    }
+}
