@@ -175,7 +175,8 @@ mod tests {
 
     #[test]
     fn payloads_decode_into_typed_records() {
-        let body = br#"{"type":"deal.updated","timestamp":"2026-11-23T10:00:00Z","data":{"id":"42","stage":"payment"}}"#;
+        let body =
+            br#"{"type":"deal.updated","timestamp":"2026-11-23T10:00:00Z","data":{"id":"42","stage":"payment"}}"#;
         let records = decode_payload(body).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].kind, "deal.updated");
