@@ -8,6 +8,7 @@
 pub mod connector;
 pub mod flow;
 pub mod inbox;
+pub mod mapping;
 pub mod model;
 pub mod store;
 pub mod testing;

@@ -1,8 +1,29 @@
 //! The flow engine: applies canonical events to canonical state and runs
 //! the company's flows on what really changed.
 //!
-//! `plan` is the compiled, validated form of the flows in the mapping
-//! files — the contract between the mapping loader (which builds it) and
-//! the engine (which executes it).
+//! - `plan`: the compiled, validated flows — the contract between the
+//!   mapping loader (which builds it) and the engine (which executes it);
+//! - `world`: the slice of state one event works on, and what it changed;
+//! - `engine`: event in → changes, cascading flows, effects out;
+//! - `observe`, `actions`, `guards`: what each kind of event and action does;
+//! - `context`: minijinja conditions and templates over deals;
+//! - `outbound`: canonical writes → commands in each system's terms;
+//! - `calendar`: working-time arithmetic for delays and due dates.
 
+mod actions;
+pub mod calendar;
+pub mod context;
+pub mod deal_fields;
+pub mod effects;
+pub mod engine;
+mod guards;
+mod observe;
+pub mod outbound;
 pub mod plan;
+pub mod world;
+
+pub use context::FlowRuntime;
+pub use effects::{Change, Command, CommandOp, Effects, Notification, Problem, TraceKind, TraceStep};
+pub use engine::{Cause, Engine, EngineError};
+pub use outbound::{NoSystems, OutboundMap};
+pub use world::{DealTotals, Dirty, IdSource, World};

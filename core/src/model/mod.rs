@@ -17,6 +17,7 @@ mod party;
 mod payment;
 mod shipment;
 mod task;
+mod timer;
 
 pub use deal::{Deal, StageEntry};
 pub use event::{CanonicalEvent, DealObservation};
@@ -29,6 +30,7 @@ pub use party::{BankAccount, Client, Party};
 pub use payment::{Payment, PaymentDirection};
 pub use shipment::{Shipment, ShipmentLine};
 pub use task::{Task, TaskKind, TaskStatus};
+pub use timer::{Timer, TimerStatus};
 
 /// Custom fields of any record: the mapping file decides the keys.
 pub type CustomFields = std::collections::BTreeMap<String, serde_json::Value>;

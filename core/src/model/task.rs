@@ -39,6 +39,13 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deal_id: Option<Uuid>,
     pub status: TaskStatus,
+    /// For an approval: the stage the deal may not enter until it is
+    /// granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_stage: Option<String>,
+    /// The flow that created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
     pub created_at: DateTime<Utc>,

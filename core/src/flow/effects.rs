@@ -1,0 +1,183 @@
+//! What one engine run produces besides the changed world: canonical
+//! changes, outbound commands, notifications, the audit trail and the
+//! problems worth reporting. All of it is written in the same transaction
+//! as the state, so the trail never disagrees with what happened.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A change of canonical state. Flows fire on these and on nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// A deal became known (observed for the first time, or spawned).
+    DealCreated { deal: Uuid, pipeline: String, stage: String },
+    /// A deal entered a stage; `from` is where it was.
+    StageEntered {
+        deal: Uuid,
+        from: Option<(String, String)>,
+        to: (String, String),
+        actor: String,
+        /// A guard or hold moved the deal back: a restoration, not news,
+        /// so it fires no flows.
+        #[serde(default)]
+        reverted: bool,
+    },
+    /// A field of a deal took a new value.
+    FieldChanged { deal: Uuid, field: String, from: serde_json::Value, to: serde_json::Value },
+}
+
+impl Change {
+    pub fn deal(&self) -> Uuid {
+        match self {
+            Change::DealCreated { deal, .. } | Change::StageEntered { deal, .. } | Change::FieldChanged { deal, .. } => {
+                *deal
+            }
+        }
+    }
+}
+
+/// An outbound call the hub owes a connected system. Published through the
+/// outbox; `idempotency_key` (cause event, flow, action, occurrence) lets
+/// every later stage drop a duplicate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: Uuid,
+    pub idempotency_key: String,
+    /// Connector instance that performs it.
+    pub connector: String,
+    /// Connector kind (`bitrix24`, `onec`, …).
+    pub system: String,
+    /// The canonical deal it concerns: commands of one deal apply in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deal: Option<Uuid>,
+    pub cause_event: Uuid,
+    pub flow: String,
+    #[serde(flatten)]
+    pub op: CommandOp,
+}
+
+/// What to do, in the target system's own ids, stage codes and field names
+/// (translated through the mapping set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CommandOp {
+    /// Change the stage and/or fields of an existing record.
+    UpdateDeal {
+        external_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        fields: BTreeMap<String, serde_json::Value>,
+    },
+    /// Create a child deal; the connector records the new id as an
+    /// external ref of `deal`.
+    CreateDeal {
+        /// Fields the binding says a new record of this pipeline needs
+        /// (e.g. Bitrix24 `CATEGORY_ID`).
+        create: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent_external_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        responsible: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        fields: BTreeMap<String, serde_json::Value>,
+    },
+    /// Create a task linked to the deal.
+    CreateTask {
+        task: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
+        title: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        description: String,
+        responsible: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<DateTime<Utc>>,
+    },
+    /// Tell a user something.
+    Notify {
+        to: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
+    },
+}
+
+/// A message for a person, canonical (whatever system it is sent through).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub deal: Uuid,
+    /// Canonical person id.
+    pub to: String,
+    pub text: String,
+    pub flow: String,
+}
+
+/// One entry of a deal's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceStep {
+    pub deal: Uuid,
+    pub at: DateTime<Utc>,
+    pub cause_event: Uuid,
+    /// Cascade depth: 0 for what the event itself changed.
+    pub depth: u32,
+    #[serde(flatten)]
+    pub kind: TraceKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum TraceKind {
+    /// The event changed canonical state; `binding` maps it when it came
+    /// from a source record.
+    Change {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binding: Option<String>,
+        change: Change,
+    },
+    /// A flow ran an action.
+    Action { flow: String, action: String, detail: String },
+    /// A command was queued for delivery.
+    Command { command: Uuid, connector: String, op: String, idempotency_key: String },
+    /// A guard or an approval hold refused a stage.
+    Refused { flow: String, stage: String, reason: String },
+    /// Something went wrong but the rest of the event still applied.
+    Problem { problem: Problem },
+}
+
+/// A problem that does not stop the event: reported in the trace, counted
+/// in metrics, shown by `dealbridge test` and `replay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    #[error("cascade stopped: flow `{flow}` would run at depth {depth}, deeper than the limit {limit}")]
+    CascadeTooDeep { flow: String, depth: u32, limit: u32 },
+    #[error("flow `{flow}`: {message}")]
+    Action { flow: String, message: String },
+    #[error("flow `{flow}`: condition failed: {message}")]
+    Condition { flow: String, message: String },
+}
+
+/// Everything one engine run produced, in the order it happened.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    pub changes: Vec<Change>,
+    pub commands: Vec<Command>,
+    pub notifications: Vec<Notification>,
+    pub trace: Vec<TraceStep>,
+    pub problems: Vec<Problem>,
+}
+
+impl Effects {
+    /// Nothing changed: the event was already known (an echo of our own
+    /// write, a duplicate, a field the mapping does not use).
+    pub fn is_noop(&self) -> bool {
+        self.changes.is_empty() && self.commands.is_empty() && self.notifications.is_empty()
+    }
+}

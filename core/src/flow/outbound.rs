@@ -1,0 +1,197 @@
+//! Turns what a flow did to a canonical deal into commands for the systems
+//! that deal lives in, in each system's own stage codes, field names and
+//! user ids. The translation tables come from the mapping files (through
+//! `OutboundMap`, which `MappingSet` implements); core knows no system.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::effects::{Command, CommandOp};
+use crate::model::{Deal, Task};
+
+/// The mapping set's outbound half: how canonical names read in a system.
+pub trait OutboundMap {
+    /// The stage code to write for `stage` of `pipeline` in an instance.
+    fn system_stage(&self, instance: &str, pipeline: &str, stage: &str) -> Option<String>;
+    /// The system field a canonical field of `pipeline` is written to.
+    fn system_field(&self, instance: &str, pipeline: &str, field: &str) -> Option<String>;
+    /// How a new record of `pipeline` is created in an instance: the
+    /// connector kind and the fields it needs (e.g. `CATEGORY_ID`).
+    fn create_with(&self, instance: &str, pipeline: &str) -> Option<(String, BTreeMap<String, String>)>;
+    /// A person's user id in an instance.
+    fn system_user(&self, instance: &str, person: &str) -> Option<String>;
+}
+
+/// A map that knows no system: flows still run, nothing goes out. Used by
+/// tests of the engine alone and by dry runs.
+pub struct NoSystems;
+
+impl OutboundMap for NoSystems {
+    fn system_stage(&self, _: &str, _: &str, _: &str) -> Option<String> {
+        None
+    }
+    fn system_field(&self, _: &str, _: &str, _: &str) -> Option<String> {
+        None
+    }
+    fn create_with(&self, _: &str, _: &str) -> Option<(String, BTreeMap<String, String>)> {
+        None
+    }
+    fn system_user(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// What a flow changed on one deal, before translation.
+#[derive(Debug, Clone, Default)]
+pub struct DealWrite {
+    pub stage: bool,
+    /// Canonical field paths with their new values.
+    pub fields: Vec<(String, serde_json::Value)>,
+}
+
+/// Who a command is for, and why: the parts of its idempotency key.
+pub struct CommandOrigin<'a> {
+    pub cause: Uuid,
+    pub flow: &'a str,
+    /// `<action index>.<occurrence>`: unique within the cause event.
+    pub action: String,
+}
+
+impl CommandOrigin<'_> {
+    fn command(&self, id: Uuid, connector: &str, system: &str, deal: Option<Uuid>, op: CommandOp) -> Command {
+        Command {
+            id,
+            idempotency_key: format!("{}/{}/{}/{}", self.cause, self.flow, self.action, connector),
+            connector: connector.to_owned(),
+            system: system.to_owned(),
+            deal,
+            cause_event: self.cause,
+            flow: self.flow.to_owned(),
+            op,
+        }
+    }
+}
+
+/// Commands that carry a flow's write of an existing deal to every system
+/// holding it. A system that maps neither the stage nor any written field
+/// gets nothing.
+pub fn update_deal(
+    map: &dyn OutboundMap,
+    origin: &CommandOrigin<'_>,
+    deal: &Deal,
+    write: &DealWrite,
+    mut next_id: impl FnMut() -> Uuid,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for external in &deal.external_refs {
+        let instance = external.instance.as_str();
+        let stage = if write.stage { map.system_stage(instance, &deal.pipeline, &deal.stage) } else { None };
+        let fields = system_fields(map, instance, &deal.pipeline, &write.fields);
+        if stage.is_none() && fields.is_empty() {
+            continue;
+        }
+        let op = CommandOp::UpdateDeal { external_id: external.id.clone(), stage, fields };
+        commands.push(origin.command(next_id(), instance, &external.system, Some(deal.id), op));
+    }
+    commands
+}
+
+/// Commands that create a spawned child in every system its parent lives
+/// in, where the mapping says how to create a record of its pipeline.
+pub fn create_child(
+    map: &dyn OutboundMap,
+    origin: &CommandOrigin<'_>,
+    parent: &Deal,
+    child: &Deal,
+    copied: &[(String, serde_json::Value)],
+    mut next_id: impl FnMut() -> Uuid,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for external in &parent.external_refs {
+        let instance = external.instance.as_str();
+        let Some((system, create)) = map.create_with(instance, &child.pipeline) else { continue };
+        let mut written = copied.to_vec();
+        written.push(("title".to_owned(), serde_json::Value::from(child.title.as_str())));
+        let op = CommandOp::CreateDeal {
+            create,
+            parent_external_id: Some(external.id.clone()),
+            stage: map.system_stage(instance, &child.pipeline, &child.stage),
+            responsible: child.responsible.as_deref().and_then(|p| map.system_user(instance, p)),
+            fields: system_fields(map, instance, &child.pipeline, &written),
+        };
+        commands.push(origin.command(next_id(), instance, &system, Some(child.id), op));
+    }
+    commands
+}
+
+/// Commands that create a task in every system the deal lives in and the
+/// assignee has a user in.
+pub fn create_task(
+    map: &dyn OutboundMap,
+    origin: &CommandOrigin<'_>,
+    deal: &Deal,
+    task: &Task,
+    mut next_id: impl FnMut() -> Uuid,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for external in &deal.external_refs {
+        let instance = external.instance.as_str();
+        let Some(responsible) = map.system_user(instance, &task.assignee) else { continue };
+        let op = CommandOp::CreateTask {
+            task: task.id,
+            external_id: Some(external.id.clone()),
+            title: task.title.clone(),
+            description: task.description.clone(),
+            responsible,
+            deadline: task.due,
+        };
+        commands.push(origin.command(next_id(), instance, &external.system, Some(deal.id), op));
+    }
+    commands
+}
+
+/// Commands that deliver a notification through every system the deal
+/// lives in and the person has a user in.
+pub fn notify(
+    map: &dyn OutboundMap,
+    origin: &CommandOrigin<'_>,
+    deal: &Deal,
+    person: &str,
+    text: &str,
+    mut next_id: impl FnMut() -> Uuid,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for external in &deal.external_refs {
+        let instance = external.instance.as_str();
+        let Some(to) = map.system_user(instance, person) else { continue };
+        let op = CommandOp::Notify { to, text: text.to_owned(), external_id: Some(external.id.clone()) };
+        commands.push(origin.command(next_id(), instance, &external.system, Some(deal.id), op));
+    }
+    commands
+}
+
+/// Canonical fields in a system's names; fields the system does not map
+/// are not written there. A person is written as the system's user id.
+fn system_fields(
+    map: &dyn OutboundMap,
+    instance: &str,
+    pipeline: &str,
+    fields: &[(String, serde_json::Value)],
+) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for (field, value) in fields {
+        let Some(name) = map.system_field(instance, pipeline, field) else { continue };
+        let value = match (field.as_str(), value) {
+            ("responsible", serde_json::Value::String(person)) => match map.system_user(instance, person) {
+                Some(user) => serde_json::Value::from(user),
+                None => continue,
+            },
+            // Money goes out as its decimal text; the currency is a field of its own.
+            ("amount", serde_json::Value::Object(money)) => money.get("amount").cloned().unwrap_or_default(),
+            _ => value.clone(),
+        };
+        out.insert(name, value);
+    }
+    out
+}

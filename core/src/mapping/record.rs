@@ -1,0 +1,330 @@
+//! Mapping one source record into canonical events, through the compiled
+//! bindings of a set.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+
+use super::convert::{self, FieldValue};
+use super::fields::BindingTarget;
+use super::source_path::SourcePath;
+use super::spec::Conversion;
+use crate::model::{CanonicalEvent, Client, DealObservation, ExternalRef, Inn, Money};
+
+/// A binding ready to run.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledBinding {
+    pub name: String,
+    pub connector: String,
+    pub system: String,
+    pub record_kind: String,
+    pub filter: Option<String>,
+    pub id: SourcePath,
+    pub parent: Option<(SourcePath, Vec<Conversion>)>,
+    /// Source path of the stage and the name of its stage map.
+    pub stage: Option<(SourcePath, String)>,
+    pub fields: Vec<CompiledField>,
+    pub create_with: BTreeMap<String, String>,
+}
+
+/// How one canonical field is filled.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledField {
+    pub target: BindingTarget,
+    /// The canonical field as written (`client.inn`), for errors.
+    pub name: String,
+    pub value: ValueSource,
+    pub required: bool,
+    pub person: bool,
+    pub currency: Option<ValueSource>,
+}
+
+/// Where a value comes from and how it is converted.
+#[derive(Debug, Clone)]
+pub(crate) struct ValueSource {
+    pub from: Option<SourcePath>,
+    pub convert: Vec<Conversion>,
+    pub default: Option<String>,
+}
+
+/// One canonical event produced by one binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRecord {
+    /// Name of the binding that produced it (for the trace).
+    pub binding: String,
+    pub event: CanonicalEvent,
+}
+
+/// Why a record could not be mapped. Every variant names the binding, and
+/// the field and source path where there is one, so an admin can find it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("binding `{binding}`: filter `{filter}` failed: {reason}")]
+    Filter { binding: String, filter: String, reason: String },
+    #[error("binding `{binding}`: record id at `{path}` is missing")]
+    MissingId { binding: String, path: String },
+    #[error("binding `{binding}`, field `{field}` (from `{path}`): required value is missing")]
+    Required { binding: String, field: String, path: String },
+    #[error("binding `{binding}`, field `{field}` (from `{path}`): {reason}")]
+    Field { binding: String, field: String, path: String, reason: String },
+    #[error("binding `{binding}`: system stage `{stage}` (from `{path}`) is not in stage map `{map}`")]
+    UnknownStage { binding: String, stage: String, path: String, map: String },
+}
+
+/// What the set knows that record mapping needs besides the binding.
+pub(crate) struct MappingContext<'a> {
+    pub lookups: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// (connector instance, system user id) → canonical person id.
+    pub people_by_system_id: &'a BTreeMap<(String, String), String>,
+    pub stage_maps: &'a BTreeMap<String, super::validate::CompiledStageMap>,
+}
+
+impl CompiledBinding {
+    /// Whether the filter lets this record through.
+    pub fn accepts(&self, record: &serde_json::Value) -> Result<bool, MappingError> {
+        let Some(filter) = &self.filter else { return Ok(true) };
+        let fail = |reason: String| MappingError::Filter { binding: self.name.clone(), filter: filter.clone(), reason };
+        let mut env = minijinja::Environment::new();
+        // Filters run on every record: bound their work.
+        env.set_fuel(Some(10_000));
+        let expr = env.compile_expression(filter).map_err(|e| fail(e.to_string()))?;
+        let ctx = minijinja::context! { record => minijinja::value::Serde(record) };
+        Ok(expr.eval(ctx).map_err(|e| fail(e.to_string()))?.is_true())
+    }
+
+    /// Maps a record this binding accepts into a deal observation.
+    pub fn map(&self, record: &serde_json::Value, ctx: &MappingContext<'_>) -> Result<MappedRecord, MappingError> {
+        let id = self
+            .id
+            .get(record)
+            .and_then(|v| FieldValue::from_json(v).ok().flatten())
+            .map(|v| v.to_text())
+            .ok_or_else(|| MappingError::MissingId { binding: self.name.clone(), path: self.id.to_string() })?;
+        let source = ExternalRef::new(&self.system, &self.connector, id);
+        let mut observed = DealObservation::default();
+        if let Some((path, map_name)) = &self.stage {
+            self.map_stage(record, path, map_name, ctx, &mut observed)?;
+        }
+        if let Some((path, convert)) = &self.parent {
+            let parent_source = ValueSource { from: Some(path.clone()), convert: convert.clone(), default: None };
+            if let Some(parent_id) = self.single(&parent_source, "parent", record, ctx)? {
+                observed.parent = Some(ExternalRef::new(&self.system, &self.connector, parent_id.to_text()));
+            }
+        }
+        for field in &self.fields {
+            self.map_field(field, record, ctx, &mut observed)?;
+        }
+        Ok(MappedRecord { binding: self.name.clone(), event: CanonicalEvent::DealObserved { source, observed } })
+    }
+
+    fn map_stage(
+        &self,
+        record: &serde_json::Value,
+        path: &SourcePath,
+        map_name: &str,
+        ctx: &MappingContext<'_>,
+        observed: &mut DealObservation,
+    ) -> Result<(), MappingError> {
+        let Some(system_stage) = path.get(record).and_then(|v| FieldValue::from_json(v).ok().flatten()) else {
+            return Ok(());
+        };
+        let system_stage = system_stage.to_text();
+        let map = ctx.stage_maps.get(map_name);
+        let canonical = map.and_then(|m| m.inbound.get(&system_stage)).ok_or_else(|| MappingError::UnknownStage {
+            binding: self.name.clone(),
+            stage: system_stage.clone(),
+            path: path.to_string(),
+            map: map_name.to_owned(),
+        })?;
+        observed.pipeline = map.map(|m| m.pipeline.clone());
+        observed.stage = Some(canonical.clone());
+        Ok(())
+    }
+
+    fn map_field(
+        &self,
+        field: &CompiledField,
+        record: &serde_json::Value,
+        ctx: &MappingContext<'_>,
+        observed: &mut DealObservation,
+    ) -> Result<(), MappingError> {
+        let list = field.value.from.as_ref().is_some_and(SourcePath::is_list);
+        let values: Vec<FieldValue> = if list {
+            self.list(&field.value, &field.name, record, ctx)?
+        } else {
+            self.single(&field.value, &field.name, record, ctx)?.into_iter().collect()
+        };
+        if values.is_empty() {
+            if field.required {
+                return Err(MappingError::Required {
+                    binding: self.name.clone(),
+                    field: field.name.clone(),
+                    path: path_text(&field.value),
+                });
+            }
+            return Ok(());
+        }
+        let values = if field.person { self.people(field, values, ctx)? } else { values };
+        let texts = || values.iter().map(FieldValue::to_text).collect::<Vec<_>>();
+        let first = values[0].clone();
+        fn client(observed: &mut DealObservation) -> &mut Client {
+            observed.client.get_or_insert_with(Client::default)
+        }
+        match &field.target {
+            BindingTarget::Title => observed.title = Some(first.to_text()),
+            BindingTarget::Amount => observed.amount = Some(self.money(field, first, record, ctx)?),
+            BindingTarget::ClientName => client(observed).name = first.to_text(),
+            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&first.to_text())),
+            BindingTarget::ClientKpp => client(observed).kpp = Some(first.to_text()),
+            BindingTarget::ClientEmails => client(observed).emails = texts(),
+            BindingTarget::ClientPhones => client(observed).phones = texts(),
+            BindingTarget::Responsible => observed.responsible = Some(first.to_text()),
+            BindingTarget::Actor => observed.actor = Some(first.to_text()),
+            BindingTarget::Custom(name) => {
+                let json = if list {
+                    serde_json::Value::Array(values.iter().map(FieldValue::to_json).collect())
+                } else {
+                    first.to_json()
+                };
+                observed.custom_fields.insert(name.clone(), json);
+            }
+        }
+        Ok(())
+    }
+
+    fn money(
+        &self,
+        field: &CompiledField,
+        value: FieldValue,
+        record: &serde_json::Value,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Money, MappingError> {
+        // An amount is always a number, so `decimal` is implied.
+        let amount: Decimal = match value {
+            FieldValue::Number(d) => d,
+            other => convert::parse_decimal(&other.to_text())
+                .map_err(|e| self.field_error(&field.name, &field.value, e.to_string()))?,
+        };
+        let currency_name = format!("{} currency", field.name);
+        let currency = match &field.currency {
+            Some(source) => self.single(source, &currency_name, record, ctx)?,
+            None => None,
+        };
+        let Some(currency) = currency else {
+            let path = field.currency.as_ref().map(path_text).unwrap_or_default();
+            return Err(MappingError::Required { binding: self.name.clone(), field: currency_name, path });
+        };
+        Money::new(amount, &currency.to_text()).map_err(|e| {
+            let source = field.currency.as_ref().unwrap_or(&field.value);
+            self.field_error(&currency_name, source, e.to_string())
+        })
+    }
+
+    /// Translates system user ids into canonical person ids.
+    fn people(
+        &self,
+        field: &CompiledField,
+        values: Vec<FieldValue>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Vec<FieldValue>, MappingError> {
+        values
+            .into_iter()
+            .map(|v| {
+                let key = (self.connector.clone(), v.to_text());
+                ctx.people_by_system_id.get(&key).map(|id| FieldValue::Text(id.clone())).ok_or_else(|| {
+                    self.field_error(
+                        &field.name,
+                        &field.value,
+                        format!("user `{}` of `{}` is not declared under `people`", key.1, self.connector),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Reads, defaults and converts a single value; `None` = not set.
+    fn single(
+        &self,
+        source: &ValueSource,
+        field: &str,
+        record: &serde_json::Value,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Option<FieldValue>, MappingError> {
+        let raw = match source.from.as_ref().and_then(|p| p.get(record)) {
+            Some(v) => FieldValue::from_json(v).map_err(|e| self.field_error(field, source, e))?,
+            None => None,
+        };
+        let converted = match raw {
+            Some(raw) => self.convert(source, field, raw, ctx)?,
+            None => None,
+        };
+        match converted {
+            Some(value) => Ok(Some(value)),
+            None => self.default(source, field, ctx),
+        }
+    }
+
+    /// The `default:` of a value, typed like the field.
+    fn default(
+        &self,
+        source: &ValueSource,
+        field: &str,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Option<FieldValue>, MappingError> {
+        let Some(default) = &source.default else { return Ok(None) };
+        convert::typed_default(default, &source.convert, ctx.lookups)
+            .map(Some)
+            .map_err(|e| self.field_error(field, source, format!("default: {e}")))
+    }
+
+    /// Reads every item of a `[*]` path; empty items are skipped.
+    fn list(
+        &self,
+        source: &ValueSource,
+        field: &str,
+        record: &serde_json::Value,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Vec<FieldValue>, MappingError> {
+        let path = source.from.as_ref().map(|p| p.get_all(record)).unwrap_or_default();
+        let mut values = Vec::new();
+        for item in path {
+            if let Some(raw) = FieldValue::from_json(item).map_err(|e| self.field_error(field, source, e))? {
+                values.extend(self.convert(source, field, raw, ctx)?);
+            }
+        }
+        if values.is_empty() {
+            values.extend(self.default(source, field, ctx)?);
+        }
+        Ok(values)
+    }
+
+    fn convert(
+        &self,
+        source: &ValueSource,
+        field: &str,
+        mut value: FieldValue,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Option<FieldValue>, MappingError> {
+        for conversion in &source.convert {
+            if convert::is_emptied(conversion, &value) {
+                return Ok(None);
+            }
+            value = convert::apply(conversion, value, ctx.lookups)
+                .map_err(|e| self.field_error(field, source, e.to_string()))?;
+        }
+        Ok(Some(value))
+    }
+
+    fn field_error(&self, field: &str, source: &ValueSource, reason: impl Into<String>) -> MappingError {
+        MappingError::Field {
+            binding: self.name.clone(),
+            field: field.to_owned(),
+            path: path_text(source),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn path_text(source: &ValueSource) -> String {
+    source.from.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "default".to_owned())
+}

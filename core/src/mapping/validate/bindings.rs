@@ -1,0 +1,184 @@
+//! Checks bindings (paths, conversions, target fields, stage maps, filters)
+//! and compiles them for record mapping.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::flow::plan::SourceSpan;
+use crate::mapping::convert;
+use crate::mapping::diagnostic::Diagnostics;
+use crate::mapping::exprs::{self, Scope};
+use crate::mapping::fields::BindingTarget;
+use crate::mapping::merge::{Defined, MergedSpec};
+use crate::mapping::record::{CompiledBinding, CompiledField, ValueSource};
+use crate::mapping::source_path::SourcePath;
+use crate::mapping::spec::{BindingSpec, Conversion, FieldSpec, TargetKind};
+use crate::mapping::yaml::Located;
+
+/// Custom field names some binding fills.
+pub(crate) fn custom_fields_filled(spec: &MergedSpec) -> BTreeSet<String> {
+    spec.bindings
+        .values()
+        .flat_map(|b| b.spec.fields.keys())
+        .filter_map(|name| name.strip_prefix("custom.").map(str::to_owned))
+        .collect()
+}
+
+pub(crate) fn bindings(
+    spec: &MergedSpec,
+    lookups: &BTreeMap<String, BTreeMap<String, String>>,
+    diags: &mut Diagnostics,
+) -> Vec<CompiledBinding> {
+    spec.bindings.values().map(|def| binding(def, spec, lookups, diags)).collect()
+}
+
+fn binding(
+    def: &Defined<BindingSpec>,
+    spec: &MergedSpec,
+    lookups: &BTreeMap<String, BTreeMap<String, String>>,
+    diags: &mut Diagnostics,
+) -> CompiledBinding {
+    let b = &def.spec;
+    for (what, value) in [("connector", &b.connector), ("system", &b.system), ("record", &b.record)] {
+        if value.trim().is_empty() {
+            diags.error(&def.at(value), format!("`{what}` must not be empty"));
+        }
+    }
+    let TargetKind::Deal = b.target;
+    let filter = b.filter.as_ref().map(|f| {
+        exprs::expression(&f.value, def.at(f), &Scope::Record, diags);
+        f.value.clone()
+    });
+    let id = path(def, &b.id, false, diags);
+    let parent = b.parent.as_ref().map(|p| {
+        check_conversions(def, &p.convert, lookups, diags);
+        (path(def, &p.from, false, diags), p.convert.iter().map(|c| c.value.clone()).collect())
+    });
+    let stage = b.stage.as_ref().map(|s| {
+        if !spec.stage_maps.contains_key(s.map.as_str()) {
+            diags.error(&def.at(&s.map), format!("unknown stage map `{}`", s.map.value));
+        }
+        (path(def, &s.from, false, diags), s.map.value.clone())
+    });
+    let fields = b.fields.iter().filter_map(|(name, field)| compile_field(def, name, field, lookups, diags)).collect();
+    CompiledBinding {
+        name: b.name.value.clone(),
+        connector: b.connector.value.clone(),
+        system: b.system.value.clone(),
+        record_kind: b.record.value.clone(),
+        filter,
+        id,
+        parent,
+        stage,
+        fields,
+        create_with: b.create_with.clone(),
+    }
+}
+
+fn compile_field(
+    def: &Defined<BindingSpec>,
+    name: &Located<String>,
+    field: &FieldSpec,
+    lookups: &BTreeMap<String, BTreeMap<String, String>>,
+    diags: &mut Diagnostics,
+) -> Option<CompiledField> {
+    let target = match BindingTarget::parse(name) {
+        Ok(target) => target,
+        Err(message) => {
+            diags.error(&def.at(name), message);
+            return None;
+        }
+    };
+    let value = value_source(def, name, field.from.as_ref(), &field.convert, field.default.as_ref(), lookups, diags);
+    if let Some(from) = &field.from
+        && value.from.as_ref().is_some_and(SourcePath::is_list)
+        && !target.accepts_list()
+    {
+        diags.error(&def.at(from), format!("`{}` holds one value; `[*]` is for list fields", name.value));
+    }
+    let currency = match (&target, &field.currency) {
+        (BindingTarget::Amount, Some(c)) => {
+            if c.from.is_none() && c.default.is_none() {
+                diags.error(&def.at(name), "`currency` needs `from` or `default`");
+            }
+            Some(value_source(def, name, c.from.as_ref(), &c.convert, c.default.as_ref(), lookups, diags))
+        }
+        (BindingTarget::Amount, None) => {
+            diags.error(&def.at(name), "`amount` needs `currency: {from: …, default: …}`");
+            None
+        }
+        (_, Some(_)) => {
+            diags.error(&def.at(name), format!("`currency` applies to `amount` only, not `{}`", name.value));
+            None
+        }
+        (_, None) => None,
+    };
+    let person = field.person.unwrap_or(target.is_person());
+    Some(CompiledField { target, name: name.value.clone(), value, required: field.required, person, currency })
+}
+
+/// Checks the path, the conversions, and that the default has the field's
+/// type (a default that cannot be typed would fail on every record).
+fn value_source(
+    def: &Defined<BindingSpec>,
+    name: &Located<String>,
+    from: Option<&Located<String>>,
+    conversions: &[Located<Conversion>],
+    default: Option<&Located<String>>,
+    lookups: &BTreeMap<String, BTreeMap<String, String>>,
+    diags: &mut Diagnostics,
+) -> ValueSource {
+    if from.is_none() && default.is_none() {
+        diags.error(&def.at(name), format!("`{}` needs `from` or `default`", name.value));
+    }
+    let conversions_ok = check_conversions(def, conversions, lookups, diags);
+    let convert: Vec<Conversion> = conversions.iter().map(|c| c.value.clone()).collect();
+    if let Some(default) = default.filter(|_| conversions_ok)
+        && let Err(e) = convert::typed_default(default, &convert, lookups)
+    {
+        diags.error(&def.at(default), format!("default `{}`: {e}", default.value));
+    }
+    ValueSource { from: from.map(|f| path(def, f, true, diags)), convert, default: default.map(|d| d.value.clone()) }
+}
+
+/// Reports unknown lookup tables and time zones; true when all are known.
+fn check_conversions(
+    def: &Defined<BindingSpec>,
+    conversions: &[Located<Conversion>],
+    lookups: &BTreeMap<String, BTreeMap<String, String>>,
+    diags: &mut Diagnostics,
+) -> bool {
+    let mut ok = true;
+    for conversion in conversions {
+        let problem = match &conversion.value {
+            Conversion::Lookup(table) if !lookups.contains_key(table) => {
+                Some(format!("unknown lookup table `{table}`"))
+            }
+            Conversion::LocalDatetime(zone) if zone.parse::<chrono_tz::Tz>().is_err() => {
+                Some(format!("unknown time zone `{zone}`; write an IANA name such as Europe/Moscow"))
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            diags.error(&def.at(conversion), problem);
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Parses a source path; an unparsable one is reported and replaced by
+/// a single key with its text so checking can go on (the set is rejected).
+fn path(def: &Defined<BindingSpec>, text: &Located<String>, list_allowed: bool, diags: &mut Diagnostics) -> SourcePath {
+    let span: SourceSpan = def.at(text);
+    match SourcePath::parse(text) {
+        Ok(path) if path.is_list() && !list_allowed => {
+            diags.error(&span, format!("`{}`: `[*]` is not allowed here", text.value));
+            path
+        }
+        Ok(path) => path,
+        Err(message) => {
+            diags.error(&span, message);
+            SourcePath::key(text)
+        }
+    }
+}
