@@ -238,6 +238,9 @@ impl Run<'_, '_> {
         let current = &self.world.deals[&deal];
         let from = (current.pipeline.clone(), current.stage.clone());
         let pipeline = pipeline.unwrap_or(&from.0).to_owned();
+        if from.0 == pipeline && from.1 == stage {
+            return Ok(Ok(()));
+        }
         let actor = format!("flow:{}", step.flow.name);
         let at = self.cause.at;
         if !self.world.deal_mut(deal).expect("required").move_to(&pipeline, stage, at, &actor) {
@@ -264,6 +267,9 @@ impl Run<'_, '_> {
         let mut written = Vec::new();
         for (field, value) in values {
             let before = deal_fields::read(&self.world.deals[&deal], &field);
+            if before == value {
+                continue;
+            }
             let target = self.world.deal_mut(deal).expect("required");
             if deal_fields::write(target, &field, value.clone())? {
                 target.updated_at = self.cause.at;

@@ -72,9 +72,10 @@ impl FlowRuntime {
             }
             Action::Notify { text, .. } => self.add_template(text),
             Action::RequireApproval { title, .. } => self.add_template(title),
-            Action::Guard { condition, message } => {
+            Action::Guard { condition, message, otherwise } => {
                 self.add_condition(condition)?;
-                self.add_template(message)
+                self.add_template(message)?;
+                otherwise.iter().try_for_each(|a| self.add_action(a))
             }
             _ => Ok(()),
         }

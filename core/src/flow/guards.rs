@@ -8,12 +8,16 @@
 use uuid::Uuid;
 
 use super::effects::{Change, Problem, TraceKind};
-use super::engine::{EngineError, Run};
+use super::engine::{EngineError, FlowTarget, Run};
 use super::outbound::{CommandOrigin, DealWrite};
 use super::plan::{Action, Trigger};
 
 /// Name under which holds appear in the trail and in idempotency keys.
 const HOLD: &str = "approval-hold";
+
+/// Action numbers of a guard's `otherwise` start here (times the guard's
+/// own number), so their idempotency keys never meet the flow's actions.
+const OTHERWISE_BASE: usize = 1000;
 
 impl Run<'_, '_> {
     /// An open approval holds the deal out of this stage.
@@ -43,8 +47,9 @@ impl Run<'_, '_> {
             let guards: Vec<_> = flow
                 .actions
                 .iter()
-                .filter_map(|a| match a {
-                    Action::Guard { condition, message } => Some((condition, message)),
+                .enumerate()
+                .filter_map(|(index, a)| match a {
+                    Action::Guard { condition, message, otherwise } => Some((index, condition, message, otherwise)),
                     _ => None,
                 })
                 .collect();
@@ -58,7 +63,7 @@ impl Run<'_, '_> {
             {
                 continue;
             }
-            for (condition, message) in guards {
+            for (index, condition, message, otherwise) in guards {
                 // A guard that cannot be evaluated refuses: closing a deal on
                 // a broken rule is worse than asking a person to look.
                 let refusal = match runtime.holds(condition, &scope) {
@@ -69,6 +74,11 @@ impl Run<'_, '_> {
                 if let Some(reason) = refusal
                     && self.refuse(deal, from, to, &flow.name, &reason, depth)
                 {
+                    let target = FlowTarget { deal, depth: depth + 1 };
+                    for (nested, action) in otherwise.iter().enumerate() {
+                        // Keys of nested actions stay apart from the flow's own.
+                        self.run_action(flow, OTHERWISE_BASE * (index + 1) + nested, action, target)?;
+                    }
                     return Ok(true);
                 }
             }

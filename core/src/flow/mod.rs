@@ -20,6 +20,8 @@ mod guards;
 mod observe;
 pub mod outbound;
 pub mod plan;
+#[cfg(test)]
+mod tests;
 pub mod world;
 
 pub use context::FlowRuntime;

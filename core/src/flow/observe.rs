@@ -104,6 +104,9 @@ impl Run<'_, '_> {
         let current = &self.world.deals[&deal];
         let pipeline = observed.pipeline.clone().unwrap_or_else(|| current.pipeline.clone());
         let Some(stage) = observed.stage.clone() else { return };
+        if current.pipeline == pipeline && current.stage == stage {
+            return;
+        }
         let from = (current.pipeline.clone(), current.stage.clone());
         let actor = actor(source, observed);
         let at = self.cause.at;

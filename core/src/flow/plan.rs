@@ -181,6 +181,9 @@ pub enum Action {
     Guard {
         condition: Expr,
         message: Expr,
+        /// Run after a refusal (the deal is already back), e.g. a task for
+        /// the supervisor.
+        otherwise: Vec<Action>,
     },
 }
 

@@ -22,7 +22,7 @@ use crate::model::{Deal, ExternalRef, Invoice, InvoiceKind, Task, TaskKind, Task
 pub struct World {
     pub deals: BTreeMap<Uuid, Deal>,
     pub invoices: BTreeMap<Uuid, Invoice>,
-    /// Tasks of the loaded deals (open ones at least).
+    /// Tasks of the loaded deals (open ones and approvals at least).
     pub tasks: BTreeMap<Uuid, Task>,
     /// Timers of the loaded deals (pending ones at least).
     pub timers: BTreeMap<Uuid, Timer>,
@@ -71,9 +71,15 @@ impl World {
         self.tasks.values().filter(move |t| t.deal_id == Some(deal) && t.status == TaskStatus::Open)
     }
 
-    /// The open approval that holds `deal` out of `stage`, if any.
+    /// The approval that holds `deal` out of `stage`, if any: the latest
+    /// approval for that stage, unless it was granted (or cancelled). A
+    /// rejection keeps the hold until a new approval is granted.
     pub fn hold_on(&self, deal: Uuid, stage: &str) -> Option<&Task> {
-        self.open_tasks(deal).find(|t| t.kind == TaskKind::Approval && t.hold_stage.as_deref() == Some(stage))
+        self.tasks
+            .values()
+            .filter(|t| t.deal_id == Some(deal) && t.kind == TaskKind::Approval && t.hold_stage.as_deref() == Some(stage))
+            .max_by_key(|t| (t.created_at, t.id))
+            .filter(|t| matches!(t.status, TaskStatus::Open | TaskStatus::Rejected))
     }
 
     /// The pending timer of a deal with this name.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::testcase::{BindStep, EventStep, Expect, GivenDeal, GivenInvoice, Step, TestCase};
@@ -236,8 +236,7 @@ impl<'a> CaseRun<'a> {
     fn advance(&mut self, raw: &str) -> Result<(), String> {
         let delay = delay::parse_delay(raw)?;
         let target = calendar::due_at(self.set.plan().calendar.as_ref(), self.now, delay).map_err(|e| e.to_string())?;
-        loop {
-            let Some(timer) = self.world.due_timers(target).into_iter().next() else { break };
+        while let Some(timer) = self.world.due_timers(target).into_iter().next() {
             self.now = self.now.max(timer.due_at);
             let event = CanonicalEvent::TimerFired { deal_id: timer.deal_id, timer: timer.name.clone(), timer_id: timer.id };
             self.process(&event, None);
@@ -246,7 +245,7 @@ impl<'a> CaseRun<'a> {
                 t.status = TimerStatus::Fired;
             }
         }
-        self.now = target.max(self.now) + Duration::zero();
+        self.now = target.max(self.now);
         Ok(())
     }
 

@@ -226,6 +226,10 @@ pub struct GuardSpec {
     pub condition: Located<String>,
     /// Template of the message telling the responsible why the move was refused.
     pub message: Located<String>,
+    /// Actions to run when the guard refuses, after the deal went back
+    /// (e.g. a task for the supervisor). Not `guard` itself.
+    #[serde(default)]
+    pub otherwise: Vec<Located<ActionSpec>>,
 }
 
 /// What a flow does.

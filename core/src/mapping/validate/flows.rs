@@ -270,7 +270,21 @@ impl FlowChecker<'_, '_> {
                 if !matches!(trigger, Trigger::DealEnters { .. }) {
                     self.diags.error(&self.at(action), "`guard` works only in a `deal_enters` flow");
                 }
-                Action::Guard { condition: self.expression(&g.condition), message: self.template(&g.message) }
+                let otherwise = g
+                    .otherwise
+                    .iter()
+                    .map(|nested| {
+                        if matches!(nested.value, ActionSpec::Guard(_)) {
+                            self.diags.error(&self.at(nested), "a guard's `otherwise` cannot hold another guard");
+                        }
+                        self.action(nested, trigger)
+                    })
+                    .collect();
+                Action::Guard {
+                    condition: self.expression(&g.condition),
+                    message: self.template(&g.message),
+                    otherwise,
+                }
             }
         }
     }
