@@ -34,7 +34,9 @@ impl EventScope {
         match event {
             CanonicalEvent::PaymentApplied { invoice_id, .. }
             | CanonicalEvent::InvoiceFullyPaid { invoice_id, .. }
-            | CanonicalEvent::ShipmentsCoverOrder { invoice_id, .. } => put("invoice_id", invoice_id.to_string().into()),
+            | CanonicalEvent::ShipmentsCoverOrder { invoice_id, .. } => {
+                put("invoice_id", invoice_id.to_string().into())
+            }
             CanonicalEvent::MessageArrived { message, .. } => {
                 put("from", message.from.as_str().into());
                 put("subject", message.subject.as_str().into());
@@ -101,7 +103,9 @@ impl Run<'_, '_> {
             Action::SpawnChild { pipeline, stage, copy, responsible, title } => {
                 self.spawn_child(&step, pipeline, stage, copy, responsible, title.as_ref())
             }
-            Action::Move { target: which, pipeline, stage } => self.move_deal(&step, *which, pipeline.as_deref(), stage),
+            Action::Move { target: which, pipeline, stage } => {
+                self.move_deal(&step, *which, pipeline.as_deref(), stage)
+            }
             Action::SetField { target: which, field, value } => self.set_field(&step, *which, field, value),
             Action::CopyFields { from, to, fields } => self.copy_fields(&step, *from, *to, fields),
             Action::MirrorChildStage { field } => self.mirror_child_stage(&step, field),
@@ -219,7 +223,8 @@ impl Run<'_, '_> {
         self.changed(Change::StageEntered { deal: id, from: None, to, actor, reverted: false }, depth);
         let origin = self.origin(step);
         let ids = &mut self.ids;
-        let commands = outbound::create_child(self.engine.outbound, &origin, &parent, &child, &copied, || ids.next_id());
+        let commands =
+            outbound::create_child(self.engine.outbound, &origin, &parent, &child, &copied, || ids.next_id());
         self.push_commands(commands, depth);
         Ok(Ok(()))
     }
@@ -273,7 +278,10 @@ impl Run<'_, '_> {
             let target = self.world.deal_mut(deal).expect("required");
             if deal_fields::write(target, &field, value.clone())? {
                 target.updated_at = self.cause.at;
-                self.changed(Change::FieldChanged { deal, field: field.clone(), from: before, to: value.clone() }, depth);
+                self.changed(
+                    Change::FieldChanged { deal, field: field.clone(), from: before, to: value.clone() },
+                    depth,
+                );
                 written.push((field, value));
             }
         }
@@ -361,7 +369,8 @@ impl Run<'_, '_> {
             Ok(person) => person,
             Err(e) => return Ok(Err(e)),
         };
-        let due = match due.map(|d| calendar::due_at(self.engine.plan.calendar.as_ref(), self.cause.at, d)).transpose() {
+        let due = match due.map(|d| calendar::due_at(self.engine.plan.calendar.as_ref(), self.cause.at, d)).transpose()
+        {
             Ok(due) => due,
             Err(e) => return Ok(Err(e.to_string())),
         };
@@ -420,7 +429,8 @@ impl Run<'_, '_> {
         text: &str,
         depth: u32,
     ) {
-        let kind = TraceKind::Action { flow: flow.into(), action: "notify".into(), detail: format!("{person}: {text}") };
+        let kind =
+            TraceKind::Action { flow: flow.into(), action: "notify".into(), detail: format!("{person}: {text}") };
         self.trace(deal, depth, kind);
         self.effects.notifications.push(Notification {
             deal,

@@ -33,9 +33,9 @@ pub enum Change {
 impl Change {
     pub fn deal(&self) -> Uuid {
         match self {
-            Change::DealCreated { deal, .. } | Change::StageEntered { deal, .. } | Change::FieldChanged { deal, .. } => {
-                *deal
-            }
+            Change::DealCreated { deal, .. }
+            | Change::StageEntered { deal, .. }
+            | Change::FieldChanged { deal, .. } => *deal,
         }
     }
 }

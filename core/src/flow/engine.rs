@@ -161,11 +161,10 @@ impl Run<'_, '_> {
 
     fn approval_decided(&mut self, deal: Uuid, task_id: Uuid, approved: bool, by: &str) -> Result<(), EngineError> {
         self.require(deal)?;
-        let open = self
-            .world
-            .tasks
-            .get(&task_id)
-            .is_some_and(|t| t.kind == TaskKind::Approval && t.status == TaskStatus::Open && t.deal_id == Some(deal));
+        let open =
+            self.world.tasks.get(&task_id).is_some_and(|t| {
+                t.kind == TaskKind::Approval && t.status == TaskStatus::Open && t.deal_id == Some(deal)
+            });
         if !open {
             // Decided already, or not an approval of this deal: a repeat changes nothing.
             return Ok(());
@@ -219,7 +218,9 @@ impl Run<'_, '_> {
         to: (String, String),
         depth: u32,
     ) -> Result<(), EngineError> {
-        if self.refused_by_hold(deal, from.as_ref(), &to, depth)? || self.refused_by_guard(deal, from.as_ref(), &to, depth)? {
+        if self.refused_by_hold(deal, from.as_ref(), &to, depth)?
+            || self.refused_by_guard(deal, from.as_ref(), &to, depth)?
+        {
             return Ok(());
         }
         if let Some((pipeline, stage)) = &from {
@@ -238,12 +239,21 @@ impl Run<'_, '_> {
 
     /// Runs every flow whose trigger matches, in the order the files
     /// declare them, one level deeper than the change that triggered them.
-    pub(crate) fn fire(&mut self, matches: &dyn Fn(&Trigger) -> bool, deal: Uuid, depth: u32) -> Result<(), EngineError> {
+    pub(crate) fn fire(
+        &mut self,
+        matches: &dyn Fn(&Trigger) -> bool,
+        deal: Uuid,
+        depth: u32,
+    ) -> Result<(), EngineError> {
         let plan = self.engine.plan;
         for flow in plan.flows.iter().filter(|f| matches(&f.trigger)) {
             let flow_depth = depth + 1;
             if flow_depth > plan.max_cascade_depth {
-                let problem = Problem::CascadeTooDeep { flow: flow.name.clone(), depth: flow_depth, limit: plan.max_cascade_depth };
+                let problem = Problem::CascadeTooDeep {
+                    flow: flow.name.clone(),
+                    depth: flow_depth,
+                    limit: plan.max_cascade_depth,
+                };
                 self.problem(deal, depth, problem);
                 continue;
             }

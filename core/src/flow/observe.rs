@@ -26,7 +26,10 @@ impl Run<'_, '_> {
         {
             let from = self.world.deals[&deal].parent_id.map_or(serde_json::Value::Null, |p| p.to_string().into());
             self.world.deal_mut(deal).expect("exists").parent_id = Some(parent);
-            self.changed(Change::FieldChanged { deal, field: "parent_id".into(), from, to: parent.to_string().into() }, 0);
+            self.changed(
+                Change::FieldChanged { deal, field: "parent_id".into(), from, to: parent.to_string().into() },
+                0,
+            );
         }
         for (field, value) in observed_fields(observed) {
             self.observe_field(deal, &field, value);
@@ -111,7 +114,10 @@ impl Run<'_, '_> {
         let actor = actor(source, observed);
         let at = self.cause.at;
         if self.world.deal_mut(deal).expect("exists").move_to(&pipeline, &stage, at, &actor) {
-            self.changed(Change::StageEntered { deal, from: Some(from), to: (pipeline, stage), actor, reverted: false }, 0);
+            self.changed(
+                Change::StageEntered { deal, from: Some(from), to: (pipeline, stage), actor, reverted: false },
+                0,
+            );
         }
     }
 }

@@ -77,7 +77,9 @@ impl World {
     pub fn hold_on(&self, deal: Uuid, stage: &str) -> Option<&Task> {
         self.tasks
             .values()
-            .filter(|t| t.deal_id == Some(deal) && t.kind == TaskKind::Approval && t.hold_stage.as_deref() == Some(stage))
+            .filter(|t| {
+                t.deal_id == Some(deal) && t.kind == TaskKind::Approval && t.hold_stage.as_deref() == Some(stage)
+            })
             .max_by_key(|t| (t.created_at, t.id))
             .filter(|t| matches!(t.status, TaskStatus::Open | TaskStatus::Rejected))
     }

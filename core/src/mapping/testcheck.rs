@@ -28,7 +28,8 @@ pub(crate) fn deals(run: &dyn FinishedRun, expect: &Expect, failures: &mut Vec<S
         if let Some(title) = expected.title.as_ref().filter(|t| **t != deal.title) {
             differs("title", title, &deal.title);
         }
-        if let Some(responsible) = expected.responsible.as_ref().filter(|r| Some(&r.value) != deal.responsible.as_ref()) {
+        if let Some(responsible) = expected.responsible.as_ref().filter(|r| Some(&r.value) != deal.responsible.as_ref())
+        {
             differs("responsible", &responsible.value, &deal.responsible);
         }
         if let Some(amount) = &expected.amount {
@@ -107,7 +108,10 @@ pub(crate) fn tasks_and_notifications(run: &dyn FinishedRun, expect: &Expect, fa
 pub(crate) fn timers(run: &dyn FinishedRun, expect: &Expect, failures: &mut Vec<String>) {
     let pending = |deal: &str, name: &str| {
         let deal = run.deal_id(deal);
-        run.world().timers.values().any(|t| Some(t.deal_id) == deal && t.name == name && t.status == TimerStatus::Pending)
+        run.world()
+            .timers
+            .values()
+            .any(|t| Some(t.deal_id) == deal && t.name == name && t.status == TimerStatus::Pending)
     };
     for timer in &expect.timers {
         if !pending(&timer.deal, &timer.timer) {
@@ -141,7 +145,12 @@ pub(crate) fn commands(run: &dyn FinishedRun, expect: &Expect, failures: &mut Ve
         }
     }
     if expect.exact_commands && actual.len() != expect.commands.len() {
-        failures.push(format!("{} commands produced, {} expected: {}", actual.len(), expect.commands.len(), Value::from(actual)));
+        failures.push(format!(
+            "{} commands produced, {} expected: {}",
+            actual.len(),
+            expect.commands.len(),
+            Value::from(actual)
+        ));
     }
 }
 

@@ -206,8 +206,12 @@ impl<'a> CaseRun<'a> {
                     .max_by_key(|t| (t.created_at, t.id))
                     .map(|t| t.id)
                     .ok_or_else(|| format!("`{}` has no open approval to decide", deal.value))?;
-                let event =
-                    CanonicalEvent::ApprovalDecided { deal_id, task_id: task, approved: *approved, by: by.value.clone() };
+                let event = CanonicalEvent::ApprovalDecided {
+                    deal_id,
+                    task_id: task,
+                    approved: *approved,
+                    by: by.value.clone(),
+                };
                 self.process(&event, None);
             }
             EventStep::MessageArrived { deal, from, subject, body } => {
@@ -238,7 +242,8 @@ impl<'a> CaseRun<'a> {
         let target = calendar::due_at(self.set.plan().calendar.as_ref(), self.now, delay).map_err(|e| e.to_string())?;
         while let Some(timer) = self.world.due_timers(target).into_iter().next() {
             self.now = self.now.max(timer.due_at);
-            let event = CanonicalEvent::TimerFired { deal_id: timer.deal_id, timer: timer.name.clone(), timer_id: timer.id };
+            let event =
+                CanonicalEvent::TimerFired { deal_id: timer.deal_id, timer: timer.name.clone(), timer_id: timer.id };
             self.process(&event, None);
             // A timer the engine could not fire must not stop the clock.
             if let Some(t) = self.world.timers.get_mut(&timer.id).filter(|t| t.status == TimerStatus::Pending) {
@@ -251,13 +256,10 @@ impl<'a> CaseRun<'a> {
 
     fn bind(&mut self, bind: &BindStep) -> Result<(), String> {
         let parent = self.deals[bind.child_of.as_str()];
-        let child = self
-            .world
-            .children(parent)
-            .filter(|c| c.pipeline == bind.pipeline.value)
-            .map(|c| c.id)
-            .last()
-            .ok_or_else(|| format!("`{}` has no child in `{}` to bind", bind.child_of.value, bind.pipeline.value))?;
+        let child =
+            self.world.children(parent).filter(|c| c.pipeline == bind.pipeline.value).map(|c| c.id).last().ok_or_else(
+                || format!("`{}` has no child in `{}` to bind", bind.child_of.value, bind.pipeline.value),
+            )?;
         if let Some(external) = &bind.r#ref {
             let deal = self.world.deals.get_mut(&child).expect("found");
             if !deal.external_refs.contains(external) {

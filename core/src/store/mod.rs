@@ -8,25 +8,31 @@
 //! written.
 
 mod changeset;
+mod doc;
 mod error;
 mod event;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod suite;
+mod world;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{Deal, ExternalRef};
+use crate::flow::effects::{Command, TraceStep};
+use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub use changeset::{ChangeSet, EventOutcome};
 pub use error::StoreError;
 pub use event::{Appended, EventState, NewRawEvent, RawEvent};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use world::{change_set_from_world, extend_world, load_world};
 
 /// Which backend a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +82,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Child deals of `parent`, oldest first.
     async fn child_deals(&self, parent: Uuid) -> Result<Vec<Deal>, StoreError>;
+
+    /// The deals with these ids, by id; unknown ids are skipped. Loads a world.
+    async fn deals_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Deal>, StoreError>;
+
+    /// One invoice or order by id.
+    async fn get_invoice(&self, id: Uuid) -> Result<Option<Invoice>, StoreError>;
+
+    /// Invoices and orders of these deals, by id, for the engine's totals.
+    async fn invoices_of_deals(&self, deals: &[Uuid]) -> Result<Vec<Invoice>, StoreError>;
+
+    /// The invoice that carries this external ref, to match incoming documents.
+    async fn find_invoice(&self, external: &ExternalRef) -> Result<Option<Invoice>, StoreError>;
+
+    /// One task by id.
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>, StoreError>;
+
+    /// Tasks of these deals (only open ones if `open_only`), by id.
+    async fn tasks_of_deals(&self, deals: &[Uuid], open_only: bool) -> Result<Vec<Task>, StoreError>;
+
+    /// Timers of these deals (only pending ones if `pending_only`), by id.
+    async fn timers_of_deals(&self, deals: &[Uuid], pending_only: bool) -> Result<Vec<Timer>, StoreError>;
+
+    /// Pending timers due at or before `at`, earliest first (ties by id), at
+    /// most `limit`: what the scheduler fires next.
+    async fn due_timers(&self, at: DateTime<Utc>, limit: u32) -> Result<Vec<Timer>, StoreError>;
+
+    /// Every team's round-robin position, for assignment.
+    async fn team_cursors(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Open tasks assigned to each person plus deals they are responsible
+    /// for, for least-loaded assignment; every person asked for is present.
+    async fn person_loads(&self, people: &[String]) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// A deal's audit trail in the order it was written.
+    async fn trace_of_deal(&self, deal: Uuid) -> Result<Vec<TraceStep>, StoreError>;
+
+    /// Outbox commands concerning a deal in the order they were queued.
+    async fn commands_of_deal(&self, deal: Uuid) -> Result<Vec<Command>, StoreError>;
+
+    /// Unpublished outbox commands with `seq > after_seq`, by seq, at most
+    /// `limit`, with their seq: what the outbox relay publishes next.
+    async fn pending_commands(&self, after_seq: i64, limit: u32) -> Result<Vec<(i64, Command)>, StoreError>;
+
+    /// Marks commands published so the relay skips them; unknown or already
+    /// published ids are ignored.
+    async fn mark_commands_published(&self, ids: &[Uuid]) -> Result<(), StoreError>;
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or

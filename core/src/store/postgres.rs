@@ -3,25 +3,30 @@
 //! Batches of raw events go in as one `INSERT … SELECT FROM UNNEST(…)` so a
 //! group commit costs one round trip however many events it carries.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
 use super::{Appended, Backend, ChangeSet, EventState, NewRawEvent, RawEvent, Store, StoreError, redact_url};
-use crate::model::{Deal, ExternalRef};
+use crate::flow::effects::{Command, TraceStep};
+use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub struct PgStore {
     pool: PgPool,
 }
 
 const DEAL_KIND: &str = "deal";
+const INVOICE_KIND: &str = "invoice";
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -62,55 +67,168 @@ fn event_from_row(row: &PgRow) -> Result<RawEvent, StoreError> {
 }
 
 fn deal_from_row(row: &PgRow) -> Result<Deal, StoreError> {
-    let doc: &str = row.try_get("doc")?;
-    serde_json::from_str(doc).map_err(|e| corrupt(format!("deal document: {e}")))
+    doc_from_row(row, "deal")
+}
+
+/// The record a row's `doc` column (selected as `doc::text AS doc`) holds.
+fn doc_from_row<T: DeserializeOwned>(row: &PgRow, what: &str) -> Result<T, StoreError> {
+    from_doc(what, row.try_get("doc")?)
+}
+
+fn count(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(format!("negative count {v}")))
 }
 
 const EVENT_COLUMNS: &str = "seq, id, connector, delivery_key, received_at, headers::text AS headers, body, state, \
                              state_detail, processed_at";
 
 async fn write_deal(tx: &mut Transaction<'_, Postgres>, deal: &Deal) -> Result<(), StoreError> {
-    let doc = serde_json::to_string(deal).map_err(|e| StoreError::Database(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO deals (id, pipeline, stage, parent_id, doc, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
+        "INSERT INTO deals (id, pipeline, stage, parent_id, responsible, doc, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)
          ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, stage = excluded.stage,
-             parent_id = excluded.parent_id, doc = excluded.doc, updated_at = excluded.updated_at",
+             parent_id = excluded.parent_id, responsible = excluded.responsible, doc = excluded.doc,
+             updated_at = excluded.updated_at",
     )
     .bind(deal.id)
     .bind(&deal.pipeline)
     .bind(&deal.stage)
     .bind(deal.parent_id)
-    .bind(doc)
+    .bind(&deal.responsible)
+    .bind(to_doc("deal", deal)?)
     .bind(deal.created_at)
     .bind(deal.updated_at)
     .execute(&mut **tx)
     .await?;
+    replace_refs(tx, DEAL_KIND, deal.id, &deal.external_refs).await
+}
+
+/// Replaces the external refs of one canonical record.
+async fn replace_refs(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: &str,
+    id: Uuid,
+    refs: &[ExternalRef],
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM external_refs WHERE canonical_id = $1 AND record_kind = $2")
-        .bind(deal.id)
-        .bind(DEAL_KIND)
+        .bind(id)
+        .bind(kind)
         .execute(&mut **tx)
         .await?;
-    for r in &deal.external_refs {
+    for r in refs {
         sqlx::query(
             "INSERT INTO external_refs (system, instance, record_kind, external_id, canonical_id)
              VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&r.system)
         .bind(&r.instance)
-        .bind(DEAL_KIND)
+        .bind(kind)
         .bind(&r.id)
-        .bind(deal.id)
+        .bind(id)
         .execute(&mut **tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
-                "external ref {}/{}/{} already belongs to another deal",
+                "external ref {}/{}/{} already belongs to another {kind}",
                 r.system, r.instance, r.id
             )),
             other => other,
         })?;
     }
+    Ok(())
+}
+
+async fn write_invoice(tx: &mut Transaction<'_, Postgres>, invoice: &Invoice) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO invoices (id, deal_id, kind, number, doc, updated_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, kind = excluded.kind,
+             number = excluded.number, doc = excluded.doc, updated_at = excluded.updated_at",
+    )
+    .bind(invoice.id)
+    .bind(invoice.deal_id)
+    .bind(tag(&invoice.kind)?)
+    .bind(&invoice.number)
+    .bind(to_doc("invoice", invoice)?)
+    .bind(invoice.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    replace_refs(tx, INVOICE_KIND, invoice.id, &invoice.external_refs).await
+}
+
+async fn write_task(tx: &mut Transaction<'_, Postgres>, task: &Task) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tasks (id, deal_id, assignee, status, doc, created_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, assignee = excluded.assignee,
+             status = excluded.status, doc = excluded.doc",
+    )
+    .bind(task.id)
+    .bind(task.deal_id)
+    .bind(&task.assignee)
+    .bind(tag(&task.status)?)
+    .bind(to_doc("task", task)?)
+    .bind(task.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_timer(tx: &mut Transaction<'_, Postgres>, timer: &Timer) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO timers (id, deal_id, name, due_at, status, doc) VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, name = excluded.name,
+             due_at = excluded.due_at, status = excluded.status, doc = excluded.doc",
+    )
+    .bind(timer.id)
+    .bind(timer.deal_id)
+    .bind(&timer.name)
+    .bind(timer.due_at)
+    .bind(tag(&timer.status)?)
+    .bind(to_doc("timer", timer)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Queues a command unless one with its idempotency key is stored already.
+async fn insert_command(tx: &mut Transaction<'_, Postgres>, command: &Command) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox_commands (id, idempotency_key, connector, deal_id, cause_event, doc, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb, now())
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(command.id)
+    .bind(&command.idempotency_key)
+    .bind(&command.connector)
+    .bind(command.deal)
+    .bind(command.cause_event)
+    .bind(to_doc("command", command)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn append_trace(tx: &mut Transaction<'_, Postgres>, step: &TraceStep) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO trace_steps (deal_id, cause_event, at, doc) VALUES ($1, $2, $3, $4::jsonb)")
+        .bind(step.deal)
+        .bind(step.cause_event)
+        .bind(step.at)
+        .bind(to_doc("trace step", step)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn write_team_cursor(tx: &mut Transaction<'_, Postgres>, team: &str, position: u64) -> Result<(), StoreError> {
+    let position = i64::try_from(position)
+        .map_err(|_| StoreError::Database(format!("team `{team}` cursor {position} out of range")))?;
+    sqlx::query(
+        "INSERT INTO team_cursors (team, position) VALUES ($1, $2)
+         ON CONFLICT (team) DO UPDATE SET position = excluded.position",
+    )
+    .bind(team)
+    .bind(position)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -237,6 +355,24 @@ impl Store for PgStore {
         for deal in &changes.deals {
             write_deal(&mut tx, deal).await?;
         }
+        for invoice in &changes.invoices {
+            write_invoice(&mut tx, invoice).await?;
+        }
+        for task in &changes.tasks {
+            write_task(&mut tx, task).await?;
+        }
+        for timer in &changes.timers {
+            write_timer(&mut tx, timer).await?;
+        }
+        for command in &changes.commands {
+            insert_command(&mut tx, command).await?;
+        }
+        for step in &changes.trace {
+            append_trace(&mut tx, step).await?;
+        }
+        for (team, position) in &changes.team_cursors {
+            write_team_cursor(&mut tx, team, *position).await?;
+        }
         for outcome in &changes.event_outcomes {
             let updated = sqlx::query(
                 "UPDATE inbox_events SET state = $1, state_detail = $2, processed_at = now() WHERE id = $3",
@@ -280,5 +416,160 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(deal_from_row).collect()
+    }
+
+    async fn deals_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Deal>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT doc::text AS doc FROM deals WHERE id = ANY($1) ORDER BY id")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(deal_from_row).collect()
+    }
+
+    async fn get_invoice(&self, id: Uuid) -> Result<Option<Invoice>, StoreError> {
+        let row = sqlx::query("SELECT doc::text AS doc FROM invoices WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
+    }
+
+    async fn invoices_of_deals(&self, deals: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {
+        if deals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT doc::text AS doc FROM invoices WHERE deal_id = ANY($1) ORDER BY id")
+            .bind(deals)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "invoice")).collect()
+    }
+
+    async fn find_invoice(&self, external: &ExternalRef) -> Result<Option<Invoice>, StoreError> {
+        let row = sqlx::query(
+            "SELECT i.doc::text AS doc FROM external_refs r JOIN invoices i ON i.id = r.canonical_id
+             WHERE r.system = $1 AND r.instance = $2 AND r.record_kind = $3 AND r.external_id = $4",
+        )
+        .bind(&external.system)
+        .bind(&external.instance)
+        .bind(INVOICE_KIND)
+        .bind(&external.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>, StoreError> {
+        let row =
+            sqlx::query("SELECT doc::text AS doc FROM tasks WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(|r| doc_from_row(r, "task")).transpose()
+    }
+
+    async fn tasks_of_deals(&self, deals: &[Uuid], open_only: bool) -> Result<Vec<Task>, StoreError> {
+        if deals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT doc::text AS doc FROM tasks WHERE deal_id = ANY($1)
+               AND (status = 'open' OR NOT $2::boolean) ORDER BY id",
+        )
+        .bind(deals)
+        .bind(open_only)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| doc_from_row(r, "task")).collect()
+    }
+
+    async fn timers_of_deals(&self, deals: &[Uuid], pending_only: bool) -> Result<Vec<Timer>, StoreError> {
+        if deals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT doc::text AS doc FROM timers WHERE deal_id = ANY($1)
+               AND (status = 'pending' OR NOT $2::boolean) ORDER BY id",
+        )
+        .bind(deals)
+        .bind(pending_only)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| doc_from_row(r, "timer")).collect()
+    }
+
+    async fn due_timers(&self, at: DateTime<Utc>, limit: u32) -> Result<Vec<Timer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT doc::text AS doc FROM timers WHERE status = 'pending' AND due_at <= $1
+             ORDER BY due_at, id LIMIT $2",
+        )
+        .bind(at)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| doc_from_row(r, "timer")).collect()
+    }
+
+    async fn team_cursors(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let rows = sqlx::query("SELECT team, position FROM team_cursors").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("team")?, count(r.try_get("position")?)?))).collect()
+    }
+
+    async fn person_loads(&self, people: &[String]) -> Result<BTreeMap<String, u64>, StoreError> {
+        if people.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT p.person,
+                    (SELECT COUNT(*) FROM tasks t WHERE t.assignee = p.person AND t.status = 'open')
+                  + (SELECT COUNT(*) FROM deals d WHERE d.responsible = p.person) AS open_work
+             FROM (SELECT DISTINCT person FROM UNNEST($1::text[]) AS u(person)) p",
+        )
+        .bind(people)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("person")?, count(r.try_get("open_work")?)?))).collect()
+    }
+
+    async fn trace_of_deal(&self, deal: Uuid) -> Result<Vec<TraceStep>, StoreError> {
+        let rows = sqlx::query("SELECT doc::text AS doc FROM trace_steps WHERE deal_id = $1 ORDER BY seq")
+            .bind(deal)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "trace step")).collect()
+    }
+
+    async fn commands_of_deal(&self, deal: Uuid) -> Result<Vec<Command>, StoreError> {
+        let rows = sqlx::query("SELECT doc::text AS doc FROM outbox_commands WHERE deal_id = $1 ORDER BY seq")
+            .bind(deal)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "command")).collect()
+    }
+
+    async fn pending_commands(&self, after_seq: i64, limit: u32) -> Result<Vec<(i64, Command)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, doc::text AS doc FROM outbox_commands WHERE state = 'pending' AND seq > $1
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("seq")?, doc_from_row(r, "command")?))).collect()
+    }
+
+    async fn mark_commands_published(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox_commands SET state = 'published', published_at = now()
+             WHERE state = 'pending' AND id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

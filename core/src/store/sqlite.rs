@@ -6,21 +6,25 @@
 //! FULL` makes every commit durable; the inbox's group commit keeps that
 //! affordable by committing many events per fsync.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
 use super::{Appended, Backend, ChangeSet, EventState, NewRawEvent, RawEvent, Store, StoreError};
-use crate::model::{Deal, ExternalRef};
+use crate::flow::effects::{Command, TraceStep};
+use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -28,6 +32,7 @@ pub struct SqliteStore {
 }
 
 const DEAL_KIND: &str = "deal";
+const INVOICE_KIND: &str = "invoice";
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url`
@@ -93,55 +98,175 @@ fn event_from_row(row: &SqliteRow) -> Result<RawEvent, StoreError> {
 }
 
 fn deal_from_row(row: &SqliteRow) -> Result<Deal, StoreError> {
-    let doc: &str = row.try_get("doc")?;
-    serde_json::from_str(doc).map_err(|e| corrupt(format!("deal document: {e}")))
+    doc_from_row(row, "deal")
+}
+
+/// The record a row's `doc` column holds.
+fn doc_from_row<T: DeserializeOwned>(row: &SqliteRow, what: &str) -> Result<T, StoreError> {
+    from_doc(what, row.try_get("doc")?)
+}
+
+/// An id list as one bindable JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn id_list(ids: &[Uuid]) -> String {
+    serde_json::Value::from(ids.iter().map(|id| id.to_string()).collect::<Vec<_>>()).to_string()
+}
+
+fn count(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(format!("negative count {v}")))
 }
 
 const EVENT_COLUMNS: &str =
     "seq, id, connector, delivery_key, received_at, headers, body, state, state_detail, processed_at";
 
 async fn write_deal(tx: &mut Transaction<'_, Sqlite>, deal: &Deal) -> Result<(), StoreError> {
-    let doc = serde_json::to_string(deal).map_err(|e| StoreError::Database(e.to_string()))?;
     let id = deal.id.to_string();
     sqlx::query(
-        "INSERT INTO deals (id, pipeline, stage, parent_id, doc, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+        "INSERT INTO deals (id, pipeline, stage, parent_id, responsible, doc, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, stage = excluded.stage,
-             parent_id = excluded.parent_id, doc = excluded.doc, updated_at = excluded.updated_at",
+             parent_id = excluded.parent_id, responsible = excluded.responsible, doc = excluded.doc,
+             updated_at = excluded.updated_at",
     )
     .bind(&id)
     .bind(&deal.pipeline)
     .bind(&deal.stage)
     .bind(deal.parent_id.map(|p| p.to_string()))
-    .bind(doc)
+    .bind(&deal.responsible)
+    .bind(to_doc("deal", deal)?)
     .bind(micros(deal.created_at))
     .bind(micros(deal.updated_at))
     .execute(&mut **tx)
     .await?;
+    replace_refs(tx, DEAL_KIND, &id, &deal.external_refs).await
+}
+
+/// Replaces the external refs of one canonical record.
+async fn replace_refs(
+    tx: &mut Transaction<'_, Sqlite>,
+    kind: &str,
+    id: &str,
+    refs: &[ExternalRef],
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM external_refs WHERE canonical_id = ? AND record_kind = ?")
-        .bind(&id)
-        .bind(DEAL_KIND)
+        .bind(id)
+        .bind(kind)
         .execute(&mut **tx)
         .await?;
-    for r in &deal.external_refs {
+    for r in refs {
         sqlx::query(
             "INSERT INTO external_refs (system, instance, record_kind, external_id, canonical_id) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(&r.system)
         .bind(&r.instance)
-        .bind(DEAL_KIND)
+        .bind(kind)
         .bind(&r.id)
-        .bind(&id)
+        .bind(id)
         .execute(&mut **tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
-                "external ref {}/{}/{} already belongs to another deal",
+                "external ref {}/{}/{} already belongs to another {kind}",
                 r.system, r.instance, r.id
             )),
             other => other,
         })?;
     }
+    Ok(())
+}
+
+async fn write_invoice(tx: &mut Transaction<'_, Sqlite>, invoice: &Invoice) -> Result<(), StoreError> {
+    let id = invoice.id.to_string();
+    sqlx::query(
+        "INSERT INTO invoices (id, deal_id, kind, number, doc, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, kind = excluded.kind,
+             number = excluded.number, doc = excluded.doc, updated_at = excluded.updated_at",
+    )
+    .bind(&id)
+    .bind(invoice.deal_id.map(|d| d.to_string()))
+    .bind(tag(&invoice.kind)?)
+    .bind(&invoice.number)
+    .bind(to_doc("invoice", invoice)?)
+    .bind(micros(invoice.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    replace_refs(tx, INVOICE_KIND, &id, &invoice.external_refs).await
+}
+
+async fn write_task(tx: &mut Transaction<'_, Sqlite>, task: &Task) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tasks (id, deal_id, assignee, status, doc, created_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, assignee = excluded.assignee,
+             status = excluded.status, doc = excluded.doc",
+    )
+    .bind(task.id.to_string())
+    .bind(task.deal_id.map(|d| d.to_string()))
+    .bind(&task.assignee)
+    .bind(tag(&task.status)?)
+    .bind(to_doc("task", task)?)
+    .bind(micros(task.created_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_timer(tx: &mut Transaction<'_, Sqlite>, timer: &Timer) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO timers (id, deal_id, name, due_at, status, doc) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, name = excluded.name,
+             due_at = excluded.due_at, status = excluded.status, doc = excluded.doc",
+    )
+    .bind(timer.id.to_string())
+    .bind(timer.deal_id.to_string())
+    .bind(&timer.name)
+    .bind(micros(timer.due_at))
+    .bind(tag(&timer.status)?)
+    .bind(to_doc("timer", timer)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Queues a command unless one with its idempotency key is stored already.
+async fn insert_command(tx: &mut Transaction<'_, Sqlite>, command: &Command, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox_commands (id, idempotency_key, connector, deal_id, cause_event, doc, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(command.id.to_string())
+    .bind(&command.idempotency_key)
+    .bind(&command.connector)
+    .bind(command.deal.map(|d| d.to_string()))
+    .bind(command.cause_event.to_string())
+    .bind(to_doc("command", command)?)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn append_trace(tx: &mut Transaction<'_, Sqlite>, step: &TraceStep) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO trace_steps (deal_id, cause_event, at, doc) VALUES (?, ?, ?, ?)")
+        .bind(step.deal.to_string())
+        .bind(step.cause_event.to_string())
+        .bind(micros(step.at))
+        .bind(to_doc("trace step", step)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn write_team_cursor(tx: &mut Transaction<'_, Sqlite>, team: &str, position: u64) -> Result<(), StoreError> {
+    let position = i64::try_from(position)
+        .map_err(|_| StoreError::Database(format!("team `{team}` cursor {position} out of range")))?;
+    sqlx::query(
+        "INSERT INTO team_cursors (team, position) VALUES (?, ?)
+         ON CONFLICT (team) DO UPDATE SET position = excluded.position",
+    )
+    .bind(team)
+    .bind(position)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -219,11 +344,29 @@ impl Store for SqliteStore {
         if changes.is_empty() {
             return Ok(());
         }
+        let now = micros(Utc::now());
         let mut tx = self.writer.begin().await?;
         for deal in &changes.deals {
             write_deal(&mut tx, deal).await?;
         }
-        let now = micros(Utc::now());
+        for invoice in &changes.invoices {
+            write_invoice(&mut tx, invoice).await?;
+        }
+        for task in &changes.tasks {
+            write_task(&mut tx, task).await?;
+        }
+        for timer in &changes.timers {
+            write_timer(&mut tx, timer).await?;
+        }
+        for command in &changes.commands {
+            insert_command(&mut tx, command, now).await?;
+        }
+        for step in &changes.trace {
+            append_trace(&mut tx, step).await?;
+        }
+        for (team, position) in &changes.team_cursors {
+            write_team_cursor(&mut tx, team, *position).await?;
+        }
         for outcome in &changes.event_outcomes {
             let updated =
                 sqlx::query("UPDATE inbox_events SET state = ?, state_detail = ?, processed_at = ? WHERE id = ?")
@@ -267,5 +410,159 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(deal_from_row).collect()
+    }
+
+    async fn deals_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Deal>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT doc FROM deals WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id")
+            .bind(id_list(ids))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(deal_from_row).collect()
+    }
+
+    async fn get_invoice(&self, id: Uuid) -> Result<Option<Invoice>, StoreError> {
+        let row = sqlx::query("SELECT doc FROM invoices WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
+    }
+
+    async fn invoices_of_deals(&self, deals: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {
+        if deals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows =
+            sqlx::query("SELECT doc FROM invoices WHERE deal_id IN (SELECT value FROM json_each(?)) ORDER BY id")
+                .bind(id_list(deals))
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(|r| doc_from_row(r, "invoice")).collect()
+    }
+
+    async fn find_invoice(&self, external: &ExternalRef) -> Result<Option<Invoice>, StoreError> {
+        let row = sqlx::query(
+            "SELECT i.doc FROM external_refs r JOIN invoices i ON i.id = r.canonical_id
+             WHERE r.system = ? AND r.instance = ? AND r.record_kind = ? AND r.external_id = ?",
+        )
+        .bind(&external.system)
+        .bind(&external.instance)
+        .bind(INVOICE_KIND)
+        .bind(&external.id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>, StoreError> {
+        let row =
+            sqlx::query("SELECT doc FROM tasks WHERE id = ?").bind(id.to_string()).fetch_optional(&self.reader).await?;
+        row.as_ref().map(|r| doc_from_row(r, "task")).transpose()
+    }
+
+    async fn tasks_of_deals(&self, deals: &[Uuid], open_only: bool) -> Result<Vec<Task>, StoreError> {
+        if deals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT doc FROM tasks WHERE deal_id IN (SELECT value FROM json_each(?))
+               AND (status = 'open' OR NOT ?) ORDER BY id",
+        )
+        .bind(id_list(deals))
+        .bind(open_only)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| doc_from_row(r, "task")).collect()
+    }
+
+    async fn timers_of_deals(&self, deals: &[Uuid], pending_only: bool) -> Result<Vec<Timer>, StoreError> {
+        if deals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT doc FROM timers WHERE deal_id IN (SELECT value FROM json_each(?))
+               AND (status = 'pending' OR NOT ?) ORDER BY id",
+        )
+        .bind(id_list(deals))
+        .bind(pending_only)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| doc_from_row(r, "timer")).collect()
+    }
+
+    async fn due_timers(&self, at: DateTime<Utc>, limit: u32) -> Result<Vec<Timer>, StoreError> {
+        let rows =
+            sqlx::query("SELECT doc FROM timers WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?")
+                .bind(micros(at))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(|r| doc_from_row(r, "timer")).collect()
+    }
+
+    async fn team_cursors(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let rows = sqlx::query("SELECT team, position FROM team_cursors").fetch_all(&self.reader).await?;
+        rows.iter().map(|r| Ok((r.try_get("team")?, count(r.try_get("position")?)?))).collect()
+    }
+
+    async fn person_loads(&self, people: &[String]) -> Result<BTreeMap<String, u64>, StoreError> {
+        if people.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT p.value AS person,
+                    (SELECT COUNT(*) FROM tasks t WHERE t.assignee = p.value AND t.status = 'open')
+                  + (SELECT COUNT(*) FROM deals d WHERE d.responsible = p.value) AS open_work
+             FROM (SELECT DISTINCT value FROM json_each(?)) p",
+        )
+        .bind(serde_json::Value::from(people.to_vec()).to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("person")?, count(r.try_get("open_work")?)?))).collect()
+    }
+
+    async fn trace_of_deal(&self, deal: Uuid) -> Result<Vec<TraceStep>, StoreError> {
+        let rows = sqlx::query("SELECT doc FROM trace_steps WHERE deal_id = ? ORDER BY seq")
+            .bind(deal.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "trace step")).collect()
+    }
+
+    async fn commands_of_deal(&self, deal: Uuid) -> Result<Vec<Command>, StoreError> {
+        let rows = sqlx::query("SELECT doc FROM outbox_commands WHERE deal_id = ? ORDER BY seq")
+            .bind(deal.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "command")).collect()
+    }
+
+    async fn pending_commands(&self, after_seq: i64, limit: u32) -> Result<Vec<(i64, Command)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, doc FROM outbox_commands WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("seq")?, doc_from_row(r, "command")?))).collect()
+    }
+
+    async fn mark_commands_published(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox_commands SET state = 'published', published_at = ?
+             WHERE state = 'pending' AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(micros(Utc::now()))
+        .bind(id_list(ids))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 }
