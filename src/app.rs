@@ -1,6 +1,7 @@
 //! The hub as one value: opened store, running inbox writers, connectors,
-//! tokens and metrics. `serve` builds it and runs the HTTP server; the
-//! end-to-end tests build it the same way on a random port.
+//! tokens, metrics, the live mapping set, and the engine's background loops
+//! (event processor, timer scheduler). `serve` builds it and runs the HTTP
+//! server; the end-to-end tests build it the same way on a random port.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,12 +10,18 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use dealbridge_core::inbox::{GroupCommitter, InboxOptions};
+use dealbridge_core::mapping::MappingSet;
+use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{self, Backend, Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::connectors::ConnectorRegistry;
+use crate::mapping_handler::MappingHandler;
+use crate::processor::EventProcessor;
+use crate::reload::{LiveSet, LoadFn, MappingWatcher};
 use crate::server;
 use crate::settings::{ApiTokens, Settings, StoreBackend};
 
@@ -27,12 +34,31 @@ pub struct AppState {
     pub tokens: ApiTokens,
     pub metrics: PrometheusHandle,
     pub settings: Arc<Settings>,
+    /// The mapping set in force (swapped atomically on a valid edit).
+    pub mappings: Arc<LiveSet<MappingSet>>,
+    pub runner: EngineRunner,
 }
 
-/// A started hub: state plus the inbox writer tasks it must drain on exit.
+/// A started hub: state plus the inbox writer tasks it must drain on exit
+/// and the engine loops it stops.
 pub struct Hub {
     pub state: AppState,
     writers: JoinSet<()>,
+    loops: JoinSet<()>,
+    stop_loops: CancellationToken,
+    _watcher: Option<MappingWatcher>,
+}
+
+/// The mapping set could not be loaded: every problem as `file:line:column: message`.
+#[derive(Debug, thiserror::Error)]
+#[error("the mapping set is invalid:\n{}", .0.join("\n"))]
+pub struct MappingsError(pub Vec<String>);
+
+/// Loads and validates a whole mapping directory.
+pub fn mapping_loader() -> LoadFn<MappingSet> {
+    Arc::new(|dir: &std::path::Path| {
+        MappingSet::load_dir(dir).map_err(|diagnostics| diagnostics.iter().map(ToString::to_string).collect())
+    })
 }
 
 /// Opens the configured store and returns it with its URL for messages.
@@ -98,7 +124,15 @@ impl Hub {
             writers,
             queue_capacity: settings.inbox.queue_capacity,
         };
+        let mappings = LiveSet::load(&settings.mappings.dir, mapping_loader()).map_err(MappingsError)?;
+        tracing::info!(dir = %settings.mappings.dir.display(), version = mappings.current().version(), "Mapping set loaded.");
+        let watcher = if settings.mappings.watch {
+            Some(mappings.watch(Duration::from_millis(300)).context("watching the mappings directory")?)
+        } else {
+            None
+        };
         let (inbox, writers) = GroupCommitter::start(store.clone(), options);
+        let runner = EngineRunner::new(store.clone());
         let state = AppState {
             store,
             inbox,
@@ -106,8 +140,12 @@ impl Hub {
             tokens,
             metrics: crate::telemetry::metrics_handle(),
             settings: Arc::new(settings),
+            mappings,
+            runner,
         };
-        Ok(Self { state, writers })
+        let stop_loops = CancellationToken::new();
+        let loops = start_engine_loops(&state, &stop_loops);
+        Ok(Self { state, writers, loops, stop_loops, _watcher: watcher })
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets
@@ -118,7 +156,7 @@ impl Hub {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Hub { state, mut writers } = self;
+        let Hub { state, mut writers, mut loops, stop_loops, _watcher } = self;
         let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
         let router = server::router(state);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -138,7 +176,69 @@ impl Hub {
         // Every handler (and its inbox handle) is gone once the server has
         // stopped; the writers then drain the queue and exit.
         while writers.join_next().await.is_some() {}
+        // Whatever the loops are applying commits or rolls back as a whole.
+        stop_loops.cancel();
+        while loops.join_next().await.is_some() {}
         tracing::info!("Hub stopped.");
         Ok(())
+    }
+}
+
+/// Starts the event processor and the timer scheduler.
+fn start_engine_loops(state: &AppState, stop: &CancellationToken) -> JoinSet<()> {
+    let mut loops = JoinSet::new();
+    let handler =
+        MappingHandler { store: state.store.clone(), runner: state.runner.clone(), mappings: state.mappings.clone() };
+    let processor = EventProcessor {
+        store: state.store.clone(),
+        connectors: state.connectors.clone(),
+        handler: Arc::new(handler),
+        wake: state.inbox.committed(),
+        poll_interval: Duration::from_millis(state.settings.engine.event_poll_ms.max(10)),
+    };
+    loops.spawn(processor.run(stop.clone()));
+    let timers = TimerScheduler {
+        runner: state.runner.clone(),
+        mappings: state.mappings.clone(),
+        poll_interval: Duration::from_millis(state.settings.engine.timer_poll_ms.max(10)),
+    };
+    loops.spawn(timers.run(stop.clone()));
+    loops
+}
+
+/// Fires due timers. Timers are rows, so a restarted hub picks up where
+/// the last one stopped; several replicas may race for a timer and the
+/// engine's deterministic ids make the loser's write a no-op.
+struct TimerScheduler {
+    runner: EngineRunner,
+    mappings: Arc<LiveSet<MappingSet>>,
+    poll_interval: Duration,
+}
+
+impl TimerScheduler {
+    const BATCH: u32 = 100;
+
+    async fn run(self, stop: CancellationToken) {
+        let mut backoff = self.poll_interval;
+        while !stop.is_cancelled() {
+            let set = self.mappings.current();
+            let wait = match self.runner.fire_due_timers(&set, chrono::Utc::now(), Self::BATCH).await {
+                // A full batch: more may be due right away.
+                Ok(fired) if fired as u32 == Self::BATCH => Duration::ZERO,
+                Ok(_) => {
+                    backoff = self.poll_interval;
+                    self.poll_interval
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Timer scheduler paused.");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 }

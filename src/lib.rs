@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod connectors;
+pub mod mapping_handler;
 pub mod processor;
 pub mod reload;
 pub mod server;

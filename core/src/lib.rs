@@ -7,6 +7,7 @@
 //! in mapping files, and system-specific wire formats live in `connectors/`.
 
 pub mod connector;
+pub mod explain;
 pub mod flow;
 pub mod inbox;
 pub mod mapping;

@@ -78,7 +78,7 @@ impl EngineRunner {
         for timer in &due {
             let event =
                 CanonicalEvent::TimerFired { deal_id: timer.deal_id, timer: timer.name.clone(), timer_id: timer.id };
-            let cause = Cause { event_id: timer.id, at: timer.due_at, binding: None };
+            let cause = Cause::new(timer.id, timer.due_at);
             match self.apply(set, &[(event, cause)], None).await {
                 Ok(_) => {}
                 Err(RunError::Rejected(reason)) => {
@@ -240,7 +240,7 @@ mod tests {
             store.apply(&ChangeSet { deals: vec![deal.clone()], ..Default::default() }).await.unwrap();
             let record = json!({"ID": "500", "CATEGORY_ID": "0", "STAGE_ID": "PREPAYMENT_INVOICE", "TITLE": "Станки", "ASSIGNED_BY_ID": "7"});
             let mapped = set.map_record("bitrix24", "deal", &record).unwrap().remove(0);
-            let cause = Cause { event_id: Uuid::now_v7(), at: t0(), binding: Some(mapped.binding) };
+            let cause = Cause { binding: Some(mapped.binding), ..Cause::new(Uuid::now_v7(), t0()) };
             let runner = EngineRunner::new(store.clone());
             let result = runner.apply(&set, &[(mapped.event, cause)], None).await.unwrap();
             assert!(result.effects.problems.is_empty(), "{:?}", result.effects.problems);
@@ -285,7 +285,7 @@ mod tests {
             source: ExternalRef::new("bitrix24", "bitrix24", "9"),
             observed: Default::default(),
         };
-        let cause = Cause { event_id: Uuid::now_v7(), at: t0(), binding: None };
+        let cause = Cause::new(Uuid::now_v7(), t0());
         let runner = EngineRunner::new(store.clone());
         assert!(matches!(runner.apply(&set, &[(event, cause)], None).await, Err(RunError::Rejected(_))));
         assert!(store.find_deal(&ExternalRef::new("bitrix24", "bitrix24", "9")).await.unwrap().is_none());

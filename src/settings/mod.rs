@@ -30,6 +30,8 @@ pub struct Settings {
     #[serde(default)]
     pub mappings: MappingSettings,
     #[serde(default)]
+    pub engine: EngineSettings,
+    #[serde(default)]
     pub log: LogSettings,
     /// Connector instances by name; the name is the `{connector}` segment of
     /// `POST /hooks/{connector}`.
@@ -139,11 +141,36 @@ pub struct BusSettings {
 #[serde(deny_unknown_fields)]
 pub struct MappingSettings {
     pub dir: PathBuf,
+    /// Reload the set when its files change (the last good set keeps
+    /// running if an edit is invalid).
+    #[serde(default = "default_true")]
+    pub watch: bool,
 }
 
 impl Default for MappingSettings {
     fn default() -> Self {
-        Self { dir: PathBuf::from("mappings") }
+        Self { dir: PathBuf::from("mappings"), watch: true }
+    }
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+/// How the engine's background loops pace themselves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// How often stored events are looked for when nothing woke the
+    /// processor (events written by other hub replicas).
+    pub event_poll_ms: u64,
+    /// How often due timers are looked for.
+    pub timer_poll_ms: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { event_poll_ms: 1000, timer_poll_ms: 1000 }
     }
 }
 

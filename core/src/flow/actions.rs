@@ -142,7 +142,12 @@ impl Run<'_, '_> {
     }
 
     fn origin<'s>(&self, step: &'s ActionStep<'_>) -> CommandOrigin<'s> {
-        CommandOrigin { cause: self.cause.event_id, flow: &step.flow.name, action: step.origin.clone() }
+        CommandOrigin {
+            cause: self.cause.event_id,
+            seed: self.cause.seed(),
+            flow: &step.flow.name,
+            action: step.origin.clone(),
+        }
     }
 
     fn action_trace(&mut self, step: &ActionStep<'_>, deal: Uuid, action: &str, detail: String) {

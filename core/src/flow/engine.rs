@@ -33,12 +33,31 @@ pub enum EngineError {
 /// Where an event came from, for ids, idempotency keys and the trail.
 #[derive(Debug, Clone)]
 pub struct Cause {
-    /// The raw event (or the scheduler's timer id): seeds every id.
+    /// The raw event (or the fired timer's id), as the trail records it.
     pub event_id: Uuid,
+    /// Which canonical event of that raw event this is (one raw event may
+    /// carry several records): 0 for the first.
+    pub sequence: u32,
     /// The engine's clock for this event.
     pub at: DateTime<Utc>,
     /// The binding that mapped the record, when it came from one.
     pub binding: Option<String>,
+}
+
+impl Cause {
+    /// The first canonical event of `event_id`.
+    pub fn new(event_id: Uuid, at: DateTime<Utc>) -> Self {
+        Self { event_id, sequence: 0, at, binding: None }
+    }
+
+    /// Seeds the ids and idempotency keys of this canonical event: the raw
+    /// event's id for the first, a stable derivation for the others.
+    pub fn seed(&self) -> Uuid {
+        match self.sequence {
+            0 => self.event_id,
+            n => Uuid::new_v5(&self.event_id, &n.to_be_bytes()),
+        }
+    }
 }
 
 /// The engine bound to one plan; cheap to build per event.
@@ -60,7 +79,7 @@ impl<'a> Engine<'a> {
             engine: self,
             world,
             cause,
-            ids: IdSource::new(cause.event_id, cause.at),
+            ids: IdSource::new(cause.seed(), cause.at),
             effects: Effects::default(),
             queue: VecDeque::new(),
             occurrences: Default::default(),

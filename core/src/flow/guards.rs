@@ -110,7 +110,12 @@ impl Run<'_, '_> {
         self.trace(deal, depth, refused);
         let back = Change::StageEntered { deal, from: Some(to.clone()), to: (pipeline, stage), actor, reverted: true };
         self.changed(back, depth);
-        let origin = CommandOrigin { cause: self.cause.event_id, flow, action: format!("refuse.{depth}") };
+        let origin = CommandOrigin {
+            cause: self.cause.event_id,
+            seed: self.cause.seed(),
+            flow,
+            action: format!("refuse.{depth}"),
+        };
         self.write_out(&origin, deal, &DealWrite { stage: true, fields: Vec::new() }, depth);
         let origin = CommandOrigin { action: format!("refuse.{depth}.notify"), ..origin };
         match self.world.deals[&deal].responsible.clone() {

@@ -11,7 +11,7 @@ use super::effects::{Command, CommandOp};
 use crate::model::{Deal, Task};
 
 /// The mapping set's outbound half: how canonical names read in a system.
-pub trait OutboundMap {
+pub trait OutboundMap: Send + Sync {
     /// The stage code to write for `stage` of `pipeline` in an instance.
     fn system_stage(&self, instance: &str, pipeline: &str, stage: &str) -> Option<String>;
     /// The system field a canonical field of `pipeline` is written to.
@@ -52,7 +52,11 @@ pub struct DealWrite {
 
 /// Who a command is for, and why: the parts of its idempotency key.
 pub struct CommandOrigin<'a> {
+    /// The raw event (or timer) the command traces back to.
     pub cause: Uuid,
+    /// The canonical event's id seed (`Cause::seed`): unique per canonical
+    /// event even when one raw event carries several.
+    pub seed: Uuid,
     pub flow: &'a str,
     /// `<action index>.<occurrence>`: unique within the cause event.
     pub action: String,
@@ -62,7 +66,7 @@ impl CommandOrigin<'_> {
     fn command(&self, id: Uuid, connector: &str, system: &str, deal: Option<Uuid>, op: CommandOp) -> Command {
         Command {
             id,
-            idempotency_key: format!("{}/{}/{}/{}", self.cause, self.flow, self.action, connector),
+            idempotency_key: format!("{}/{}/{}/{}", self.seed, self.flow, self.action, connector),
             connector: connector.to_owned(),
             system: system.to_owned(),
             deal,

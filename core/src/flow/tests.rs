@@ -72,7 +72,7 @@ fn record(set: &MappingSet, stage: &str) -> CanonicalEvent {
 
 fn process(set: &MappingSet, world: &mut World, event: &CanonicalEvent, cause: Uuid) -> Effects {
     let engine = Engine::new(set.plan(), set.runtime(), set);
-    engine.process(world, event, &Cause { event_id: cause, at: at(), binding: None }).unwrap()
+    engine.process(world, event, &Cause::new(cause, at())).unwrap()
 }
 
 #[test]

@@ -149,7 +149,7 @@ impl<'a> CaseRun<'a> {
     }
 
     fn process(&mut self, event: &CanonicalEvent, binding: Option<String>) {
-        let cause = Cause { event_id: self.next_cause(), at: self.now, binding };
+        let cause = Cause { binding, ..Cause::new(self.next_cause(), self.now) };
         let engine = Engine::new(self.set.plan(), self.set.runtime(), self.set);
         // The engine's world is discarded on error, as the store's transaction would be.
         let mut world = self.world.clone();

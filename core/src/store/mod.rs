@@ -121,6 +121,15 @@ pub trait Store: Send + Sync + 'static {
     /// Outbox commands concerning a deal in the order they were queued.
     async fn commands_of_deal(&self, deal: Uuid) -> Result<Vec<Command>, StoreError>;
 
+    /// Every trace step caused by one of these raw events, in the order it
+    /// was written; used by replay to compare what happened with what an
+    /// edited mapping would do.
+    async fn trace_of_causes(&self, causes: &[Uuid]) -> Result<Vec<TraceStep>, StoreError>;
+
+    /// Every outbox command caused by one of these raw events, in the order
+    /// it was queued; the replay counterpart of `trace_of_causes`.
+    async fn commands_of_causes(&self, causes: &[Uuid]) -> Result<Vec<Command>, StoreError>;
+
     /// Unpublished outbox commands with `seq > after_seq`, by seq, at most
     /// `limit`, with their seq: what the outbox relay publishes next.
     async fn pending_commands(&self, after_seq: i64, limit: u32) -> Result<Vec<(i64, Command)>, StoreError>;

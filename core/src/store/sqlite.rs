@@ -540,6 +540,32 @@ impl Store for SqliteStore {
         rows.iter().map(|r| doc_from_row(r, "command")).collect()
     }
 
+    async fn trace_of_causes(&self, causes: &[Uuid]) -> Result<Vec<TraceStep>, StoreError> {
+        if causes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT doc FROM trace_steps WHERE cause_event IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        )
+        .bind(id_list(causes))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| doc_from_row(r, "trace step")).collect()
+    }
+
+    async fn commands_of_causes(&self, causes: &[Uuid]) -> Result<Vec<Command>, StoreError> {
+        if causes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT doc FROM outbox_commands WHERE cause_event IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        )
+        .bind(id_list(causes))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| doc_from_row(r, "command")).collect()
+    }
+
     async fn pending_commands(&self, after_seq: i64, limit: u32) -> Result<Vec<(i64, Command)>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, doc FROM outbox_commands WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",

@@ -441,6 +441,60 @@ async fn a_deal_trace_reads_back_in_insertion_order(store: &dyn Store) {
     assert!(store.trace_of_deal(Uuid::now_v7()).await.unwrap().is_empty());
 }
 
+async fn trace_and_commands_are_found_by_cause_in_insertion_order(store: &dyn Store) {
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (d1, d2) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = now_micros();
+    let caused = |cause: Uuid, deal: Uuid, detail: &str, at: DateTime<Utc>| TraceStep {
+        cause_event: cause,
+        ..step(deal, detail, at)
+    };
+    let queued = |cause: Uuid, deal: Uuid, key: &str| Command { cause_event: cause, ..command(deal, key) };
+    // Causes interleave across deals and change sets; steps' own times disagree
+    // with insertion order.
+    let first = ChangeSet {
+        trace: vec![
+            caused(b, d1, "b1", now),
+            caused(a, d2, "a1", now - Duration::hours(1)),
+            caused(c, d1, "c1", now),
+            caused(b, d2, "b2", now - Duration::hours(2)),
+        ],
+        commands: vec![queued(c, d1, "c/0"), queued(b, d1, "b/0"), queued(a, d2, "a/0")],
+        ..Default::default()
+    };
+    store.apply(&first).await.unwrap();
+    let second = ChangeSet {
+        trace: vec![caused(c, d2, "c2", now), caused(a, d1, "a2", now - Duration::hours(3))],
+        commands: vec![queued(a, d1, "a/1"), queued(c, d2, "c/1"), queued(b, d2, "b/1")],
+        ..Default::default()
+    };
+    store.apply(&second).await.unwrap();
+
+    let details = |steps: Vec<TraceStep>| -> Vec<String> {
+        steps
+            .into_iter()
+            .map(|s| match s.kind {
+                TraceKind::Action { detail, .. } => detail,
+                other => panic!("unexpected step {other:?}"),
+            })
+            .collect()
+    };
+    let keys = |commands: Vec<Command>| commands.into_iter().map(|c| c.idempotency_key).collect::<Vec<_>>();
+    // Asked in any order and with repeats: only theirs, each once, as written.
+    let asked = [a, Uuid::now_v7(), b, a];
+    assert_eq!(details(store.trace_of_causes(&asked).await.unwrap()), ["b1", "a1", "b2", "a2"]);
+    assert_eq!(keys(store.commands_of_causes(&asked).await.unwrap()), ["b/0", "a/0", "a/1", "b/1"]);
+    let trace_of_c = store.trace_of_causes(&[c]).await.unwrap();
+    assert_eq!(trace_of_c, vec![first.trace[2].clone(), second.trace[0].clone()], "read back whole");
+    assert_eq!(
+        store.commands_of_causes(&[c]).await.unwrap(),
+        vec![first.commands[0].clone(), second.commands[1].clone()]
+    );
+    assert!(store.trace_of_causes(&[Uuid::now_v7()]).await.unwrap().is_empty());
+    assert!(store.trace_of_causes(&[]).await.unwrap().is_empty());
+    assert!(store.commands_of_causes(&[]).await.unwrap().is_empty());
+}
+
 async fn person_loads_count_open_tasks_and_responsible_deals(store: &dyn Store) {
     let mut d1 = deal("sales", "new", &[]);
     d1.responsible = Some("anna".into());
@@ -492,7 +546,8 @@ async fn a_world_holds_the_deal_its_family_and_their_records(store: &dyn Store) 
     let inv_parent = invoice(Some(parent.id), "2", &[]);
     let inv_grandparent = invoice(Some(grandparent.id), "3", &[]);
     let open = task(Some(sibling.id), "boris", TaskStatus::Open);
-    let closed = task(Some(sibling.id), "gleb", TaskStatus::Done);
+    // A finished to-do is not loaded; approvals are, whatever their state (they hold stages).
+    let closed = Task { kind: TaskKind::Todo, hold_stage: None, ..task(Some(sibling.id), "gleb", TaskStatus::Done) };
     let pending = timer(child.id, "sla", now_micros(), TimerStatus::Pending);
     let fired = timer(child.id, "sla", now_micros(), TimerStatus::Fired);
     let changes = ChangeSet {
@@ -620,6 +675,7 @@ store_suite!(
     due_timers_come_earliest_first_and_only_pending,
     tasks_can_be_limited_to_open_ones,
     a_deal_trace_reads_back_in_insertion_order,
+    trace_and_commands_are_found_by_cause_in_insertion_order,
     person_loads_count_open_tasks_and_responsible_deals,
     a_world_holds_the_deal_its_family_and_their_records,
     deals_are_read_in_bulk,

@@ -1,10 +1,11 @@
 //! `GET /api/v1/deals/{id}`: a canonical deal with its children, external
 //! refs and stage history — what an admin looks at first when asking "what
-//! does the hub think this deal is?".
+//! does the hub think this deal is?" — and `/trace`: why it is so.
 
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
+use dealbridge_core::explain::{DealTrace, deal_trace};
 use dealbridge_core::model::Deal;
 use serde::Serialize;
 use uuid::Uuid;
@@ -43,4 +44,28 @@ pub async fn get_deal(
     let deal = state.store.get_deal(id).await?.ok_or_else(|| ApiError::not_found(format!("no deal {id}")))?;
     let children = state.store.child_deals(id).await?;
     Ok(Json(DealView { deal, children }))
+}
+
+/// The deal's timeline: raw event → mapping version → canonical change →
+/// flow and action → command, and how long each stage took.
+#[utoipa::path(
+    get,
+    path = "/v1/deals/{id}/trace",
+    tag = "deals",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Canonical deal id")),
+    responses(
+        (status = 200, body = DealTrace),
+        (status = 401, description = "No valid token"),
+        (status = 404, description = "No such deal"),
+    )
+)]
+pub async fn get_deal_trace(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<DealTrace>, ApiError> {
+    caller.require(Area::Deals, Access::Read)?;
+    let trace = deal_trace(state.store.as_ref(), id, chrono::Utc::now()).await?;
+    trace.map(Json).ok_or_else(|| ApiError::not_found(format!("no deal {id}")))
 }

@@ -51,6 +51,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .routes(routes!(events::get_event))
         .routes(routes!(deals::get_deal))
+        .routes(routes!(deals::get_deal_trace))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(hooks::receive)).nest("/api", api)
 }

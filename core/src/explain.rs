@@ -1,0 +1,261 @@
+//! "Why is this deal where it is?" — the deal's timeline from the store:
+//! raw event → mapping version → canonical change → flow and action →
+//! command, plus how long each stage took. Served by
+//! `GET /api/v1/deals/{id}/trace` and printed by `dealbridge explain`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::flow::{Command, TraceKind, TraceStep};
+use crate::model::Deal;
+use crate::store::{EventState, Store, StoreError};
+
+/// Everything known about how a deal got where it is.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DealTrace {
+    pub deal: Deal,
+    pub children: Vec<ChildSummary>,
+    /// Each stage the deal was in, with how long it stayed.
+    pub stages: Vec<StageSpan>,
+    /// What happened, grouped by the event that caused it, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ChildSummary {
+    pub id: Uuid,
+    pub pipeline: String,
+    pub stage: String,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responsible: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StageSpan {
+    pub pipeline: String,
+    pub stage: String,
+    pub entered_at: DateTime<Utc>,
+    /// `None` while the deal is still there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_at: Option<DateTime<Utc>>,
+    /// Until it left, or until now.
+    pub seconds: i64,
+    pub actor: String,
+}
+
+/// One cause (a raw event, a fired timer, a decision) and what it did to
+/// this deal.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    pub cause_event: Uuid,
+    pub at: DateTime<Utc>,
+    /// The stored raw event, when the cause was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<EventSource>,
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<TraceStep>,
+    #[schema(value_type = Vec<Object>)]
+    pub commands: Vec<Command>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventSource {
+    pub connector: String,
+    pub received_at: DateTime<Utc>,
+    pub state: EventState,
+}
+
+/// The deal's trace, or `None` when no such deal is stored.
+pub async fn deal_trace(store: &dyn Store, id: Uuid, now: DateTime<Utc>) -> Result<Option<DealTrace>, StoreError> {
+    let Some(deal) = store.get_deal(id).await? else { return Ok(None) };
+    let children = store
+        .child_deals(id)
+        .await?
+        .into_iter()
+        .map(|c| ChildSummary {
+            id: c.id,
+            pipeline: c.pipeline,
+            stage: c.stage,
+            title: c.title,
+            responsible: c.responsible,
+        })
+        .collect();
+    let steps = store.trace_of_deal(id).await?;
+    let commands = store.commands_of_deal(id).await?;
+    let timeline = timeline(store, steps, commands).await?;
+    Ok(Some(DealTrace { stages: stage_spans(&deal, now), deal, children, timeline }))
+}
+
+/// The stage history as spans with durations.
+pub fn stage_spans(deal: &Deal, now: DateTime<Utc>) -> Vec<StageSpan> {
+    let history = &deal.stage_history;
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let left_at = history.get(i + 1).map(|next| next.entered_at);
+            StageSpan {
+                pipeline: entry.pipeline.clone(),
+                stage: entry.stage.clone(),
+                entered_at: entry.entered_at,
+                left_at,
+                seconds: (left_at.unwrap_or(now) - entry.entered_at).num_seconds().max(0),
+                actor: entry.actor.clone(),
+            }
+        })
+        .collect()
+}
+
+async fn timeline(
+    store: &dyn Store,
+    steps: Vec<TraceStep>,
+    commands: Vec<Command>,
+) -> Result<Vec<TimelineEntry>, StoreError> {
+    let mut order: Vec<Uuid> = Vec::new();
+    let mut by_cause: BTreeMap<Uuid, TimelineEntry> = BTreeMap::new();
+    for step in steps {
+        let entry = by_cause.entry(step.cause_event).or_insert_with(|| {
+            order.push(step.cause_event);
+            TimelineEntry {
+                cause_event: step.cause_event,
+                at: step.at,
+                source: None,
+                steps: Vec::new(),
+                commands: Vec::new(),
+            }
+        });
+        entry.steps.push(step);
+    }
+    for command in commands {
+        if let Some(entry) = by_cause.get_mut(&command.cause_event) {
+            entry.commands.push(command);
+        }
+    }
+    let mut entries = Vec::with_capacity(order.len());
+    for cause in order {
+        let mut entry = by_cause.remove(&cause).expect("ordered");
+        entry.source = store.get_event(cause).await?.map(|raw| EventSource {
+            connector: raw.connector,
+            received_at: raw.received_at,
+            state: raw.state,
+        });
+        entries.push(entry);
+    }
+    entries.sort_by_key(|e| e.at);
+    Ok(entries)
+}
+
+/// The trace as a person reads it, for `dealbridge explain`.
+pub fn render_text(trace: &DealTrace) -> String {
+    let deal = &trace.deal;
+    let mut out = String::new();
+    let amount = deal.amount.as_ref().map(ToString::to_string).unwrap_or_else(|| "—".into());
+    out.push_str(&format!("Deal {} «{}»\n", deal.id, deal.title));
+    out.push_str(&format!("  now:         {}/{}\n", deal.pipeline, deal.stage));
+    out.push_str(&format!("  amount:      {amount}\n"));
+    out.push_str(&format!("  responsible: {}\n", deal.responsible.as_deref().unwrap_or("—")));
+    if let Some(client) = &deal.client {
+        let inn = client.inn.as_ref().map(|i| format!(", ИНН {}", i.as_str())).unwrap_or_default();
+        out.push_str(&format!("  client:      {}{inn}\n", client.name));
+    }
+    if let Some(parent) = deal.parent_id {
+        out.push_str(&format!("  parent:      {parent}\n"));
+    }
+    for r in &deal.external_refs {
+        out.push_str(&format!("  in {} ({}): {}\n", r.system, r.instance, r.id));
+    }
+    for (name, value) in &deal.custom_fields {
+        out.push_str(&format!("  custom.{name}: {value}\n"));
+    }
+    if !trace.children.is_empty() {
+        out.push_str("\nChild deals:\n");
+        for c in &trace.children {
+            let who = c.responsible.as_deref().unwrap_or("—");
+            out.push_str(&format!("  {} {}/{} «{}», responsible {who}\n", c.id, c.pipeline, c.stage, c.title));
+        }
+    }
+    out.push_str("\nStages:\n");
+    for span in &trace.stages {
+        let still = if span.left_at.is_none() { " (so far)" } else { "" };
+        out.push_str(&format!(
+            "  {:<28} {} by {:<18} {}{still}\n",
+            format!("{}/{}", span.pipeline, span.stage),
+            span.entered_at.format("%Y-%m-%d %H:%M"),
+            span.actor,
+            human_duration(span.seconds)
+        ));
+    }
+    out.push_str("\nTimeline:\n");
+    for entry in &trace.timeline {
+        let source = match &entry.source {
+            Some(s) => format!("event from `{}` ({})", s.connector, state_text(&s.state)),
+            None => "hub (timer or decision)".to_owned(),
+        };
+        out.push_str(&format!("  {} {} — {source}\n", entry.at.format("%Y-%m-%d %H:%M:%S"), entry.cause_event));
+        for step in &entry.steps {
+            out.push_str(&format!("    {}\n", step_text(step)));
+        }
+        for c in &entry.commands {
+            let op = serde_json::to_value(&c.op).unwrap_or_default();
+            out.push_str(&format!("    → {} {} (key {})\n", c.connector, op, c.idempotency_key));
+        }
+    }
+    out
+}
+
+fn state_text(state: &EventState) -> String {
+    match state {
+        EventState::Processed { mapping_version } => format!("mapping version {mapping_version}"),
+        EventState::Pending => "pending".into(),
+        EventState::Ignored { reason } => format!("ignored: {reason}"),
+        EventState::Failed { error } => format!("failed: {error}"),
+    }
+}
+
+fn step_text(step: &TraceStep) -> String {
+    let indent = "  ".repeat(step.depth as usize);
+    let text = match &step.kind {
+        TraceKind::Change { binding, change } => {
+            let via = binding.as_ref().map(|b| format!(" [binding {b}]")).unwrap_or_default();
+            format!("change{via}: {}", serde_json::to_string(change).unwrap_or_default())
+        }
+        TraceKind::Action { flow, action, detail } if flow.is_empty() => format!("{action}: {detail}"),
+        TraceKind::Action { flow, action, detail } => format!("flow `{flow}` → {action}: {detail}"),
+        TraceKind::Command { connector, op, .. } => format!("command {op} for `{connector}` queued"),
+        TraceKind::Refused { flow, stage, reason } => format!("flow `{flow}` refused «{stage}»: {reason}"),
+        TraceKind::Problem { problem } => format!("PROBLEM: {problem}"),
+    };
+    format!("{indent}{text}")
+}
+
+/// `3d 4h`, `2h 5m`, `40s`.
+pub fn human_duration(seconds: i64) -> String {
+    let (d, h, m) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_measure_each_stage_until_the_next_or_now() {
+        let t0: DateTime<Utc> = "2025-03-03T09:00:00Z".parse().unwrap();
+        let mut deal = Deal::new("engineering", "new", t0, "flow:engineer-calculation");
+        deal.move_to("engineering", "in_progress", t0 + chrono::Duration::hours(2), "sidorov");
+        let spans = stage_spans(&deal, t0 + chrono::Duration::hours(5));
+        assert_eq!((spans[0].seconds, spans[1].seconds), (7200, 10800));
+        assert_eq!(spans[1].left_at, None);
+        assert_eq!(human_duration(7200), "2h 0m");
+        assert_eq!(human_duration(90_000), "1d 1h");
+    }
+}

@@ -1,0 +1,75 @@
+//! The `RecordHandler` of a running hub: maps a raw event's records through
+//! the live mapping set and applies the canonical events through the flow
+//! engine, recording the mapping version that handled the event in the same
+//! transaction.
+//!
+//! The engine clock of an event is its `received_at` and its ids derive
+//! from the raw event's id, so replaying stored events gives the same
+//! canonical changes and commands as the first time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dealbridge_core::connector::SourceRecord;
+use dealbridge_core::flow::Cause;
+use dealbridge_core::mapping::MappingSet;
+use dealbridge_core::model::CanonicalEvent;
+use dealbridge_core::runner::{EngineRunner, RunError};
+use dealbridge_core::store::{ChangeSet, EventOutcome, EventState, RawEvent, Store};
+
+use crate::processor::{HandleError, RecordHandler};
+use crate::reload::LiveSet;
+
+pub struct MappingHandler {
+    pub store: Arc<dyn Store>,
+    pub runner: EngineRunner,
+    pub mappings: Arc<LiveSet<MappingSet>>,
+}
+
+/// The canonical events one raw event's records map to, each with its
+/// cause. `Ok(empty)` when no binding is interested.
+pub fn canonical_events(
+    set: &MappingSet,
+    event: &RawEvent,
+    records: &[SourceRecord],
+) -> Result<Vec<(CanonicalEvent, Cause)>, String> {
+    let mut events = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let mapped = set
+            .map_record(&event.connector, &record.kind, &record.data)
+            .map_err(|e| format!("record {} (`{}`): {e}", index + 1, record.kind))?;
+        for m in mapped {
+            let sequence = events.len() as u32;
+            let cause = Cause { event_id: event.id, sequence, at: event.received_at, binding: Some(m.binding) };
+            events.push((m.event, cause));
+        }
+    }
+    Ok(events)
+}
+
+#[async_trait]
+impl RecordHandler for MappingHandler {
+    async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<(), HandleError> {
+        let set = self.mappings.current();
+        let events = canonical_events(&set, event, &records).map_err(HandleError::Permanent)?;
+        if events.is_empty() {
+            let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+            let reason = format!("no binding reads {kinds:?} from connector `{}`", event.connector);
+            let outcome = EventOutcome { event_id: event.id, state: EventState::Ignored { reason } };
+            self.store.apply(&ChangeSet { event_outcomes: vec![outcome], ..Default::default() }).await?;
+            return Ok(());
+        }
+        let processed = EventState::Processed { mapping_version: set.version().to_owned() };
+        let outcome = EventOutcome { event_id: event.id, state: processed };
+        match self.runner.apply(&set, &events, Some(outcome)).await {
+            Ok(result) => {
+                for problem in &result.effects.problems {
+                    tracing::warn!(event_id = %event.id, %problem, "Flow problem; the rest of the event applied.");
+                }
+                Ok(())
+            }
+            Err(RunError::Store(e)) => Err(e.into()),
+            Err(RunError::Rejected(reason)) => Err(HandleError::Permanent(reason)),
+        }
+    }
+}
