@@ -11,10 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dealbridge_core::connector::SourceRecord;
-use dealbridge_core::flow::Cause;
 use dealbridge_core::mapping::MappingSet;
-use dealbridge_core::model::CanonicalEvent;
-use dealbridge_core::runner::{EngineRunner, RunError};
+use dealbridge_core::runner::{EngineRunner, RunError, canonical_events};
 use dealbridge_core::store::{ChangeSet, EventOutcome, EventState, RawEvent, Store};
 
 use crate::processor::{HandleError, RecordHandler};
@@ -24,27 +22,6 @@ pub struct MappingHandler {
     pub store: Arc<dyn Store>,
     pub runner: EngineRunner,
     pub mappings: Arc<LiveSet<MappingSet>>,
-}
-
-/// The canonical events one raw event's records map to, each with its
-/// cause. `Ok(empty)` when no binding is interested.
-pub fn canonical_events(
-    set: &MappingSet,
-    event: &RawEvent,
-    records: &[SourceRecord],
-) -> Result<Vec<(CanonicalEvent, Cause)>, String> {
-    let mut events = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        let mapped = set
-            .map_record(&event.connector, &record.kind, &record.data)
-            .map_err(|e| format!("record {} (`{}`): {e}", index + 1, record.kind))?;
-        for m in mapped {
-            let sequence = events.len() as u32;
-            let cause = Cause { event_id: event.id, sequence, at: event.received_at, binding: Some(m.binding) };
-            events.push((m.event, cause));
-        }
-    }
-    Ok(events)
 }
 
 #[async_trait]

@@ -12,6 +12,7 @@ pub mod flow;
 pub mod inbox;
 pub mod mapping;
 pub mod model;
+pub mod replay;
 pub mod runner;
 pub mod store;
 pub mod testing;

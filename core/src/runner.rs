@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::connector::SourceRecord;
 use crate::flow::{Cause, Effects, Engine, EngineError, World};
 use crate::mapping::MappingSet;
 use crate::model::CanonicalEvent;
-use crate::store::{ChangeSet, EventOutcome, Store, StoreError, change_set_from_world, extend_world, load_world};
+use crate::store::{
+    ChangeSet, EventOutcome, RawEvent, Store, StoreError, change_set_from_world, extend_world, load_world,
+};
 
 /// How many unloaded deals one run may pull in before it is called a bug.
 const MAX_EXTENSIONS: usize = 64;
@@ -108,9 +111,11 @@ impl EngineRunner {
         Ok(RunResult { effects, world })
     }
 
-    /// Runs one event, loading deals the cascade reaches and running again
-    /// from the same starting state until the world holds all it needs.
-    async fn process(
+    /// Runs one event on a world the caller keeps (replay chains many
+    /// events on one world), loading deals the cascade reaches from the
+    /// store and running again from the same starting state until the
+    /// world holds all it needs.
+    pub async fn process(
         &self,
         engine: &Engine<'_>,
         world: &mut World,
@@ -136,7 +141,7 @@ impl EngineRunner {
     }
 
     /// The stored deals the events name, directly or by external ref.
-    async fn seed_deals(&self, events: &[(CanonicalEvent, Cause)]) -> Result<Vec<Uuid>, StoreError> {
+    pub async fn seed_deals(&self, events: &[(CanonicalEvent, Cause)]) -> Result<Vec<Uuid>, StoreError> {
         let mut seeds = Vec::new();
         for (event, _) in events {
             match event {
@@ -182,6 +187,27 @@ impl EngineRunner {
         }
         Ok(())
     }
+}
+
+/// The canonical events one raw event's records map to, each with its
+/// cause. `Ok(empty)` when no binding is interested.
+pub fn canonical_events(
+    set: &MappingSet,
+    event: &RawEvent,
+    records: &[SourceRecord],
+) -> Result<Vec<(CanonicalEvent, Cause)>, String> {
+    let mut events = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let mapped = set
+            .map_record(&event.connector, &record.kind, &record.data)
+            .map_err(|e| format!("record {} (`{}`): {e}", index + 1, record.kind))?;
+        for m in mapped {
+            let sequence = events.len() as u32;
+            let cause = Cause { event_id: event.id, sequence, at: event.received_at, binding: Some(m.binding) };
+            events.push((m.event, cause));
+        }
+    }
+    Ok(events)
 }
 
 fn extend_effects(all: &mut Effects, more: Effects) {

@@ -1,6 +1,11 @@
-//! The command line: `serve`, `check`, `migrate`, `openapi`.
+//! The command line: `serve`, `check`, `test`, `replay`, `explain`,
+//! `migrate`, `openapi`.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
+//! Exit codes: 0 success, 1 runtime failure or problems found (mapping
+//! errors, failed test cases), 2 invalid configuration.
+
+mod inspect;
+mod mappings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::app::{Hub, open_store};
+use crate::app::{Hub, MappingsError, open_store};
 use crate::connectors::ConnectorRegistry;
 use crate::settings::{self, ApiTokens, Settings};
 use crate::telemetry;
@@ -32,10 +37,45 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validate the config, its secrets and the mappings; change nothing.
+    /// Validate the config, its secrets, the mappings and their test cases;
+    /// change nothing. Mapping problems print as `file:line:column: message`.
     Check {
         /// Mappings directory to validate instead of `mappings.dir`.
         path: Option<PathBuf>,
+    },
+    /// Run the mapping test cases (`tests/` beside the mappings); ends with
+    /// `N passed, M failed`.
+    Test {
+        /// Mappings directory instead of `mappings.dir`.
+        path: Option<PathBuf>,
+    },
+    /// Run stored events through a mapping set and show how the canonical
+    /// changes and commands would differ from what happened. Writes nothing.
+    Replay {
+        /// Start of the window: RFC 3339 time, a date (`2025-03-03`, UTC), or
+        /// a duration back from now (`24h`, `7d`).
+        #[arg(long)]
+        since: String,
+        /// End of the window (same forms); default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// The candidate mapping set; default `mappings.dir`.
+        #[arg(long)]
+        mappings: Option<PathBuf>,
+        /// Required: replay only shows, it never applies.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how a deal got where it is: stages and their durations, every
+    /// event, flow action and command.
+    Explain {
+        deal_id: uuid::Uuid,
+        /// Print the trace as JSON (as `GET /api/v1/deals/{id}/trace`).
+        #[arg(long)]
+        json: bool,
     },
     /// Apply pending store migrations and exit.
     Migrate,
@@ -58,6 +98,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { listen } => runtime.block_on(serve(settings, listen, &env)),
         Command::Check { path } => Ok(check(&settings, path, &env)),
+        Command::Test { path } => Ok(mappings::run_tests(&path.unwrap_or_else(|| settings.mappings.dir.clone()))),
+        Command::Replay { since, until, mappings, dry_run, json } => {
+            let options = inspect::ReplayOptions { since, until, mappings, dry_run, json };
+            runtime.block_on(inspect::replay(&settings, options, &env))
+        }
+        Command::Explain { deal_id, json } => runtime.block_on(inspect::explain(&settings, deal_id, json, &env)),
         Command::Migrate => runtime.block_on(migrate(&settings, &env)),
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&crate::server::api::openapi())?);
@@ -79,6 +125,10 @@ async fn serve(
         Ok(hub) => hub,
         Err(e) if e.downcast_ref::<settings::SecretError>().is_some() => {
             eprintln!("invalid configuration: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) if e.downcast_ref::<MappingsError>().is_some() => {
+            eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e),
@@ -120,15 +170,26 @@ fn check(settings: &Settings, path: Option<PathBuf>, env: &dyn Fn(&str) -> Optio
     if !dir.is_dir() {
         problems.push(format!("mappings directory {} does not exist", dir.display()));
     }
-    if problems.is_empty() {
-        println!("ok: config and secrets are valid; {} connector(s) configured", settings.connectors.len());
-        ExitCode::SUCCESS
-    } else {
+    if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
         }
-        ExitCode::from(2)
+        return ExitCode::from(2);
     }
+    let mapping_problems = mappings::mapping_problems(&dir);
+    if !mapping_problems.is_empty() {
+        for p in &mapping_problems {
+            println!("{p}");
+        }
+        eprintln!("{} problem(s) in {}", mapping_problems.len(), dir.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "ok: config, secrets and mappings ({}) are valid; {} connector(s) configured",
+        dir.display(),
+        settings.connectors.len()
+    );
+    ExitCode::SUCCESS
 }
 
 async fn migrate(settings: &Settings, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<ExitCode> {

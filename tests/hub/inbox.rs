@@ -33,7 +33,10 @@ async fn a_signed_webhook_is_stored_once_and_survives_a_restart(store: StoreKind
     assert_eq!(stored["body"], body);
     assert_eq!(stored["body_encoding"], "utf8");
     assert_eq!(stored["headers"]["webhook-id"], "msg_2f9a");
-    assert_eq!(stored["processing"]["state"], "pending");
+    // Kept whatever became of it: this payload has no `type`, so processing
+    // marks it failed (with the reason) rather than dropping it.
+    let state = stored["processing"]["state"].as_str().unwrap();
+    assert!(["pending", "failed"].contains(&state), "{stored}");
     assert!(stored["headers"].get("webhook-signature").is_none(), "only the kept headers are stored");
     hub.stop().await;
 }

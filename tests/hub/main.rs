@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod engine;
 mod inbox;
 mod security;
 mod support;

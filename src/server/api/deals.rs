@@ -69,3 +69,41 @@ pub async fn get_deal_trace(
     let trace = deal_trace(state.store.as_ref(), id, chrono::Utc::now()).await?;
     trace.map(Json).ok_or_else(|| ApiError::not_found(format!("no deal {id}")))
 }
+
+/// Which system record to look up.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct RefQuery {
+    /// Connector kind, e.g. `bitrix24`.
+    pub system: String,
+    /// Connector instance name.
+    pub instance: String,
+    /// The record's id in that system.
+    pub external_id: String,
+}
+
+/// The canonical deal that carries an external ref.
+#[utoipa::path(
+    get,
+    path = "/v1/deals",
+    tag = "deals",
+    security(("bearer" = [])),
+    params(RefQuery),
+    responses(
+        (status = 200, body = DealView),
+        (status = 401, description = "No valid token"),
+        (status = 404, description = "No deal carries this ref"),
+    )
+)]
+pub async fn find_deal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<RefQuery>,
+) -> Result<Json<DealView>, ApiError> {
+    caller.require(Area::Deals, Access::Read)?;
+    let external = dealbridge_core::model::ExternalRef::new(&query.system, &query.instance, &query.external_id);
+    let deal = state.store.find_deal(&external).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no deal is {} ({}) {}", query.system, query.instance, query.external_id))
+    })?;
+    let children = state.store.child_deals(deal.id).await?;
+    Ok(Json(DealView { deal, children }))
+}

@@ -7,6 +7,7 @@
 
 mod deals;
 mod events;
+mod mappings;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub use events::EventView;
         (name = "inbox", description = "Webhooks from connected systems, authenticated per connector"),
         (name = "events", description = "Stored raw events and their processing state"),
         (name = "deals", description = "Canonical deals, their children and history"),
+        (name = "mappings", description = "The mapping set in force, and reloading it"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -52,6 +54,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::get_event))
         .routes(routes!(deals::get_deal))
         .routes(routes!(deals::get_deal_trace))
+        .routes(routes!(deals::find_deal))
+        .routes(routes!(mappings::get_mappings))
+        .routes(routes!(mappings::reload_mappings))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(hooks::receive)).nest("/api", api)
 }
