@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::flow::{Command, TraceKind, TraceStep};
-use crate::model::Deal;
+use crate::model::{Deal, Task, Timer};
 use crate::store::{EventState, Store, StoreError};
 
 /// Everything known about how a deal got where it is.
@@ -20,6 +20,10 @@ pub struct DealTrace {
     pub children: Vec<ChildSummary>,
     /// Each stage the deal was in, with how long it stayed.
     pub stages: Vec<StageSpan>,
+    /// Tasks and approvals the hub created for the deal.
+    pub tasks: Vec<Task>,
+    /// Its timers: pending, fired and cancelled.
+    pub timers: Vec<Timer>,
     /// What happened, grouped by the event that caused it, oldest first.
     pub timeline: Vec<TimelineEntry>,
 }
@@ -87,7 +91,9 @@ pub async fn deal_trace(store: &dyn Store, id: Uuid, now: DateTime<Utc>) -> Resu
     let steps = store.trace_of_deal(id).await?;
     let commands = store.commands_of_deal(id).await?;
     let timeline = timeline(store, steps, commands).await?;
-    Ok(Some(DealTrace { stages: stage_spans(&deal, now), deal, children, timeline }))
+    let tasks = store.tasks_of_deals(&[id], false).await?;
+    let timers = store.timers_of_deals(&[id], false).await?;
+    Ok(Some(DealTrace { stages: stage_spans(&deal, now), deal, children, tasks, timers, timeline }))
 }
 
 /// The stage history as spans with durations.
@@ -188,6 +194,19 @@ pub fn render_text(trace: &DealTrace) -> String {
             span.actor,
             human_duration(span.seconds)
         ));
+    }
+    if !trace.tasks.is_empty() {
+        out.push_str("\nTasks:\n");
+        for t in &trace.tasks {
+            let due = t.due.map(|d| format!(", due {}", d.format("%Y-%m-%d %H:%M"))).unwrap_or_default();
+            out.push_str(&format!("  {:?} {:?} for {}{due}: {}\n", t.status, t.kind, t.assignee, t.title));
+        }
+    }
+    if !trace.timers.is_empty() {
+        out.push_str("\nTimers:\n");
+        for t in &trace.timers {
+            out.push_str(&format!("  {} {:?}, due {}\n", t.name, t.status, t.due_at.format("%Y-%m-%d %H:%M")));
+        }
     }
     out.push_str("\nTimeline:\n");
     for entry in &trace.timeline {

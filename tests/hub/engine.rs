@@ -15,7 +15,7 @@ const HTTP_BINDING: &str = r#"# yaml-language-server: $schema=./schema.json
 stage_maps:
   http-sales:
     pipeline: sales
-    stages: { new: new, evaluate: evaluation }
+    stages: { new: new, evaluate: evaluation, proposal: proposal, proposal_sent: proposal_sent }
 bindings:
   - name: http-deals
     connector: http
@@ -25,6 +25,8 @@ bindings:
     stage: { from: stage, map: http-sales }
     fields:
       title: { from: title, convert: [trim], required: true }
+      amount: { from: amount, convert: [decimal], currency: { default: RUB } }
+      responsible: { from: manager }
 "#;
 
 /// The shipped mappings plus the webhook binding, in a directory of the test's own.
@@ -39,6 +41,10 @@ fn mappings_dir(root: &Path) -> PathBuf {
         }
     }
     std::fs::write(dir.join("http.yaml"), HTTP_BINDING).unwrap();
+    // The webhook's sender knows Иван Иванов as user 7.
+    let people = std::fs::read_to_string(dir.join("people.yaml")).unwrap();
+    let people = people.replace(r#"ids: { bitrix24: "7","#, r#"ids: { http: "7", bitrix24: "7","#);
+    std::fs::write(dir.join("people.yaml"), people).unwrap();
     dir
 }
 
@@ -67,6 +73,11 @@ async fn processed(hub: &TestHub, event_id: &str) -> Value {
 fn deal_update(id: &str, stage: &str) -> String {
     json!({"type": "deal.updated", "timestamp": "2025-03-03T09:00:00Z", "data": {"id": id, "stage": stage, "title": " Поставка в Казань "}})
         .to_string()
+}
+
+fn proposal_update(id: &str, stage: &str) -> String {
+    let data = json!({"id": id, "stage": stage, "title": "Котельная", "amount": "1 250 000,00", "manager": "7"});
+    json!({"type": "deal.updated", "data": data}).to_string()
 }
 
 async fn a_webhook_moves_a_deal_runs_flows_and_is_explained(store: StoreKind) {
@@ -173,4 +184,66 @@ async fn an_invalid_edit_on_a_running_hub_keeps_the_last_good_set() {
     }
     assert!(swapped, "the valid edit was not swapped in");
     hub.stop().await;
+}
+
+/// S6 over HTTP: a large proposal waits for the supervisor's approval; the
+/// hub holds it out of `proposal_sent` until the approval API grants it.
+#[tokio::test]
+async fn a_large_proposal_is_held_until_its_approval_is_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = mappings_dir(dir.path());
+    write_config(dir.path(), &StoreKind::Sqlite, &config_extra(&mappings));
+    let hub = TestHub::start(dir.path(), &StoreKind::Sqlite).await;
+    let deal = "/api/v1/deals?system=http&instance=http&external_id=901";
+
+    let id = accepted_id(hub.post_signed("http", "p1", &proposal_update("901", "proposal")).await).await;
+    processed(&hub, &id).await;
+    let id = accepted_id(hub.post_signed("http", "p2", &proposal_update("901", "proposal_sent")).await).await;
+    processed(&hub, &id).await;
+    let (_, held) = json_of(&hub, deal).await;
+    assert_eq!(held["stage"], "proposal", "held until approved: {held}");
+
+    let deal_id = held["id"].as_str().unwrap();
+    let (_, trace) = json_of(&hub, &format!("/api/v1/deals/{deal_id}/trace")).await;
+    let approval = trace["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["steps"].as_array().unwrap().iter())
+        .find(|s| s["action"] == "require_approval")
+        .expect("an approval was asked for");
+    assert!(approval["detail"].as_str().unwrap().ends_with("→ petrov"), "{approval}");
+    let refused = trace.to_string();
+    assert!(refused.contains("waits for approval"), "{refused}");
+
+    // The approval task id, from the tasks the engine stored for the deal.
+    let task_id = approval_task(&hub, deal_id).await;
+    let decided = hub
+        .client
+        .post(hub.url(&format!("/api/v1/tasks/{task_id}/decision")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"approved": true, "by": "petrov"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), 200);
+    assert_eq!(decided.json::<Value>().await.unwrap()["status"], "approved");
+    let viewer_try = hub.client.post(hub.url(&format!("/api/v1/tasks/{task_id}/decision"))).bearer_auth(VIEWER);
+    assert_eq!(viewer_try.json(&json!({"approved": false, "by": "x"})).send().await.unwrap().status(), 403);
+
+    let id = accepted_id(hub.post_signed("http", "p3", &proposal_update("901", "proposal_sent")).await).await;
+    processed(&hub, &id).await;
+    let (_, sent) = json_of(&hub, deal).await;
+    assert_eq!(sent["stage"], "proposal_sent", "{sent}");
+    hub.stop().await;
+}
+
+/// The open approval of a deal, from its trace.
+async fn approval_task(hub: &TestHub, deal_id: &str) -> String {
+    let (_, trace) = json_of(hub, &format!("/api/v1/deals/{deal_id}/trace")).await;
+    let tasks = trace["tasks"].as_array().unwrap();
+    let approval = tasks.iter().find(|t| t["kind"] == "approval" && t["status"] == "open").expect("an open approval");
+    assert_eq!(approval["assignee"], "petrov");
+    assert_eq!(approval["hold_stage"], "proposal_sent");
+    approval["id"].as_str().unwrap().to_owned()
 }

@@ -8,6 +8,7 @@
 mod deals;
 mod events;
 mod mappings;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deals::find_deal))
         .routes(routes!(mappings::get_mappings))
         .routes(routes!(mappings::reload_mappings))
+        .routes(routes!(tasks::decide))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(hooks::receive)).nest("/api", api)
 }
