@@ -137,6 +137,78 @@ pub trait Store: Send + Sync + 'static {
     /// Marks commands published so the relay skips them; unknown or already
     /// published ids are ignored.
     async fn mark_commands_published(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+
+    // The embedded bus (`crate::bus::EmbeddedBus`): a queue per partition.
+
+    /// Queues messages in one transaction, in slice order: all or none.
+    async fn bus_enqueue(&self, messages: &[QueuedMessage]) -> Result<(), StoreError>;
+
+    /// Takes or renews the lease of `partition` for `owner` until `until`;
+    /// false when another owner holds an unexpired lease at `now`.
+    async fn bus_lease(
+        &self,
+        partition: u32,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up `owner`'s lease of `partition` (no-op when not its owner).
+    async fn bus_release(&self, partition: u32, owner: &str) -> Result<(), StoreError>;
+
+    /// In one transaction: takes or renews the lease (as `bus_lease`) and,
+    /// when it holds it, returns the partition's head message visible at
+    /// `now`, counting the delivery. `None` when not the owner or empty.
+    async fn bus_claim(
+        &self,
+        partition: u32,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ClaimedMessage>, StoreError>;
+
+    /// Removes an acknowledged message; unknown ids are ignored.
+    async fn bus_ack(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Moves a message to the dead letters with a reason.
+    async fn bus_dead_letter(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Puts a message at the back of its partition, invisible until
+    /// `visible_at`, one attempt more and not yet delivered.
+    async fn bus_retry(&self, id: Uuid, visible_at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Dead letters, oldest first, at most `limit`.
+    async fn bus_dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError>;
+}
+
+/// A message for the embedded bus queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub id: Uuid,
+    pub partition: u32,
+    pub key: String,
+    pub idempotency_key: String,
+    pub payload: Vec<u8>,
+    pub visible_at: DateTime<Utc>,
+}
+
+/// The head of a partition as handed to its consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedMessage {
+    pub message: QueuedMessage,
+    /// Failed attempts so far (`bus_retry` calls).
+    pub attempts: u32,
+    /// Times it was handed out, this one included; > 1 means redelivered.
+    pub deliveries: u32,
+}
+
+/// A dead-lettered bus message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message: QueuedMessage,
+    pub attempts: u32,
+    pub reason: String,
+    pub dead_at: DateTime<Utc>,
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or

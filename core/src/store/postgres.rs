@@ -17,7 +17,10 @@ use uuid::Uuid;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
-use super::{Appended, Backend, ChangeSet, EventState, NewRawEvent, RawEvent, Store, StoreError, redact_url};
+use super::{
+    Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventState, NewRawEvent, QueuedMessage, RawEvent, Store,
+    StoreError, redact_url,
+};
 use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
@@ -594,4 +597,190 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+
+    async fn bus_enqueue(&self, messages: &[QueuedMessage]) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+        let partitions: Vec<i32> = messages.iter().map(|m| partition_i32(m.partition)).collect::<Result<_, _>>()?;
+        let keys: Vec<&str> = messages.iter().map(|m| m.key.as_str()).collect();
+        let idem: Vec<&str> = messages.iter().map(|m| m.idempotency_key.as_str()).collect();
+        let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
+        let visible: Vec<DateTime<Utc>> = messages.iter().map(|m| m.visible_at).collect();
+        // One statement, so one batch is all or nothing; WITH ORDINALITY keeps
+        // slice order in seq.
+        sqlx::query(
+            "INSERT INTO bus_messages (id, partition, key, idempotency_key, payload, visible_at)
+             SELECT id, partition, key, idempotency_key, payload, visible_at
+             FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[])
+                  WITH ORDINALITY AS t(id, partition, key, idempotency_key, payload, visible_at, n)
+             ORDER BY n",
+        )
+        .bind(&ids)
+        .bind(&partitions)
+        .bind(&keys)
+        .bind(&idem)
+        .bind(&payloads)
+        .bind(&visible)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn bus_lease(
+        &self,
+        partition: u32,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let held = bus_take_lease(&mut tx, partition, owner, until, now).await?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn bus_release(&self, partition: u32, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM bus_leases WHERE partition = $1 AND owner = $2")
+            .bind(partition_i32(partition)?)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn bus_claim(
+        &self,
+        partition: u32,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ClaimedMessage>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !bus_take_lease(&mut tx, partition, owner, until, now).await? {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "UPDATE bus_messages SET deliveries = deliveries + 1
+             WHERE seq = (SELECT seq FROM bus_messages WHERE partition = $1 AND visible_at <= $2
+                          ORDER BY seq LIMIT 1)
+             RETURNING id, partition, key, idempotency_key, payload, visible_at, attempts, deliveries",
+        )
+        .bind(partition_i32(partition)?)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref()
+            .map(|r| {
+                Ok(ClaimedMessage {
+                    message: queued_from_row(r)?,
+                    attempts: small(r.try_get("attempts")?)?,
+                    deliveries: small(r.try_get("deliveries")?)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn bus_ack(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM bus_messages WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn bus_dead_letter(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH gone AS (DELETE FROM bus_messages WHERE id = $1
+                           RETURNING id, partition, key, idempotency_key, payload, attempts)
+             INSERT INTO bus_dead (id, partition, key, idempotency_key, payload, attempts, reason, dead_at)
+             SELECT id, partition, key, idempotency_key, payload, attempts, $2, $3 FROM gone",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn bus_retry(&self, id: Uuid, visible_at: DateTime<Utc>) -> Result<(), StoreError> {
+        // A new row gets a new seq: the message goes to the back of its partition.
+        sqlx::query(
+            "WITH gone AS (DELETE FROM bus_messages WHERE id = $1
+                           RETURNING id, partition, key, idempotency_key, payload, attempts)
+             INSERT INTO bus_messages (id, partition, key, idempotency_key, payload, visible_at, attempts)
+             SELECT id, partition, key, idempotency_key, payload, $2, attempts + 1 FROM gone",
+        )
+        .bind(id)
+        .bind(visible_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn bus_dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, partition, key, idempotency_key, payload, dead_at AS visible_at, attempts, reason, dead_at
+             FROM bus_dead ORDER BY seq LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    message: queued_from_row(r)?,
+                    attempts: small(r.try_get("attempts")?)?,
+                    reason: r.try_get("reason")?,
+                    dead_at: r.try_get("dead_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Takes `partition`'s lease for `owner` when it is free, expired at `now`
+/// or already `owner`'s; true when `owner` holds it afterwards. Concurrent
+/// claimers serialize on the lease row.
+async fn bus_take_lease(
+    tx: &mut Transaction<'_, Postgres>,
+    partition: u32,
+    owner: &str,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO bus_leases (partition, owner, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (partition) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+         WHERE bus_leases.owner = excluded.owner OR bus_leases.expires_at <= $4
+         RETURNING owner",
+    )
+    .bind(partition_i32(partition)?)
+    .bind(owner)
+    .bind(until)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some())
+}
+
+fn partition_i32(p: u32) -> Result<i32, StoreError> {
+    i32::try_from(p).map_err(|_| StoreError::Config(format!("partition {p} out of range")))
+}
+
+fn queued_from_row(row: &PgRow) -> Result<QueuedMessage, StoreError> {
+    let partition: i32 = row.try_get("partition")?;
+    Ok(QueuedMessage {
+        id: row.try_get("id")?,
+        partition: u32::try_from(partition).map_err(|_| corrupt(format!("partition {partition}")))?,
+        key: row.try_get("key")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        payload: row.try_get("payload")?,
+        visible_at: row.try_get("visible_at")?,
+    })
+}
+
+fn small(v: i32) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(format!("count {v} out of range")))
 }

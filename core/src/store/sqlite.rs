@@ -22,7 +22,10 @@ use uuid::Uuid;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
-use super::{Appended, Backend, ChangeSet, EventState, NewRawEvent, RawEvent, Store, StoreError};
+use super::{
+    Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventState, NewRawEvent, QueuedMessage, RawEvent, Store,
+    StoreError,
+};
 use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
@@ -591,4 +594,191 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
+
+    async fn bus_enqueue(&self, messages: &[QueuedMessage]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for m in messages {
+            sqlx::query(
+                "INSERT INTO bus_messages (id, partition, key, idempotency_key, payload, visible_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.to_string())
+            .bind(i64::from(m.partition))
+            .bind(&m.key)
+            .bind(&m.idempotency_key)
+            .bind(&m.payload)
+            .bind(micros(m.visible_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn bus_lease(
+        &self,
+        partition: u32,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let held = bus_take_lease(&mut tx, partition, owner, until, now).await?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn bus_release(&self, partition: u32, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM bus_leases WHERE partition = ? AND owner = ?")
+            .bind(i64::from(partition))
+            .bind(owner)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn bus_claim(
+        &self,
+        partition: u32,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ClaimedMessage>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if !bus_take_lease(&mut tx, partition, owner, until, now).await? {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "UPDATE bus_messages SET deliveries = deliveries + 1
+             WHERE seq = (SELECT seq FROM bus_messages WHERE partition = ? AND visible_at <= ? ORDER BY seq LIMIT 1)
+             RETURNING id, partition, key, idempotency_key, payload, visible_at, attempts, deliveries",
+        )
+        .bind(i64::from(partition))
+        .bind(micros(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref()
+            .map(|r| {
+                Ok(ClaimedMessage {
+                    message: queued_from_row(r)?,
+                    attempts: small(r.try_get("attempts")?)?,
+                    deliveries: small(r.try_get("deliveries")?)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn bus_ack(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM bus_messages WHERE id = ?").bind(id.to_string()).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn bus_dead_letter(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO bus_dead (id, partition, key, idempotency_key, payload, attempts, reason, dead_at)
+             SELECT id, partition, key, idempotency_key, payload, attempts, ?, ? FROM bus_messages WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(micros(at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM bus_messages WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn bus_retry(&self, id: Uuid, visible_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        // A new row gets a new seq: the message goes to the back of its partition.
+        let row = sqlx::query(
+            "DELETE FROM bus_messages WHERE id = ?
+             RETURNING id, partition, key, idempotency_key, payload, visible_at, attempts",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let m = queued_from_row(&row)?;
+            let attempts: i64 = row.try_get("attempts")?;
+            sqlx::query(
+                "INSERT INTO bus_messages (id, partition, key, idempotency_key, payload, visible_at, attempts)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.to_string())
+            .bind(i64::from(m.partition))
+            .bind(&m.key)
+            .bind(&m.idempotency_key)
+            .bind(&m.payload)
+            .bind(micros(visible_at))
+            .bind(attempts + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn bus_dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, partition, key, idempotency_key, payload, dead_at AS visible_at, attempts, reason, dead_at
+             FROM bus_dead ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    message: queued_from_row(r)?,
+                    attempts: small(r.try_get("attempts")?)?,
+                    reason: r.try_get("reason")?,
+                    dead_at: from_micros(r.try_get("dead_at")?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Takes `partition`'s lease for `owner` when it is free, expired at `now`
+/// or already `owner`'s; true when `owner` holds it afterwards.
+async fn bus_take_lease(
+    tx: &mut Transaction<'_, Sqlite>,
+    partition: u32,
+    owner: &str,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO bus_leases (partition, owner, expires_at) VALUES (?, ?, ?)
+         ON CONFLICT (partition) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+         WHERE bus_leases.owner = excluded.owner OR bus_leases.expires_at <= ?
+         RETURNING owner",
+    )
+    .bind(i64::from(partition))
+    .bind(owner)
+    .bind(micros(until))
+    .bind(micros(now))
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some())
+}
+
+fn queued_from_row(row: &SqliteRow) -> Result<QueuedMessage, StoreError> {
+    let partition: i64 = row.try_get("partition")?;
+    Ok(QueuedMessage {
+        id: parse_uuid(row.try_get("id")?)?,
+        partition: u32::try_from(partition).map_err(|_| corrupt(format!("partition {partition}")))?,
+        key: row.try_get("key")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        payload: row.try_get("payload")?,
+        visible_at: from_micros(row.try_get("visible_at")?)?,
+    })
+}
+
+fn small(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(format!("count {v} out of range")))
 }
