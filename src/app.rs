@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
+use dealbridge_core::bus::{Bus, EmbeddedBus, RabbitBus, RabbitConfig};
 use dealbridge_core::inbox::{GroupCommitter, InboxOptions};
 use dealbridge_core::mapping::MappingSet;
+use dealbridge_core::outbox::OutboxRelay;
 use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{self, Backend, Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,7 +25,7 @@ use crate::mapping_handler::MappingHandler;
 use crate::processor::EventProcessor;
 use crate::reload::{LiveSet, LoadFn, MappingWatcher};
 use crate::server;
-use crate::settings::{ApiTokens, Settings, StoreBackend};
+use crate::settings::{ApiTokens, BusBackend, Settings, StoreBackend};
 
 /// Shared by every request handler; cheap to clone.
 #[derive(Clone)]
@@ -37,6 +39,8 @@ pub struct AppState {
     /// The mapping set in force (swapped atomically on a valid edit).
     pub mappings: Arc<LiveSet<MappingSet>>,
     pub runner: EngineRunner,
+    /// Where committed commands go (embedded queue or RabbitMQ).
+    pub bus: Arc<dyn Bus>,
 }
 
 /// A started hub: state plus the inbox writer tasks it must drain on exit
@@ -96,6 +100,33 @@ pub async fn open_store(settings: &Settings, env: &dyn Fn(&str) -> Option<String
     Ok(store)
 }
 
+/// Connects the configured bus; RabbitMQ declares and checks its topology
+/// and refuses one that could lose messages.
+pub async fn open_bus(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = &settings.bus;
+    Ok(match bus.backend {
+        BusBackend::Embedded => Arc::new(EmbeddedBus::new(store.clone(), bus.partitions)),
+        BusBackend::Rabbitmq => {
+            let url =
+                env(&bus.url_env).with_context(|| format!("bus.backend is rabbitmq but {} is not set", bus.url_env))?;
+            let config = RabbitConfig {
+                url: url.clone(),
+                prefix: bus.prefix.clone(),
+                partitions: bus.partitions,
+                retry_buckets: Vec::new(),
+            };
+            let connected = RabbitBus::connect(&config)
+                .await
+                .with_context(|| format!("connecting the bus at {}", store::redact_url(&url)))?;
+            Arc::new(connected)
+        }
+    })
+}
+
 fn backend_name(settings: &Settings) -> &'static str {
     match settings.store.backend {
         StoreBackend::Sqlite => "SQLite",
@@ -131,6 +162,7 @@ impl Hub {
         } else {
             None
         };
+        let bus = open_bus(&settings, &store, env).await?;
         let (inbox, writers) = GroupCommitter::start(store.clone(), options);
         let runner = EngineRunner::new(store.clone());
         let state = AppState {
@@ -142,6 +174,7 @@ impl Hub {
             settings: Arc::new(settings),
             mappings,
             runner,
+            bus,
         };
         let stop_loops = CancellationToken::new();
         let loops = start_engine_loops(&state, &stop_loops);
@@ -203,6 +236,14 @@ fn start_engine_loops(state: &AppState, stop: &CancellationToken) -> JoinSet<()>
         poll_interval: Duration::from_millis(state.settings.engine.timer_poll_ms.max(10)),
     };
     loops.spawn(timers.run(stop.clone()));
+    let relay = OutboxRelay {
+        store: state.store.clone(),
+        bus: state.bus.clone(),
+        batch: 256,
+        wake: state.runner.commands_committed(),
+        poll_interval: Duration::from_millis(state.settings.engine.event_poll_ms.max(10)),
+    };
+    loops.spawn(relay.run(stop.clone()));
     loops
 }
 

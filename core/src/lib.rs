@@ -13,6 +13,7 @@ pub mod flow;
 pub mod inbox;
 pub mod mapping;
 pub mod model;
+pub mod outbox;
 pub mod replay;
 pub mod runner;
 pub mod store;

@@ -36,6 +36,8 @@ pub enum RunError {
 #[derive(Clone)]
 pub struct EngineRunner {
     store: Arc<dyn Store>,
+    /// Notified after a commit that queued commands (wakes the outbox relay).
+    commands_committed: Arc<tokio::sync::Notify>,
 }
 
 /// What a run produced and the state it left.
@@ -47,7 +49,12 @@ pub struct RunResult {
 
 impl EngineRunner {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, commands_committed: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// Notified whenever a commit queued commands for delivery.
+    pub fn commands_committed(&self) -> Arc<tokio::sync::Notify> {
+        self.commands_committed.clone()
     }
 
     /// Runs `events` in order and commits everything with `outcome`.
@@ -62,6 +69,9 @@ impl EngineRunner {
         changes.event_outcomes.extend(outcome);
         if !changes.is_empty() {
             self.store.apply(&changes).await?;
+        }
+        if !changes.commands.is_empty() {
+            self.commands_committed.notify_one();
         }
         record_metrics(&result.effects);
         Ok(result)

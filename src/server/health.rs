@@ -21,12 +21,10 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// The hub can do its job: the store answers, and so does the bus (the
-/// embedded bus lives in the store).
+/// embedded bus pings its store, RabbitMQ its connection).
 async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.store.ping().await;
-    let bus = match state.settings.bus.backend {
-        crate::settings::BusBackend::Embedded => store.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-    };
+    let bus = state.bus.ping().await.map_err(|e| e.to_string());
     let check = |r: Result<(), String>| match r {
         Ok(()) => json!({"status": "ok"}),
         Err(e) => json!({"status": "down", "error": e}),

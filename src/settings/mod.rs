@@ -128,13 +128,32 @@ pub enum BusBackend {
     /// The store-backed queue: no broker needed.
     #[default]
     Embedded,
+    /// RabbitMQ quorum queues (production, several replicas).
+    Rabbitmq,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BusSettings {
-    #[serde(default)]
     pub backend: BusBackend,
+    /// Environment variable holding the RabbitMQ URL (it carries a password).
+    pub url_env: String,
+    /// Prefix of every RabbitMQ exchange and queue.
+    pub prefix: String,
+    /// Partitions: commands of one deal share one, partitions run in parallel.
+    /// Every replica must use the same number.
+    pub partitions: u32,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            backend: BusBackend::Embedded,
+            url_env: "DEALBRIDGE_AMQP_URL".into(),
+            prefix: "dealbridge".into(),
+            partitions: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -231,6 +231,19 @@ async fn a_large_proposal_is_held_until_its_approval_is_granted() {
     let viewer_try = hub.client.post(hub.url(&format!("/api/v1/tasks/{task_id}/decision"))).bearer_auth(VIEWER);
     assert_eq!(viewer_try.json(&json!({"approved": false, "by": "x"})).send().await.unwrap().status(), 403);
 
+    // The refusal's commands (stage back, a message for the manager) went
+    // through the outbox onto the bus.
+    let mut relayed = false;
+    for _ in 0..100 {
+        let metrics = hub.client.get(hub.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l.starts_with("dealbridge_outbox_published_total") && !l.ends_with(" 0")) {
+            relayed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(relayed, "the outbox relay published nothing");
+
     let id = accepted_id(hub.post_signed("http", "p3", &proposal_update("901", "proposal_sent")).await).await;
     processed(&hub, &id).await;
     let (_, sent) = json_of(&hub, deal).await;
