@@ -25,7 +25,7 @@ use crate::mapping_handler::MappingHandler;
 use crate::processor::EventProcessor;
 use crate::reload::{LiveSet, LoadFn, MappingWatcher};
 use crate::server;
-use crate::settings::{ApiTokens, BusBackend, Settings, StoreBackend};
+use crate::settings::{ApiTokens, BusBackend, SecretError, Settings, StoreBackend};
 
 /// Shared by every request handler; cheap to clone.
 #[derive(Clone)]
@@ -69,8 +69,10 @@ pub fn mapping_loader() -> LoadFn<MappingSet> {
 pub async fn open_store(settings: &Settings, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Arc<dyn Store>> {
     let url = match settings.store.backend {
         StoreBackend::Sqlite => format!("sqlite://{}", settings.sqlite_path().display()),
-        StoreBackend::Postgres => env(&settings.store.url_env)
-            .with_context(|| format!("store.backend is postgres but {} is not set", settings.store.url_env))?,
+        StoreBackend::Postgres => env(&settings.store.url_env).ok_or_else(|| SecretError {
+            var: settings.store.url_env.clone(),
+            message: "not set: store.backend is postgres and needs the database URL".into(),
+        })?,
     };
     // The database may come up after the hub (containers start together):
     // retry transient failures with exponential backoff and jitter for up to
@@ -111,8 +113,10 @@ pub async fn open_bus(
     Ok(match bus.backend {
         BusBackend::Embedded => Arc::new(EmbeddedBus::new(store.clone(), bus.partitions)),
         BusBackend::Rabbitmq => {
-            let url =
-                env(&bus.url_env).with_context(|| format!("bus.backend is rabbitmq but {} is not set", bus.url_env))?;
+            let url = env(&bus.url_env).ok_or_else(|| SecretError {
+                var: bus.url_env.clone(),
+                message: "not set: bus.backend is rabbitmq and needs the broker URL".into(),
+            })?;
             let config = RabbitConfig {
                 url: url.clone(),
                 prefix: bus.prefix.clone(),
@@ -199,16 +203,33 @@ impl Hub {
             let _ = stopping_tx.send(());
         });
         let serve = async move { serve.await.context("HTTP server failed") };
-        tokio::pin!(serve);
-        tokio::select! {
-            result = &mut serve => result?,
+        let mut serve = Box::pin(serve);
+        let stalled = tokio::select! {
+            result = &mut serve => {
+                result?;
+                false
+            }
             _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "In-flight requests did not finish within the grace period.");
+                true
             }
+        };
+        drop(serve);
+        // Once every handler (and its inbox handle) is gone the writers drain
+        // the queue and exit. Connections stalled past the grace period may
+        // still hold a handle: give the writers one more grace period, then
+        // stop them. Nothing acknowledged is lost that way — a 202 is only
+        // sent after its commit, so whatever is still queued was never
+        // answered.
+        let drained = tokio::time::timeout(grace.max(Duration::from_secs(1)), async {
+            while writers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(stalled, "Inbox writers still had senders after the grace period; stopping them.");
+            writers.abort_all();
+            while writers.join_next().await.is_some() {}
         }
-        // Every handler (and its inbox handle) is gone once the server has
-        // stopped; the writers then drain the queue and exit.
-        while writers.join_next().await.is_some() {}
         // Whatever the loops are applying commits or rolls back as a whole.
         stop_loops.cancel();
         while loops.join_next().await.is_some() {}

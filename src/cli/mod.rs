@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{Hub, MappingsError, open_store};
 use crate::connectors::ConnectorRegistry;
-use crate::settings::{self, ApiTokens, Settings};
+use crate::settings::{self, ApiTokens, BusBackend, Settings, StoreBackend};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -165,6 +165,13 @@ fn check(settings: &Settings, path: Option<PathBuf>, env: &dyn Fn(&str) -> Optio
     }
     if let Err(e) = ApiTokens::from_env(env) {
         problems.push(e.to_string());
+    }
+    let needed = [
+        (settings.store.backend == StoreBackend::Postgres, &settings.store.url_env, "store.backend is postgres"),
+        (settings.bus.backend == BusBackend::Rabbitmq, &settings.bus.url_env, "bus.backend is rabbitmq"),
+    ];
+    for (_, var, why) in needed.iter().filter(|(used, var, _)| *used && env(var).is_none()) {
+        problems.push(format!("{var}: not set, but {why}"));
     }
     let dir = path.unwrap_or_else(|| settings.mappings.dir.clone());
     if !dir.is_dir() {

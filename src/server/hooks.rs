@@ -85,9 +85,16 @@ async fn handle(
     };
     let label = connector.to_owned();
     let limit = state.settings.server.max_body_bytes;
-    let body = body::to_bytes(raw_body, limit).await.map_err(|_| {
-        let message = format!("body larger than {limit} bytes");
-        (label.clone(), "too_large", ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message))
+    let body = body::to_bytes(raw_body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            let message = format!("body larger than {limit} bytes");
+            (label.clone(), "too_large", ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message))
+        } else {
+            // The client went away or sent a broken body: nothing to store.
+            let message = format!("the request body could not be read: {e}");
+            (label.clone(), "body_error", ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message))
+        }
     })?;
     let received_at = Utc::now();
     let verified = instance.verify(&InboundRequest { headers, body: &body, received_at }).map_err(|r| match r {
@@ -113,7 +120,15 @@ async fn handle(
                 InboxError::Overloaded => "overloaded",
                 InboxError::Store(_) | InboxError::Closed => "store_unavailable",
             };
-            Err((label, outcome, ApiError::unavailable(format!("event not stored: {e}"))))
+            // The cause is logged by the inbox writer; the sender only needs to retry.
+            tracing::warn!(connector = %label, error = %e, "Webhook not stored; answered 503.");
+            let message = match e {
+                InboxError::Overloaded => "event not stored: the hub is overloaded; retry later",
+                InboxError::Store(_) | InboxError::Closed => {
+                    "event not stored: the store is not available; retry later"
+                }
+            };
+            Err((label, outcome, ApiError::unavailable(message)))
         }
     }
 }

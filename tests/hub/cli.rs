@@ -86,3 +86,25 @@ fn an_unreachable_database_is_retried_then_reported_without_its_password() {
     assert!(stderr.contains("postgres://hub:***@127.0.0.1:1/dealbridge"), "{stderr}");
     assert!(!stderr.contains("s3cret-pw"), "the password leaked: {stderr}");
 }
+
+#[test]
+fn a_missing_database_url_is_a_config_error_for_check_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreKind::Postgres { url: String::new() };
+    let config = write_config(dir.path(), &store, "");
+    let mut env = test_env(&StoreKind::Sqlite);
+    env.remove("TEST_DATABASE_URL");
+    for args in [&["check"][..], &["serve"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dealbridge"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_clear()
+            .envs(&env)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("TEST_DATABASE_URL"), "{args:?}: {stderr}");
+    }
+}

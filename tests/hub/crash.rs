@@ -98,8 +98,18 @@ async fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_event() {
+    kill_9_under_load(StoreKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_event_on_postgres() {
+    let Some((store, db)) = postgres("kill_9_under_load_on_postgres").await else { return };
+    kill_9_under_load(store).await;
+    db.drop_db().await;
+}
+
+async fn kill_9_under_load(store: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = StoreKind::Sqlite;
     let config = write_config(dir.path(), &store, "");
     let mut acknowledged: HashMap<String, String> = HashMap::new();
     let mut logs = String::new();

@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod engine;
 mod inbox;
+mod lifecycle;
 mod security;
 mod support;
