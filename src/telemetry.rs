@@ -34,6 +34,19 @@ pub fn init_logging(settings: &LogSettings) {
 const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// Counters an alert watches exist from the start at 0, so "no errors yet"
+/// and "no data" look different on a dashboard.
+fn register_counters() {
+    for operation in ["append_events", "api"] {
+        metrics::counter!("dealbridge_store_errors_total", "operation" => operation).absolute(0);
+    }
+    for outcome in ["swapped", "rejected"] {
+        metrics::counter!("dealbridge_mapping_reloads_total", "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!("dealbridge_outbox_published_total").absolute(0);
+    metrics::counter!("dealbridge_engine_problems_total").absolute(0);
+}
+
 /// The process-wide metrics handle, installing the recorder on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -48,6 +61,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (embedding); then
             // this handle still renders, just without global macros.
             let _ = metrics::set_global_recorder(recorder);
+            register_counters();
             handle
         })
         .clone()
