@@ -158,10 +158,7 @@ impl Run<'_, '_> {
     /// Queues commands and records them in the trail.
     pub(crate) fn push_commands(&mut self, commands: Vec<super::effects::Command>, depth: u32) {
         for command in commands {
-            let op = serde_json::to_value(&command.op)
-                .ok()
-                .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
-                .unwrap_or_default();
+            let op = command.op.name().to_owned();
             let kind = TraceKind::Command {
                 command: command.id,
                 connector: command.connector.clone(),

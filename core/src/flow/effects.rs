@@ -109,6 +109,18 @@ pub enum CommandOp {
     },
 }
 
+impl CommandOp {
+    /// The `op` tag, as serialized.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandOp::UpdateDeal { .. } => "update_deal",
+            CommandOp::CreateDeal { .. } => "create_deal",
+            CommandOp::CreateTask { .. } => "create_task",
+            CommandOp::Notify { .. } => "notify",
+        }
+    }
+}
+
 /// A message for a person, canonical (whatever system it is sent through).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {

@@ -13,6 +13,7 @@ pub mod delay;
 pub mod diagnostic;
 mod exprs;
 pub mod fields;
+mod filters;
 mod merge;
 mod record;
 pub mod schema;

@@ -81,15 +81,17 @@ pub(crate) struct MappingContext<'a> {
 
 impl CompiledBinding {
     /// Whether the filter lets this record through.
-    pub fn accepts(&self, record: &serde_json::Value) -> Result<bool, MappingError> {
+    pub fn accepts(
+        &self,
+        filters: &super::filters::FilterRuntime,
+        record: &serde_json::Value,
+    ) -> Result<bool, MappingError> {
         let Some(filter) = &self.filter else { return Ok(true) };
-        let fail = |reason: String| MappingError::Filter { binding: self.name.clone(), filter: filter.clone(), reason };
-        let mut env = minijinja::Environment::new();
-        // Filters run on every record: bound their work.
-        env.set_fuel(Some(10_000));
-        let expr = env.compile_expression(filter).map_err(|e| fail(e.to_string()))?;
-        let ctx = minijinja::context! { record => minijinja::value::Serde(record) };
-        Ok(expr.eval(ctx).map_err(|e| fail(e.to_string()))?.is_true())
+        filters.accepts(filter, record).map_err(|reason| MappingError::Filter {
+            binding: self.name.clone(),
+            filter: filter.clone(),
+            reason,
+        })
     }
 
     /// Maps a record this binding accepts into a deal observation.

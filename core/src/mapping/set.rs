@@ -19,6 +19,8 @@ pub struct MappingSet {
     plan: FlowPlan,
     /// The plan's conditions and templates, compiled once per set.
     runtime: std::sync::Arc<FlowRuntime>,
+    /// The bindings' filters, compiled once per set.
+    filters: std::sync::Arc<super::filters::FilterRuntime>,
     bindings: Vec<CompiledBinding>,
     stage_maps: BTreeMap<String, CompiledStageMap>,
     lookups: BTreeMap<String, BTreeMap<String, String>>,
@@ -91,6 +93,12 @@ impl MappingSet {
             Ok(runtime) => std::sync::Arc::new(runtime),
             Err(message) => return Err(vec![Diagnostic::file("<flows>", message)]),
         };
+        let filters = match super::filters::FilterRuntime::compile(
+            compiled.bindings.iter().filter_map(|b| b.filter.as_deref()),
+        ) {
+            Ok(filters) => std::sync::Arc::new(filters),
+            Err(message) => return Err(vec![Diagnostic::file("<bindings>", message)]),
+        };
         let people_by_system_id = compiled
             .plan
             .people
@@ -100,6 +108,7 @@ impl MappingSet {
         Ok(Self {
             plan: compiled.plan,
             runtime,
+            filters,
             bindings: compiled.bindings,
             stage_maps: compiled.stage_maps,
             lookups: compiled.lookups,
@@ -163,7 +172,7 @@ impl MappingSet {
         for binding in &self.bindings {
             if binding.connector == connector_instance
                 && binding.record_kind == record_kind
-                && binding.accepts(record)?
+                && binding.accepts(&self.filters, record)?
             {
                 mapped.push(binding.map(record, &ctx)?);
             }
