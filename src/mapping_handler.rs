@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use dealbridge_core::connector::SourceRecord;
 use dealbridge_core::mapping::MappingSet;
 use dealbridge_core::runner::{EngineRunner, RunError, canonical_events};
-use dealbridge_core::store::{ChangeSet, EventOutcome, EventState, RawEvent, Store};
+use dealbridge_core::store::{EventOutcome, EventState, RawEvent, Store};
 
-use crate::processor::{HandleError, RecordHandler};
+use crate::processor::{HandleError, Handled, RecordHandler};
 use crate::reload::LiveSet;
 
 pub struct MappingHandler {
@@ -26,15 +26,12 @@ pub struct MappingHandler {
 
 #[async_trait]
 impl RecordHandler for MappingHandler {
-    async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<(), HandleError> {
+    async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<Handled, HandleError> {
         let set = self.mappings.current();
         let events = canonical_events(&set, event, &records).map_err(HandleError::Permanent)?;
         if events.is_empty() {
             let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-            let reason = format!("no binding reads {kinds:?} from connector `{}`", event.connector);
-            let outcome = EventOutcome { event_id: event.id, state: EventState::Ignored { reason } };
-            self.store.apply(&ChangeSet { event_outcomes: vec![outcome], ..Default::default() }).await?;
-            return Ok(());
+            return Ok(Handled::Ignored(format!("no binding reads {kinds:?} from connector `{}`", event.connector)));
         }
         let processed = EventState::Processed { mapping_version: set.version().to_owned() };
         let outcome = EventOutcome { event_id: event.id, state: processed };
@@ -43,7 +40,7 @@ impl RecordHandler for MappingHandler {
                 for problem in &result.effects.problems {
                     tracing::warn!(event_id = %event.id, %problem, "Flow problem; the rest of the event applied.");
                 }
-                Ok(())
+                Ok(Handled::Applied)
             }
             Err(RunError::Store(e)) => Err(e.into()),
             Err(RunError::Rejected(reason)) => Err(HandleError::Permanent(reason)),

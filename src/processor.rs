@@ -40,12 +40,21 @@ impl From<StoreError> for HandleError {
     }
 }
 
-/// Applies the records of one raw event. The handler records the event's
-/// outcome itself, in the same transaction as the changes it makes, so
-/// "processed" and its effects can never disagree.
+/// What a handler did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Applied; the handler recorded the outcome in the same transaction as
+    /// the changes, so "processed" and its effects never disagree.
+    Applied,
+    /// Nothing is interested in it; the processor records the outcome,
+    /// batched with others (it changes nothing else, so it can wait).
+    Ignored(String),
+}
+
+/// Applies the records of one raw event.
 #[async_trait]
 pub trait RecordHandler: Send + Sync {
-    async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<(), HandleError>;
+    async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<Handled, HandleError>;
 }
 
 /// Runs the processing loop until cancelled.
@@ -60,6 +69,9 @@ pub struct EventProcessor {
 }
 
 const PAGE: u32 = 256;
+
+/// How long a woken processor waits for more events before a pass.
+const GATHER: Duration = Duration::from_millis(25);
 
 impl EventProcessor {
     pub async fn run(self, stop: CancellationToken) {
@@ -85,7 +97,12 @@ impl EventProcessor {
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Let a few more commits land first: every pass ends in a
+                    // transaction of its own, and on SQLite those share the
+                    // one writer (and its fsync) with the inbox.
+                    tokio::time::sleep(GATHER).await;
+                }
                 _ = tokio::time::sleep(self.poll_interval) => {}
             }
         }
@@ -98,34 +115,55 @@ impl EventProcessor {
         let events = self.store.events_after(cursor, PAGE).await?;
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(None) };
         let mut done = cursor;
+        // Outcomes that change nothing else (ignored, failed) are written
+        // together: one transaction per page instead of one per event keeps
+        // the single SQLite writer free for the inbox.
+        let mut outcomes = Vec::new();
+        let mut result = Ok(());
         for event in events.iter().filter(|e| e.state == EventState::Pending) {
-            self.process_one(event).await?;
+            match self.process_one(event).await {
+                Ok(outcome) => outcomes.extend(outcome),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
             done = event.seq;
         }
+        if !outcomes.is_empty() {
+            self.store.apply(&ChangeSet { event_outcomes: outcomes, ..Default::default() }).await?;
+        }
+        result?;
         Ok(Some(done.max(last)))
     }
 
-    async fn process_one(&self, event: &RawEvent) -> Result<(), HandleError> {
-        let failure = match self.connectors.get(&event.connector) {
-            None => Some(format!("connector `{}` is no longer configured", event.connector)),
+    /// Handles one event; returns the outcome still to record, if any.
+    async fn process_one(&self, event: &RawEvent) -> Result<Option<EventOutcome>, HandleError> {
+        let state = match self.connectors.get(&event.connector) {
+            None => Some(failed(event, format!("connector `{}` is no longer configured", event.connector))),
             Some(connector) => match connector.decode(&event.body, &event.headers) {
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some(failed(event, e.to_string())),
                 Ok(records) => match self.handler.handle(event, records).await {
-                    Ok(()) => None,
-                    Err(HandleError::Permanent(m)) => Some(m),
+                    Ok(Handled::Applied) => None,
+                    Ok(Handled::Ignored(reason)) => Some(EventState::Ignored { reason }),
+                    Err(HandleError::Permanent(m)) => Some(failed(event, m)),
                     Err(transient) => return Err(transient),
                 },
             },
         };
-        metrics::counter!("dealbridge_events_processed_total", "outcome" => if failure.is_some() { "failed" } else { "handled" })
-            .increment(1);
-        if let Some(error) = failure {
-            tracing::warn!(event_id = %event.id, connector = %event.connector, error = %error, "Event failed; kept for replay.");
-            let outcome = EventOutcome { event_id: event.id, state: EventState::Failed { error } };
-            self.store.apply(&ChangeSet { event_outcomes: vec![outcome], ..Default::default() }).await?;
-        }
-        Ok(())
+        let outcome = match &state {
+            None => "handled",
+            Some(EventState::Ignored { .. }) => "ignored",
+            Some(_) => "failed",
+        };
+        metrics::counter!("dealbridge_events_processed_total", "outcome" => outcome).increment(1);
+        Ok(state.map(|state| EventOutcome { event_id: event.id, state }))
     }
+}
+
+fn failed(event: &RawEvent, error: String) -> EventState {
+    tracing::warn!(event_id = %event.id, connector = %event.connector, error = %error, "Event failed; kept for replay.");
+    EventState::Failed { error }
 }
 
 #[cfg(test)]
@@ -148,7 +186,7 @@ mod tests {
 
     #[async_trait]
     impl RecordHandler for RecordingHandler {
-        async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<(), HandleError> {
+        async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<Handled, HandleError> {
             {
                 let mut flaky = self.flaky.lock().unwrap();
                 if *flaky > 0 {
@@ -162,7 +200,7 @@ mod tests {
             let state = EventState::Processed { mapping_version: "test".into() };
             let outcome = EventOutcome { event_id: event.id, state };
             self.store.apply(&ChangeSet { event_outcomes: vec![outcome], ..Default::default() }).await?;
-            Ok(())
+            Ok(Handled::Applied)
         }
     }
 
