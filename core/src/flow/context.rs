@@ -205,7 +205,9 @@ struct DealObject {
     numbers: Numbers,
 }
 
-const DEAL_KEYS: [&str; 17] = [
+/// The attributes a deal object serves (the mapping loader checks flow
+/// expressions against this list).
+pub(crate) const DEAL_KEYS: [&str; 17] = [
     "id",
     "pipeline",
     "stage",

@@ -13,26 +13,9 @@ use crate::flow::plan::{Expr, SourceSpan};
 /// Names minijinja provides itself.
 const BUILTINS: [&str; 4] = ["range", "dict", "namespace", "debug"];
 
-/// Attributes of `deal` and `parent` in the flow context.
-const DEAL_ATTRIBUTES: [&str; 17] = [
-    "id",
-    "pipeline",
-    "stage",
-    "title",
-    "amount",
-    "currency",
-    "client",
-    "responsible",
-    "custom",
-    "parent_id",
-    "stage_history",
-    "external_refs",
-    "created_at",
-    "updated_at",
-    "invoiced",
-    "paid",
-    "shipped",
-];
+/// Attributes of `deal` and `parent` in the flow context: exactly what the
+/// engine's deal object serves.
+use crate::flow::context::DEAL_KEYS as DEAL_ATTRIBUTES;
 const CLIENT_ATTRIBUTES: [&str; 5] = ["name", "inn", "kpp", "emails", "phones"];
 const PERSON_ATTRIBUTES: [&str; 4] = ["id", "name", "flags", "supervisor"];
 
