@@ -1,6 +1,6 @@
 //! The hub as one value: opened store, running inbox writers, connectors,
 //! tokens, metrics, the live mapping set, and the engine's background loops
-//! (event processor, timer scheduler). `serve` builds it and runs the HTTP
+//! (event processor, timer scheduler, outbox relay, dispatcher). `serve` builds it and runs the HTTP
 //! server; the end-to-end tests build it the same way on a random port.
 
 use std::future::Future;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use dealbridge_core::bus::{Bus, EmbeddedBus, RabbitBus, RabbitConfig};
+use dealbridge_core::delivery::{CommandPerformer, DeliveryGauges, DeliveryPolicy, Dispatcher, TargetGates};
 use dealbridge_core::inbox::{GroupCommitter, InboxOptions};
 use dealbridge_core::mapping::MappingSet;
 use dealbridge_core::outbox::OutboxRelay;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub runner: EngineRunner,
     /// Where committed commands go (embedded queue or RabbitMQ).
     pub bus: Arc<dyn Bus>,
+    /// Delivery policy, checked at start.
+    pub delivery: Arc<DeliveryPolicy>,
 }
 
 /// A started hub: state plus the inbox writer tasks it must drain on exit
@@ -142,7 +145,8 @@ impl Hub {
     /// Opens and migrates the store, starts the inbox writers and builds
     /// the connectors. Secrets are read through `env`.
     pub async fn start(settings: Settings, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let connectors = ConnectorRegistry::build(&settings.connectors, env)?;
+        let connectors = ConnectorRegistry::build(&settings.connectors, &settings.delivery.targets, env)?;
+        let delivery = Arc::new(settings.delivery.policy().map_err(|e| anyhow::anyhow!("invalid config: {e}"))?);
         let tokens = ApiTokens::from_env(env)?;
         if tokens.is_empty() {
             tracing::warn!("No API tokens are configured: every /api request will be refused.");
@@ -179,6 +183,7 @@ impl Hub {
             mappings,
             runner,
             bus,
+            delivery,
         };
         let stop_loops = CancellationToken::new();
         let loops = start_engine_loops(&state, &stop_loops);
@@ -265,7 +270,31 @@ fn start_engine_loops(state: &AppState, stop: &CancellationToken) -> JoinSet<()>
         poll_interval: Duration::from_millis(state.settings.engine.event_poll_ms.max(10)),
     };
     loops.spawn(relay.run(stop.clone()));
+    let gates = Arc::new(TargetGates::default());
+    let performer = Arc::new(CommandPerformer {
+        targets: state.connectors.outbound(),
+        gates: gates.clone(),
+        policy: state.delivery.clone(),
+    });
+    let dispatcher = Arc::new(Dispatcher {
+        store: state.store.clone(),
+        bus: state.bus.clone(),
+        performer,
+        owner: replica_id(),
+        resume_poll: Duration::from_millis(state.settings.delivery.resume_poll_ms.max(10)),
+    });
+    loops.spawn(dispatcher.run(stop.clone()));
+    let gauges =
+        DeliveryGauges { store: state.store.clone(), bus: state.bus.clone(), gates, every: Duration::from_secs(5) };
+    loops.spawn(gauges.run(stop.clone()));
     loops
+}
+
+/// Names this process in leases it takes: host, pid and a random part (a
+/// restarted process must not inherit its predecessor's leases).
+fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// Fires due timers. Timers are rows, so a restarted hub picks up where

@@ -2,13 +2,16 @@
 //!
 //! Each connector crate owns its config struct; this registry only matches
 //! a block's `kind` to the crate, reads the secrets it names from the
-//! environment, and keeps the instances by name for the inbox to find.
+//! environment, and keeps the instances by name: the inbound halves for the
+//! inbox, the outbound halves (with their rate budgets from
+//! `[delivery.targets]`) for the dispatcher.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use dealbridge_connector_http::{HttpConnector, SigningSecret};
+use dealbridge_connector_http::{HttpConnector, HttpTarget, SigningSecret};
 use dealbridge_core::connector::InboundConnector;
+use dealbridge_core::delivery::{OutboundConnector, OutboundTarget, OutboundTargets, RateQuota};
 
 use crate::settings::{ConnectorSettings, SecretError};
 
@@ -16,15 +19,24 @@ use crate::settings::{ConnectorSettings, SecretError};
 #[derive(Clone, Default)]
 pub struct ConnectorRegistry {
     by_name: HashMap<String, Arc<dyn InboundConnector>>,
+    outbound: Arc<OutboundTargets>,
 }
 
 impl ConnectorRegistry {
     /// Builds every configured instance; `env` resolves secret variables.
     pub fn build(
         configs: &BTreeMap<String, ConnectorSettings>,
+        quotas: &BTreeMap<String, RateQuota>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, SecretError> {
+        if let Some(name) = quotas.keys().find(|name| !configs.contains_key(*name)) {
+            return Err(SecretError {
+                var: format!("delivery.targets.{name}"),
+                message: "names no configured connector".into(),
+            });
+        }
         let mut by_name: HashMap<String, Arc<dyn InboundConnector>> = HashMap::new();
+        let mut outbound = OutboundTargets::default();
         for (name, config) in configs {
             if !valid_name(name) {
                 return Err(SecretError {
@@ -36,8 +48,19 @@ impl ConnectorRegistry {
                 ConnectorSettings::Http(c) => Arc::new(build_http(c, env)?),
             };
             by_name.insert(name.clone(), connector);
+            let target: Option<Arc<dyn OutboundConnector>> = match config {
+                ConnectorSettings::Http(c) => build_http_target(name, c, env)?.map(|t| Arc::new(t) as _),
+            };
+            if let Some(connector) = target {
+                outbound.insert(name.clone(), OutboundTarget { connector, quota: quotas.get(name).copied() });
+            }
         }
-        Ok(Self { by_name })
+        Ok(Self { by_name, outbound: Arc::new(outbound) })
+    }
+
+    /// The instances that perform commands, for the dispatcher.
+    pub fn outbound(&self) -> Arc<OutboundTargets> {
+        self.outbound.clone()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn InboundConnector>> {
@@ -59,15 +82,31 @@ fn build_http(
     config: &dealbridge_connector_http::HttpConnectorConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<HttpConnector, SecretError> {
-    let var = &config.secret_env;
+    let secrets = signing_secrets(&config.secret_env, env)?;
+    Ok(HttpConnector::new(secrets, config.tolerance_secs))
+}
+
+fn build_http_target(
+    name: &str,
+    config: &dealbridge_connector_http::HttpConnectorConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<HttpTarget>, SecretError> {
+    let Some(outbound) = &config.outbound else { return Ok(None) };
+    // Outbound requests are signed with the first (current) secret.
+    let secret = signing_secrets(&outbound.secret_env, env)?.remove(0);
+    HttpTarget::new(outbound, secret)
+        .map(Some)
+        .map_err(|message| SecretError { var: format!("connectors.{name}.outbound"), message })
+}
+
+/// The `whsec_…` secrets a variable holds (two during a rotation).
+fn signing_secrets(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<SigningSecret>, SecretError> {
     let raw = env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| SecretError {
-        var: var.clone(),
+        var: var.to_owned(),
         message: "not set: the http connector needs its signing secret (whsec_…)".into(),
     })?;
-    let secrets = raw
-        .split_ascii_whitespace()
+    raw.split_ascii_whitespace()
         .map(SigningSecret::parse)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SecretError { var: var.clone(), message: e.to_string() })?;
-    Ok(HttpConnector::new(secrets, config.tolerance_secs))
+        .map_err(|e| SecretError { var: var.to_owned(), message: e.to_string() })
 }

@@ -230,14 +230,18 @@ mod tests {
         store.append_events(&events).await.unwrap();
 
         let mut configs = BTreeMap::new();
-        let http = dealbridge_connector_http::HttpConnectorConfig { secret_env: "S".into(), tolerance_secs: 300 };
+        let http = dealbridge_connector_http::HttpConnectorConfig {
+            secret_env: "S".into(),
+            tolerance_secs: 300,
+            outbound: None,
+        };
         configs.insert("http".to_string(), ConnectorSettings::Http(http));
         let secret = |_: &str| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string());
         let handler =
             Arc::new(RecordingHandler { seen: Mutex::new(vec![]), flaky: Mutex::new(2), store: store.clone() });
         let processor = EventProcessor {
             store: store.clone(),
-            connectors: ConnectorRegistry::build(&configs, &secret).unwrap(),
+            connectors: ConnectorRegistry::build(&configs, &Default::default(), &secret).unwrap(),
             handler: handler.clone(),
             wake: Arc::new(Notify::new()),
             poll_interval: Duration::from_millis(20),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::flow::{Command, TraceKind, TraceStep};
 use crate::model::{Deal, Task, Timer};
-use crate::store::{EventState, Store, StoreError};
+use crate::store::{AttemptRecord, DeliveryState, EventState, Store, StoreError};
 
 /// Everything known about how a deal got where it is.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -64,6 +64,18 @@ pub struct TimelineEntry {
     pub steps: Vec<TraceStep>,
     #[schema(value_type = Vec<Object>)]
     pub commands: Vec<Command>,
+    /// How each of those commands is getting on, with every attempt.
+    pub deliveries: Vec<CommandDelivery>,
+}
+
+/// One command's way out: its delivery state (none yet while it waits to
+/// be dispatched) and each attempt's time, outcome, error and latency.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CommandDelivery {
+    pub command_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<DeliveryState>,
+    pub attempts: Vec<AttemptRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -90,7 +102,8 @@ pub async fn deal_trace(store: &dyn Store, id: Uuid, now: DateTime<Utc>) -> Resu
         .collect();
     let steps = store.trace_of_deal(id).await?;
     let commands = store.commands_of_deal(id).await?;
-    let timeline = timeline(store, steps, commands).await?;
+    let mut timeline = timeline(store, steps, commands).await?;
+    attach_deliveries(store, id, &mut timeline).await?;
     let tasks = store.tasks_of_deals(&[id], false).await?;
     let timers = store.timers_of_deals(&[id], false).await?;
     Ok(Some(DealTrace { stages: stage_spans(&deal, now), deal, children, tasks, timers, timeline }))
@@ -132,6 +145,7 @@ async fn timeline(
                 source: None,
                 steps: Vec::new(),
                 commands: Vec::new(),
+                deliveries: Vec::new(),
             }
         });
         entry.steps.push(step);
@@ -153,6 +167,28 @@ async fn timeline(
     }
     entries.sort_by_key(|e| e.at);
     Ok(entries)
+}
+
+/// Fills each timeline entry's `deliveries` from the delivery log.
+async fn attach_deliveries(store: &dyn Store, deal: Uuid, timeline: &mut [TimelineEntry]) -> Result<(), StoreError> {
+    let states: BTreeMap<Uuid, DeliveryState> =
+        store.deliveries_of_deal(deal).await?.into_iter().map(|d| (d.command.id, d.state)).collect();
+    let mut attempts: BTreeMap<Uuid, Vec<AttemptRecord>> = BTreeMap::new();
+    for attempt in store.attempts_of_deal(deal).await? {
+        attempts.entry(attempt.command_id).or_default().push(attempt);
+    }
+    for entry in timeline {
+        entry.deliveries = entry
+            .commands
+            .iter()
+            .map(|c| CommandDelivery {
+                command_id: c.id,
+                state: states.get(&c.id).copied(),
+                attempts: attempts.remove(&c.id).unwrap_or_default(),
+            })
+            .collect();
+    }
+    Ok(())
 }
 
 /// The trace as a person reads it, for `dealbridge explain`.
@@ -221,7 +257,27 @@ pub fn render_text(trace: &DealTrace) -> String {
         for c in &entry.commands {
             let op = serde_json::to_value(&c.op).unwrap_or_default();
             out.push_str(&format!("    → {} {} (key {})\n", c.connector, op, c.idempotency_key));
+            if let Some(delivery) = entry.deliveries.iter().find(|d| d.command_id == c.id) {
+                out.push_str(&delivery_text(delivery));
+            }
         }
+    }
+    out
+}
+
+fn delivery_text(delivery: &CommandDelivery) -> String {
+    let state = delivery.state.map_or("not dispatched yet", DeliveryState::as_str);
+    let mut out = format!("      delivery: {state}\n");
+    for a in &delivery.attempts {
+        let class = a.class.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
+        let error = a.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        out.push_str(&format!(
+            "        attempt {} at {} {}{class} in {} ms{error}\n",
+            a.attempt,
+            a.at.format("%Y-%m-%d %H:%M:%S"),
+            a.outcome,
+            a.latency_us / 1000
+        ));
     }
     out
 }

@@ -8,6 +8,7 @@
 
 pub mod bus;
 pub mod connector;
+pub mod delivery;
 pub mod explain;
 pub mod flow;
 pub mod inbox;

@@ -54,7 +54,7 @@ pub async fn replay(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let connectors = ConnectorRegistry::build(&settings.connectors, env)?;
+    let connectors = ConnectorRegistry::build(&settings.connectors, &settings.delivery.targets, env)?;
     let store = open_store(settings, env).await?;
     let runner = EngineRunner::new(store.clone());
     let decode = |event: &RawEvent| -> Result<_, String> {

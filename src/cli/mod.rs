@@ -1,9 +1,10 @@
 //! The command line: `serve`, `check`, `test`, `replay`, `explain`,
-//! `migrate`, `openapi`.
+//! `deliveries`, `migrate`, `openapi`.
 //!
 //! Exit codes: 0 success, 1 runtime failure or problems found (mapping
 //! errors, failed test cases), 2 invalid configuration.
 
+mod deliveries;
 mod inspect;
 mod mappings;
 
@@ -77,6 +78,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Commands that did not reach their target: list, retry, discard.
+    Deliveries {
+        #[command(subcommand)]
+        command: deliveries::DeliveriesCommand,
+    },
     /// Apply pending store migrations and exit.
     Migrate,
     /// Print the admin API's OpenAPI document.
@@ -104,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(inspect::replay(&settings, options, &env))
         }
         Command::Explain { deal_id, json } => runtime.block_on(inspect::explain(&settings, deal_id, json, &env)),
+        Command::Deliveries { command } => runtime.block_on(deliveries::run(&settings, command, &env)),
         Command::Migrate => runtime.block_on(migrate(&settings, &env)),
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&crate::server::api::openapi())?);
@@ -160,11 +167,14 @@ async fn shutdown_signal() {
 
 fn check(settings: &Settings, path: Option<PathBuf>, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
     let mut problems = Vec::new();
-    if let Err(e) = ConnectorRegistry::build(&settings.connectors, env) {
+    if let Err(e) = ConnectorRegistry::build(&settings.connectors, &settings.delivery.targets, env) {
         problems.push(e.to_string());
     }
     if let Err(e) = ApiTokens::from_env(env) {
         problems.push(e.to_string());
+    }
+    if let Err(e) = settings.delivery.policy() {
+        problems.push(e);
     }
     let needed = [
         (settings.store.backend == StoreBackend::Postgres, &settings.store.url_env, "store.backend is postgres"),

@@ -5,6 +5,7 @@
 //! Loading is pure and reports the first problem with the file and the key
 //! it concerns, so `dealbridge check` and `serve` fail the same clear way.
 
+mod delivery;
 mod load;
 mod secrets;
 
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use delivery::DeliverySettings;
 pub use load::{ConfigError, ENV_PREFIX, load};
 pub use secrets::{ApiTokens, Role, SecretError};
 
@@ -31,6 +33,8 @@ pub struct Settings {
     pub mappings: MappingSettings,
     #[serde(default)]
     pub engine: EngineSettings,
+    #[serde(default)]
+    pub delivery: DeliverySettings,
     #[serde(default)]
     pub log: LogSettings,
     /// Connector instances by name; the name is the `{connector}` segment of

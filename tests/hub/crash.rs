@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use crate::support::*;
 
-struct HubProcess {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct HubProcess {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     log: Arc<Mutex<String>>,
 }
 
 /// Starts the `dealbridge` binary and waits for its "Hub listening." line.
-fn spawn_hub(config: &Path, store: &StoreKind) -> HubProcess {
+pub(crate) fn spawn_hub(config: &Path, store: &StoreKind) -> HubProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dealbridge"))
         .arg("--config")
         .arg(config)

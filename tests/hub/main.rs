@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod delivery;
 mod engine;
 mod inbox;
 mod lifecycle;

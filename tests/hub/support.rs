@@ -82,8 +82,14 @@ pub struct TestHub {
 impl TestHub {
     /// Starts a hub with the config in `dir` (written by `write_config`).
     pub async fn start(dir: &Path, store: &StoreKind) -> Self {
+        Self::start_with_env(dir, store, &[]).await
+    }
+
+    /// Like `start`, with more environment variables (e.g. a broker URL).
+    pub async fn start_with_env(dir: &Path, store: &StoreKind, extra: &[(&str, String)]) -> Self {
         let settings = dealbridge::settings::load(&dir.join("dealbridge.toml"), std::iter::empty()).unwrap();
-        let env = test_env(store);
+        let mut env = test_env(store);
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let hub = Hub::start(settings, &|k: &str| env.get(k).cloned()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

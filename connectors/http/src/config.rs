@@ -13,6 +13,9 @@ pub struct HttpConnectorConfig {
     /// Accepted clock difference between sender and hub, in seconds.
     #[serde(default = "default_tolerance")]
     pub tolerance_secs: u32,
+    /// Where the hub sends this instance's commands, if anywhere.
+    #[serde(default)]
+    pub outbound: Option<crate::HttpOutboundConfig>,
 }
 
 const fn default_tolerance() -> u32 {

@@ -8,9 +8,11 @@
 //! retries of one message idempotent.
 
 mod config;
+mod outbound;
 mod signature;
 
 pub use config::HttpConnectorConfig;
+pub use outbound::{HttpOutboundConfig, HttpTarget};
 pub use signature::{SigningSecret, SigningSecretError, sign};
 
 use chrono::Utc;

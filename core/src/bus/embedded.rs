@@ -68,6 +68,10 @@ impl Bus for EmbeddedBus {
         Ok(self.store.bus_enqueue(&queued).await?)
     }
 
+    async fn depth(&self) -> Result<u64, BusError> {
+        Ok(self.store.bus_depth().await?)
+    }
+
     async fn consume(&self, partition: u32) -> Result<Box<dyn PartitionConsumer>, BusError> {
         if partition >= self.partitions {
             return Err(BusError::Invalid(format!("partition {partition} of {}", self.partitions)));

@@ -65,6 +65,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Cheap reachability check for readiness.
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// Messages waiting in the partitions (ready or handed out, not yet
+    /// settled; delayed retries and dead letters not included).
+    async fn depth(&self) -> Result<u64, BusError>;
 }
 
 #[async_trait]

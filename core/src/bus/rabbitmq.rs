@@ -13,6 +13,12 @@
 //! consumer quorum queue; a dropped consumer closes its channel, so the
 //! broker requeues its unacked delivery and hands the partition to the next
 //! waiting consumer.
+//!
+//! Reconnecting: when the broker restarts or the network drops, the
+//! connection closes; the next `publish`, `consume` or `ping` opens a new
+//! one and declares (and checks) the topology again. Consumers of the old
+//! connection fail, and their owners consume again; what they had not
+//! acked is redelivered by the broker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +27,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
 use super::topology::RETRY_HEADER;
@@ -48,7 +54,8 @@ pub struct RabbitConfig {
 
 /// RabbitMQ-backed `Bus`.
 pub struct RabbitBus {
-    conn: Connection,
+    url: String,
+    conn: RwLock<Arc<Connection>>,
     topology: Arc<Topology>,
     publisher: Mutex<Option<Channel>>,
 }
@@ -59,12 +66,40 @@ impl RabbitBus {
     pub async fn connect(config: &RabbitConfig) -> Result<Self, BusError> {
         let topology = Topology::new(&config.prefix, config.partitions, config.retry_buckets.clone());
         Topology::check(&topology.queues())?;
-        let conn = Connection::connect(&config.url, ConnectionProperties::default())
+        let conn = Self::open(&config.url, &topology).await?;
+        Ok(Self {
+            url: config.url.clone(),
+            conn: RwLock::new(Arc::new(conn)),
+            topology: Arc::new(topology),
+            publisher: Mutex::new(None),
+        })
+    }
+
+    /// A new connection with the topology declared and checked.
+    async fn open(url: &str, topology: &Topology) -> Result<Connection, BusError> {
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .map_err(|e| BusError::Unavailable(format!("cannot connect to RabbitMQ: {e}")))?;
         topology.declare(&conn).await?;
         topology.verify(&conn).await?;
-        Ok(Self { conn, topology: Arc::new(topology), publisher: Mutex::new(None) })
+        Ok(conn)
+    }
+
+    /// The open connection, reconnecting first if the last one closed.
+    async fn connection(&self) -> Result<Arc<Connection>, BusError> {
+        {
+            let conn = self.conn.read().await;
+            if conn.status().connected() {
+                return Ok(conn.clone());
+            }
+        }
+        let mut conn = self.conn.write().await;
+        if !conn.status().connected() {
+            tracing::warn!("RabbitMQ connection lost; reconnecting.");
+            *conn = Arc::new(Self::open(&self.url, &self.topology).await?);
+            tracing::info!("RabbitMQ connection re-established.");
+        }
+        Ok(conn.clone())
     }
 
     pub fn topology(&self) -> &Topology {
@@ -74,7 +109,7 @@ impl RabbitBus {
     /// Takes up to `limit` messages out of the dead-letter queue (acked:
     /// the caller owns them now), oldest first.
     pub async fn take_dead_letters(&self, limit: usize) -> Result<Vec<BusMessage>, BusError> {
-        let ch = self.conn.create_channel().await?;
+        let ch = self.connection().await?.create_channel().await?;
         let mut out = Vec::new();
         while out.len() < limit {
             let Some(got) =
@@ -91,7 +126,7 @@ impl RabbitBus {
 
     /// Deletes this bus's queues and exchanges (tests, teardown).
     pub async fn delete_topology(&self) -> Result<(), BusError> {
-        let ch = self.conn.create_channel().await?;
+        let ch = self.connection().await?.create_channel().await?;
         self.topology.delete(&ch).await?;
         let _ = ch.close(200, "OK".into()).await;
         Ok(())
@@ -99,7 +134,7 @@ impl RabbitBus {
 
     /// Closes the connection.
     pub async fn close(&self) {
-        let _ = self.conn.close(200, "OK".into()).await;
+        let _ = self.conn.read().await.close(200, "OK".into()).await;
     }
 
     async fn confirm_channel(conn: &Connection) -> Result<Channel, BusError> {
@@ -173,7 +208,7 @@ impl Bus for RabbitBus {
         let ch = match slot.as_ref() {
             Some(ch) if ch.status().connected() => ch.clone(),
             _ => {
-                let ch = Self::confirm_channel(&self.conn).await?;
+                let ch = Self::confirm_channel(&*self.connection().await?).await?;
                 *slot = Some(ch.clone());
                 ch
             }
@@ -204,7 +239,7 @@ impl Bus for RabbitBus {
         if partition >= self.topology.partitions() {
             return Err(BusError::Invalid(format!("partition {partition} of {}", self.topology.partitions())));
         }
-        let channel = Self::confirm_channel(&self.conn).await?;
+        let channel = Self::confirm_channel(&*self.connection().await?).await?;
         channel.basic_qos(1, BasicQosOptions::default()).await?;
         let tag = format!("dealbridge-{}", Uuid::new_v4().simple());
         let consumer = channel
@@ -219,11 +254,20 @@ impl Bus for RabbitBus {
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        if self.conn.status().connected() {
-            Ok(())
-        } else {
-            Err(BusError::Unavailable("RabbitMQ connection is not open".into()))
+        self.connection().await.map(|_| ())
+    }
+
+    async fn depth(&self) -> Result<u64, BusError> {
+        let ch = self.connection().await?.create_channel().await?;
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let mut total = 0u64;
+        for partition in 0..self.topology.partitions() {
+            let name = self.topology.partition_queue(partition);
+            let queue = ch.queue_declare(name.as_str().into(), passive, FieldTable::default()).await?;
+            total += u64::from(queue.message_count());
         }
+        let _ = ch.close(200, "OK".into()).await;
+        Ok(total)
     }
 }
 

@@ -110,12 +110,31 @@ async fn keys_map_to_stable_partitions(f: &Fixture) {
     consumer.ack(&d).await.unwrap();
 }
 
+/// Waits until the bus reports `expected` waiting messages (the broker's
+/// counters trail its confirms a little).
+async fn depth_becomes(f: &Fixture, expected: u64) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let depth = f.bus.depth().await.unwrap();
+        if depth == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "depth {depth}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn an_acked_message_is_gone(f: &Fixture) {
     let key = key_on(1);
-    f.bus.publish(&[message(&key, 1)]).await.unwrap();
+    depth_becomes(f, 0).await;
+    f.bus.publish(&[message(&key, 1), message(&key, 2)]).await.unwrap();
+    depth_becomes(f, 2).await;
     let mut consumer = f.bus.consume(1).await.unwrap();
-    let d = consumer.next(LONG).await.unwrap().unwrap();
-    consumer.ack(&d).await.unwrap();
+    for _ in 0..2 {
+        let d = consumer.next(LONG).await.unwrap().unwrap();
+        consumer.ack(&d).await.unwrap();
+    }
+    depth_becomes(f, 0).await;
     drop(consumer);
     let mut again = f.bus.consume(1).await.unwrap();
     assert!(again.next(SHORT).await.unwrap().is_none());

@@ -8,11 +8,14 @@
 //! written.
 
 mod changeset;
+mod deliveries;
 mod doc;
 mod error;
 mod event;
 mod postgres;
+mod postgres_deliveries;
 mod sqlite;
+mod sqlite_deliveries;
 #[cfg(test)]
 mod suite;
 mod world;
@@ -28,6 +31,9 @@ use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub use changeset::{ChangeSet, EventOutcome};
+pub use deliveries::{
+    AdminRefusal, Admission, Admitted, AttemptRecord, DeliveryLog, DeliveryRecord, DeliveryState, Lease, Settlement,
+};
 pub use error::StoreError;
 pub use event::{Appended, EventState, NewRawEvent, RawEvent};
 pub use postgres::PgStore;
@@ -51,7 +57,9 @@ impl Backend {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Delivery bookkeeping (`DeliveryLog`) is part of every store; its methods
+/// live in their own trait and files to keep this one readable.
+pub trait Store: DeliveryLog + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations. Idempotent.

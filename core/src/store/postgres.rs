@@ -25,7 +25,7 @@ use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 const DEAL_KIND: &str = "deal";
@@ -74,7 +74,7 @@ fn deal_from_row(row: &PgRow) -> Result<Deal, StoreError> {
 }
 
 /// The record a row's `doc` column (selected as `doc::text AS doc`) holds.
-fn doc_from_row<T: DeserializeOwned>(row: &PgRow, what: &str) -> Result<T, StoreError> {
+pub(super) fn doc_from_row<T: DeserializeOwned>(row: &PgRow, what: &str) -> Result<T, StoreError> {
     from_doc(what, row.try_get("doc")?)
 }
 

@@ -30,8 +30,8 @@ use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 const DEAL_KIND: &str = "deal";
@@ -72,15 +72,15 @@ impl SqliteStore {
     }
 }
 
-fn micros(t: DateTime<Utc>) -> i64 {
+pub(super) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn from_micros(v: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn from_micros(v: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(v).ok_or_else(|| corrupt(format!("timestamp {v} out of range")))
 }
 
-fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
+pub(super) fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|e| corrupt(format!("uuid `{text}`: {e}")))
 }
 
@@ -105,7 +105,7 @@ fn deal_from_row(row: &SqliteRow) -> Result<Deal, StoreError> {
 }
 
 /// The record a row's `doc` column holds.
-fn doc_from_row<T: DeserializeOwned>(row: &SqliteRow, what: &str) -> Result<T, StoreError> {
+pub(super) fn doc_from_row<T: DeserializeOwned>(row: &SqliteRow, what: &str) -> Result<T, StoreError> {
     from_doc(what, row.try_get("doc")?)
 }
 

@@ -6,6 +6,7 @@
 //! included. Handlers only state what role they need.
 
 mod deals;
+mod deliveries;
 mod events;
 mod mappings;
 mod tasks;
@@ -23,6 +24,7 @@ use super::{ApiError, hooks};
 use crate::app::AppState;
 
 pub use deals::DealView;
+pub use deliveries::DeliveryView;
 pub use events::EventView;
 
 #[derive(OpenApi)]
@@ -33,6 +35,7 @@ pub use events::EventView;
         (name = "inbox", description = "Webhooks from connected systems, authenticated per connector"),
         (name = "events", description = "Stored raw events and their processing state"),
         (name = "deals", description = "Canonical deals, their children and history"),
+        (name = "deliveries", description = "Commands on their way out: parked deals, dead letters, retry and discard"),
         (name = "mappings", description = "The mapping set in force, and reloading it"),
         (name = "meta", description = "This document"),
     )
@@ -59,6 +62,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mappings::get_mappings))
         .routes(routes!(mappings::reload_mappings))
         .routes(routes!(tasks::decide))
+        .routes(routes!(deliveries::list_deliveries))
+        .routes(routes!(deliveries::retry_delivery))
+        .routes(routes!(deliveries::discard_delivery))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(hooks::receive)).nest("/api", api)
 }

@@ -1,0 +1,31 @@
+//! Outbound delivery: from the bus to the connected systems.
+//!
+//! - `target`: the outbound half of a connector (`OutboundConnector`) and
+//!   how it reports a failure (`FailureClass`);
+//! - `policy`: the retry schedule (`backon`) and what each failure class
+//!   leads to — retry, pause the target, park the deal, dead-letter;
+//! - `gate`: per-target token buckets and pauses (`governor`);
+//! - `performer`: one attempt, from gate to recorded outcome;
+//! - `dispatcher`: a worker per bus partition (first attempts);
+//! - `resumer`: retries, and the commands held behind them, in order;
+//! - `gauges`: delivery figures for `/metrics`.
+//!
+//! What the store keeps about deliveries is in `store::deliveries`.
+
+mod dispatcher;
+mod gate;
+mod gauges;
+mod performer;
+mod policy;
+mod resumer;
+mod target;
+#[cfg(test)]
+mod tests;
+
+pub use dispatcher::Dispatcher;
+pub use gate::{Admittance, RateQuota, TargetGates};
+pub use gauges::DeliveryGauges;
+pub use performer::{CommandPerformer, OutboundTarget, OutboundTargets, Prior, Step};
+pub use policy::{DeliveryPolicy, PermanentAction, RetrySchedule, Verdict};
+pub use resumer::LaneResumer;
+pub use target::{AttemptContext, DeliveryFailure, FailureClass, OutboundConnector, Performed};

@@ -1,0 +1,343 @@
+//! Delivery stories, run through the real dispatcher on the embedded bus
+//! over SQLite and PostgreSQL, against a scripted target that records every
+//! call and fails on demand.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::*;
+use crate::bus::{Bus, BusMessage, EmbeddedBus};
+use crate::flow::effects::{Command, CommandOp};
+use crate::outbox::message_of;
+use crate::store::{AdminRefusal, ChangeSet, DeliveryState, Store};
+use crate::testing::{TestDatabase, pg_admin_url};
+
+/// One call the target saw: (record id, sequence number, possibly applied).
+type Call = (String, u32, bool);
+
+#[derive(Default)]
+struct ScriptedTarget {
+    calls: Mutex<Vec<Call>>,
+    failures: Mutex<HashMap<String, VecDeque<DeliveryFailure>>>,
+}
+
+impl ScriptedTarget {
+    fn fail(&self, record: &str, times: usize, failure: DeliveryFailure) {
+        self.failures.lock().unwrap().entry(record.into()).or_default().extend(std::iter::repeat_n(failure, times));
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The sequence numbers applied per record, in call order (failed calls
+    /// excluded).
+    fn applied(&self) -> BTreeMap<String, Vec<u32>> {
+        let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (record, n, _) in self.calls() {
+            if n != u32::MAX {
+                out.entry(record).or_default().push(n);
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl OutboundConnector for ScriptedTarget {
+    fn kind(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn rate_key(&self, _command: &Command) -> String {
+        "scripted".into()
+    }
+
+    async fn perform(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
+        let CommandOp::UpdateDeal { external_id, fields, .. } = &command.op else {
+            return Err(DeliveryFailure::new(FailureClass::Permanent, "unexpected op"));
+        };
+        let n = fields["n"].as_u64().unwrap() as u32;
+        let planned = self.failures.lock().unwrap().get_mut(external_id).and_then(VecDeque::pop_front);
+        let mut calls = self.calls.lock().unwrap();
+        match planned {
+            Some(failure) => {
+                calls.push((external_id.clone(), u32::MAX, context.possibly_applied));
+                Err(failure)
+            }
+            None => {
+                calls.push((external_id.clone(), n, context.possibly_applied));
+                Ok(Performed::Applied { created: None })
+            }
+        }
+    }
+}
+
+fn command(deal: Uuid, record: &str, n: u32) -> Command {
+    Command {
+        id: Uuid::now_v7(),
+        idempotency_key: format!("{deal}/{n}"),
+        connector: "crm".into(),
+        system: "scripted".into(),
+        deal: Some(deal),
+        cause_event: Uuid::now_v7(),
+        flow: "test".into(),
+        op: CommandOp::UpdateDeal {
+            external_id: record.into(),
+            stage: None,
+            fields: [("n".to_owned(), serde_json::json!(n))].into_iter().collect(),
+        },
+    }
+}
+
+struct Hub {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    target: Arc<ScriptedTarget>,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+}
+
+fn fast_policy(max_attempts: u32) -> DeliveryPolicy {
+    DeliveryPolicy {
+        retry: RetrySchedule { first_delay_secs: 0.02, max_delay_secs: 0.1, factor: 2.0, max_attempts, jitter: true },
+        auth_pause: Duration::from_millis(50),
+        rate_limited_pause: Duration::from_millis(50),
+        max_inline_wait: Duration::from_millis(20),
+        ..DeliveryPolicy::default()
+    }
+}
+
+impl Hub {
+    async fn start(store: Arc<dyn Store>, policy: DeliveryPolicy, quota: Option<RateQuota>) -> Self {
+        let target = Arc::new(ScriptedTarget::default());
+        let mut targets = OutboundTargets::default();
+        targets.insert("crm", OutboundTarget { connector: target.clone(), quota });
+        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(store.clone(), 4));
+        let performer = Arc::new(CommandPerformer {
+            targets: Arc::new(targets),
+            gates: Arc::new(TargetGates::default()),
+            policy: Arc::new(policy),
+        });
+        let dispatcher = Arc::new(Dispatcher {
+            store: store.clone(),
+            bus: bus.clone(),
+            performer,
+            owner: "test-replica".into(),
+            resume_poll: Duration::from_millis(20),
+        });
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(dispatcher.run(stop.clone()));
+        Self { store, bus, target, stop, running }
+    }
+
+    /// Commits the commands to the outbox and publishes them, as the relay does.
+    async fn send(&self, commands: &[Command]) {
+        self.store.apply(&ChangeSet { commands: commands.to_vec(), ..Default::default() }).await.unwrap();
+        let messages: Vec<BusMessage> = commands.iter().map(|c| message_of(c).unwrap()).collect();
+        self.bus.publish(&messages).await.unwrap();
+    }
+
+    async fn state_of(&self, command: &Command) -> Option<DeliveryState> {
+        self.store.delivery(command.id).await.unwrap().map(|d| d.state)
+    }
+
+    async fn wait_until(&self, what: &str, check: impl AsyncFn(&Self) -> bool) {
+        for _ in 0..500 {
+            if check(self).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting until {what}; calls: {:?}", self.target.calls());
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.running.await.unwrap();
+    }
+}
+
+async fn every_deal_gets_its_commands_once_and_in_order(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(8), None).await;
+    let deals: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    let commands: Vec<Command> =
+        (0..10).flat_map(|n| deals.iter().enumerate().map(move |(i, d)| command(*d, &format!("r{i}"), n))).collect();
+    // A few transient failures on some deals on the way.
+    hub.target.fail("r3", 2, DeliveryFailure::new(FailureClass::Retryable, "HTTP 503"));
+    hub.target.fail("r7", 1, DeliveryFailure::new(FailureClass::Retryable, "connection reset"));
+    hub.send(&commands).await;
+    let expected: Vec<u32> = (0..10).collect();
+    hub.wait_until("every command is done", async |h| {
+        h.target.applied().values().all(|v| v == &expected) && h.target.applied().len() == 20
+    })
+    .await;
+    hub.wait_until("all rows say done", async |h| {
+        h.store.delivery_counts().await.unwrap()[&DeliveryState::Done] == 200
+    })
+    .await;
+    let attempts = hub.store.attempts_of_deal(deals[3]).await.unwrap();
+    assert_eq!(attempts.len(), 12, "10 applied + 2 failed attempts are recorded");
+    assert_eq!(attempts.iter().filter(|a| a.outcome == "failed").count(), 2);
+    assert_eq!(attempts[0].class.as_deref(), Some("retryable"));
+    hub.stop().await;
+}
+
+async fn a_deal_that_keeps_failing_parks_while_other_deals_flow_and_a_retry_resumes_it_in_order(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(3), None).await;
+    let (stuck, fine) = (Uuid::now_v7(), Uuid::now_v7());
+    hub.target.fail("stuck", 3, DeliveryFailure::new(FailureClass::Retryable, "HTTP 502"));
+    let stuck_cmds: Vec<Command> = (0..4).map(|n| command(stuck, "stuck", n)).collect();
+    let fine_cmds: Vec<Command> = (0..4).map(|n| command(fine, "fine", n)).collect();
+    hub.send(&stuck_cmds).await;
+    hub.send(&fine_cmds).await;
+
+    hub.wait_until("the stuck deal parks", async |h| h.state_of(&stuck_cmds[0]).await == Some(DeliveryState::Parked))
+        .await;
+    hub.wait_until("the other deal is through", async |h| h.target.applied().get("fine") == Some(&vec![0, 1, 2, 3]))
+        .await;
+    for later in &stuck_cmds[1..] {
+        assert_eq!(hub.state_of(later).await, Some(DeliveryState::Held), "later commands wait behind the parked one");
+    }
+    let parked = hub.store.deliveries_in_state(DeliveryState::Parked, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].command.id, stuck_cmds[0].id);
+    assert_eq!(parked[0].last_error.as_deref(), Some("HTTP 502"));
+    assert_eq!(parked[0].attempts, 3);
+
+    let retried = hub.store.delivery_retry(stuck_cmds[0].id, chrono::Utc::now()).await.unwrap().unwrap();
+    assert_eq!(retried.state, DeliveryState::Waiting);
+    hub.wait_until("the stuck deal resumes in order", async |h| {
+        h.target.applied().get("stuck") == Some(&vec![0, 1, 2, 3])
+    })
+    .await;
+    let refused = hub.store.delivery_retry(stuck_cmds[0].id, chrono::Utc::now()).await.unwrap();
+    assert_eq!(refused, Err(AdminRefusal::WrongState(DeliveryState::Done)));
+    hub.stop().await;
+}
+
+async fn discarding_a_parked_command_lets_its_deal_go_on(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(1), None).await;
+    let deal = Uuid::now_v7();
+    hub.target.fail("d", 1, DeliveryFailure::new(FailureClass::Auth, "HTTP 401"));
+    let cmds: Vec<Command> = (0..3).map(|n| command(deal, "d", n)).collect();
+    hub.send(&cmds).await;
+    hub.wait_until("it parks", async |h| h.state_of(&cmds[0]).await == Some(DeliveryState::Parked)).await;
+    let discarded = hub.store.delivery_discard(cmds[0].id, chrono::Utc::now()).await.unwrap().unwrap();
+    assert_eq!(discarded.state, DeliveryState::Discarded);
+    hub.wait_until("the rest goes out", async |h| h.target.applied().get("d") == Some(&vec![1, 2])).await;
+    hub.stop().await;
+}
+
+async fn a_permanent_failure_is_dead_lettered_and_its_deal_goes_on(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(5), None).await;
+    let deal = Uuid::now_v7();
+    hub.target.fail("d", 1, DeliveryFailure::new(FailureClass::Permanent, "field UF_X does not exist"));
+    let cmds: Vec<Command> = (0..3).map(|n| command(deal, "d", n)).collect();
+    hub.send(&cmds).await;
+    hub.wait_until("the rest goes out", async |h| h.target.applied().get("d") == Some(&vec![1, 2])).await;
+    assert_eq!(hub.state_of(&cmds[0]).await, Some(DeliveryState::Dead));
+    let dead = hub.store.deliveries_in_state(DeliveryState::Dead, 10).await.unwrap();
+    assert_eq!(dead[0].last_class.as_deref(), Some("permanent"));
+    // Once the cause is fixed, an admin puts it back: it goes out once more.
+    hub.store.delivery_retry(cmds[0].id, chrono::Utc::now()).await.unwrap().unwrap();
+    hub.wait_until("the retried one goes out", async |h| h.target.applied().get("d") == Some(&vec![1, 2, 0])).await;
+    hub.stop().await;
+}
+
+async fn a_rate_limit_answer_pauses_the_target_without_using_up_retries(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(1), None).await;
+    let deal = Uuid::now_v7();
+    let limited = DeliveryFailure::new(FailureClass::RateLimited, "QUERY_LIMIT_EXCEEDED")
+        .retry_after(Some(Duration::from_millis(100)));
+    hub.target.fail("d", 3, limited);
+    let cmds: Vec<Command> = (0..2).map(|n| command(deal, "d", n)).collect();
+    hub.send(&cmds).await;
+    hub.wait_until("both go out", async |h| h.target.applied().get("d") == Some(&vec![0, 1])).await;
+    let first = hub.store.delivery(cmds[0].id).await.unwrap().unwrap();
+    assert_eq!((first.state, first.attempts), (DeliveryState::Done, 4), "3 rate-limited + 1 applied, never parked");
+    hub.stop().await;
+}
+
+async fn a_command_already_done_is_not_performed_again(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(3), None).await;
+    let cmd = command(Uuid::now_v7(), "d", 0);
+    hub.send(std::slice::from_ref(&cmd)).await;
+    hub.wait_until("done", async |h| h.state_of(&cmd).await == Some(DeliveryState::Done)).await;
+    // The relay published it again after a crash before marking it
+    // published; a later command of the same deal follows it on the
+    // partition, so once that one is through the duplicate was handled.
+    hub.bus.publish(&[message_of(&cmd).unwrap()]).await.unwrap();
+    let marker = command(cmd.deal.unwrap(), "d", 1);
+    hub.send(std::slice::from_ref(&marker)).await;
+    hub.wait_until("the marker is done", async |h| h.state_of(&marker).await == Some(DeliveryState::Done)).await;
+    assert_eq!(hub.target.applied()["d"], vec![0, 1], "the duplicate was dropped before the call");
+    hub.stop().await;
+}
+
+async fn the_target_budget_spaces_calls_out(store: Arc<dyn Store>) {
+    let quota = Some(RateQuota { per_second: 50.0, burst: 5 });
+    let hub = Hub::start(store, fast_policy(3), quota).await;
+    let cmds: Vec<Command> = (0..25).map(|n| command(Uuid::now_v7(), &format!("r{n}"), 0)).collect();
+    let started = std::time::Instant::now();
+    hub.send(&cmds).await;
+    hub.wait_until("all go out", async |h| h.target.applied().len() == 25).await;
+    // 5 at once, then 20 more at 50/s: at least 0.4 s.
+    assert!(started.elapsed() >= Duration::from_millis(380), "{:?}", started.elapsed());
+    hub.stop().await;
+}
+
+async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store = crate::store::open(&url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+async fn pg_store(test: &str) -> Option<(Arc<dyn Store>, TestDatabase)> {
+    let admin = pg_admin_url(test)?;
+    let db = TestDatabase::create(&admin).await;
+    let store = crate::store::open(&db.url, 8).await.unwrap();
+    store.migrate().await.unwrap();
+    Some((store, db))
+}
+
+macro_rules! delivery_stories {
+    ($($story:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $story() {
+                    let (store, _dir) = super::sqlite_store().await;
+                    super::$story(store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $story() {
+                    let Some((store, db)) = super::pg_store(stringify!($story)).await else { return };
+                    super::$story(store).await;
+                    db.drop_db().await;
+                }
+            )*
+        }
+    };
+}
+
+delivery_stories!(
+    every_deal_gets_its_commands_once_and_in_order,
+    a_deal_that_keeps_failing_parks_while_other_deals_flow_and_a_retry_resumes_it_in_order,
+    discarding_a_parked_command_lets_its_deal_go_on,
+    a_permanent_failure_is_dead_lettered_and_its_deal_goes_on,
+    a_rate_limit_answer_pauses_the_target_without_using_up_retries,
+    a_command_already_done_is_not_performed_again,
+    the_target_budget_spaces_calls_out,
+);
