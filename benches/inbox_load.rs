@@ -10,7 +10,19 @@
 //!   measured from each request's *scheduled* send time, so a stalled hub
 //!   cannot hide its stalls (no coordinated omission).
 //!
-//! Run: `cargo bench --bench inbox_load -- [--store sqlite|postgres|both] [--seconds N]`
+//! Each store runs twice by default: with the event processor running
+//! beside the inbox (as a production hub does) and with it switched off
+//! (`engine.process_events = false`), which separates what the engine loops
+//! cost from what the machine gives. With the processor running the bench
+//! waits after the `max` run until the backlog is processed and reports how
+//! long that took, so the `rate` run starts from a drained inbox.
+//!
+//! Besides throughput and latency it reports the hub's CPU time per
+//! accepted event (user + system, from `/proc/<pid>/stat`): unlike
+//! events/s this hardly depends on what else the machine is running.
+//!
+//! Run: `cargo bench --bench inbox_load -- [--store sqlite|postgres|both]
+//! [--processor running|paused|both] [--seconds N]`
 //! PostgreSQL needs `DEALBRIDGE_TEST_PG_URL` (an admin URL; a throwaway
 //! database is created and dropped).
 
@@ -27,13 +39,21 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 struct Args {
     stores: Vec<String>,
+    /// `true`: the hub processes events while accepting them.
+    processor: Vec<bool>,
     seconds: u64,
     concurrency: usize,
     rate: u64,
 }
 
 fn args() -> Args {
-    let mut a = Args { stores: vec!["sqlite".into(), "postgres".into()], seconds: 10, concurrency: 64, rate: 2000 };
+    let mut a = Args {
+        stores: vec!["sqlite".into(), "postgres".into()],
+        processor: vec![true, false],
+        seconds: 10,
+        concurrency: 64,
+        rate: 2000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -41,6 +61,14 @@ fn args() -> Args {
             "--store" => {
                 let v = value();
                 a.stores = if v == "both" { vec!["sqlite".into(), "postgres".into()] } else { vec![v] };
+            }
+            "--processor" => {
+                a.processor = match value().as_str() {
+                    "running" => vec![true],
+                    "paused" => vec![false],
+                    "both" => vec![true, false],
+                    other => panic!("--processor running|paused|both, not {other}"),
+                }
             }
             "--seconds" => a.seconds = value().parse().expect("--seconds N"),
             "--concurrency" => a.concurrency = value().parse().expect("--concurrency N"),
@@ -65,7 +93,7 @@ impl Drop for Hub {
     }
 }
 
-fn start_hub(store: &str, pg_url: Option<&str>) -> Hub {
+fn start_hub(store: &str, pg_url: Option<&str>, process_events: bool) -> Hub {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("dealbridge.toml");
     std::fs::write(
@@ -73,6 +101,7 @@ fn start_hub(store: &str, pg_url: Option<&str>) -> Hub {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nbackend = \"{store}\"\ndata_dir = \"{}\"\n\
              url_env = \"BENCH_DATABASE_URL\"\nmax_connections = 16\n[log]\nformat = \"json\"\nlevel = \"warn\"\n\
+             [engine]\nprocess_events = {process_events}\n\
              [connectors.http]\nkind = \"http\"\nsecret_env = \"BENCH_SECRET\"\n",
             dir.path().join("data").display()
         ),
@@ -113,6 +142,8 @@ struct Report {
     failed: usize,
     elapsed: Duration,
     latencies_us: Vec<u64>,
+    /// Hub CPU time (user + system) spent during the run.
+    hub_cpu: Duration,
 }
 
 impl Report {
@@ -127,14 +158,72 @@ impl Report {
     fn print(&mut self, label: &str) {
         self.latencies_us.sort_unstable();
         println!(
-            "{label:<28} accepted {:>7}  failed {:>4}  {:>8.0} accepted/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
+            "{label:<36} accepted {:>7}  failed {:>4}  {:>8.0} accepted/s  p50 {:>6.2} ms  p99 {:>6.2} ms  \
+             max {:>7.2} ms  hub CPU {:>4.0} µs/event",
             self.accepted,
             self.failed,
             self.accepted as f64 / self.elapsed.as_secs_f64(),
             self.percentile(0.50),
             self.percentile(0.99),
             self.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
+            self.hub_cpu.as_secs_f64() * 1e6 / self.accepted.max(1) as f64,
         );
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK is a number")
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    Duration::from_secs_f64((ticks(14) + ticks(15)) / ticks_per_second)
+}
+
+/// Sum of a counter's series in the hub's Prometheus text whose labels
+/// contain `label` (empty: all series).
+fn counter_sum(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until the hub has processed every event it accepted, for at most
+/// `DRAIN_LIMIT`; returns how long it took, how many events were waiting at
+/// the start and how many still are.
+async fn drain(addr: SocketAddr) -> (Duration, u64, u64) {
+    const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut backlog = None;
+    loop {
+        let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        let accepted = counter_sum(&metrics, "dealbridge_ingest_total", "outcome=\"accepted\"");
+        let processed = counter_sum(&metrics, "dealbridge_events_processed_total", "");
+        let waiting = (accepted - processed).max(0.0) as u64;
+        let backlog = *backlog.get_or_insert(waiting);
+        if waiting == 0 || started.elapsed() > DRAIN_LIMIT {
+            return (started.elapsed(), backlog, waiting);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints what `drain` found.
+fn print_drain(label: &str, (took, backlog, left): (Duration, u64, u64)) {
+    let took = took.as_secs_f64();
+    if left == 0 {
+        println!("{label:<36} {backlog} events waited; processed in {took:.2} s");
+    } else {
+        println!("{label:<36} {backlog} events waited; {left} STILL UNPROCESSED after {took:.0} s");
     }
 }
 
@@ -165,7 +254,8 @@ async fn closed_loop(addr: SocketAddr, concurrency: usize, seconds: u64, tag: &s
             })
         })
         .collect();
-    let mut report = Report { accepted: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    let mut report =
+        Report { accepted: 0, failed: 0, elapsed: Duration::ZERO, latencies_us: Vec::new(), hub_cpu: Duration::ZERO };
     for t in tasks {
         let (ok, failed, lat) = t.await.unwrap();
         report.accepted += ok;
@@ -207,7 +297,15 @@ async fn open_loop(addr: SocketAddr, rate: u64, seconds: u64, tag: &str) -> Repo
     }
     let elapsed = started.elapsed();
     let (accepted, failed, latencies_us) = std::mem::take(&mut *results.lock().await);
-    Report { accepted, failed, elapsed, latencies_us }
+    Report { accepted, failed, elapsed, latencies_us, hub_cpu: Duration::ZERO }
+}
+
+/// Runs `run` and charges the hub's CPU time meanwhile to its report.
+async fn measured(hub: &Hub, run: impl std::future::Future<Output = Report>) -> Report {
+    let before = cpu_time(hub.child.id());
+    let mut report = run.await;
+    report.hub_cpu = cpu_time(hub.child.id()).saturating_sub(before);
+    report
 }
 
 fn main() {
@@ -218,26 +316,38 @@ fn main() {
         args.seconds, args.concurrency, args.rate
     );
     for store in &args.stores {
-        runtime.block_on(async {
-            let db = if store == "postgres" {
-                let Some(admin) = dealbridge_core::testing::pg_admin_url("inbox_load postgres") else { return };
-                Some(dealbridge_core::testing::TestDatabase::create(&admin).await)
-            } else {
-                None
-            };
-            let hub = start_hub(store, db.as_ref().map(|d| d.url.as_str()));
-            // Warm up connections and the store's caches.
-            closed_loop(hub.addr, 8, 1, &format!("warm-{store}")).await;
-            closed_loop(hub.addr, args.concurrency, args.seconds, &format!("max-{store}"))
-                .await
-                .print(&format!("{store} max throughput"));
-            open_loop(hub.addr, args.rate, args.seconds, &format!("rate-{store}"))
-                .await
-                .print(&format!("{store} at {}/s", args.rate));
-            drop(hub);
-            if let Some(db) = db {
-                db.drop_db().await;
-            }
-        });
+        for &processing in &args.processor {
+            runtime.block_on(async {
+                let db = if store == "postgres" {
+                    let Some(admin) = dealbridge_core::testing::pg_admin_url("inbox_load postgres") else { return };
+                    Some(dealbridge_core::testing::TestDatabase::create(&admin).await)
+                } else {
+                    None
+                };
+                let hub = start_hub(store, db.as_ref().map(|d| d.url.as_str()), processing);
+                let mode = if processing { "processor running" } else { "processor paused" };
+                // Warm up connections and the store's caches.
+                closed_loop(hub.addr, 8, 1, &format!("warm-{store}")).await;
+                if processing {
+                    drain(hub.addr).await;
+                }
+                measured(&hub, closed_loop(hub.addr, args.concurrency, args.seconds, &format!("max-{store}")))
+                    .await
+                    .print(&format!("{store} max, {mode}"));
+                if processing {
+                    print_drain("  backlog after max", drain(hub.addr).await);
+                }
+                measured(&hub, open_loop(hub.addr, args.rate, args.seconds, &format!("rate-{store}")))
+                    .await
+                    .print(&format!("{store} at {}/s, {mode}", args.rate));
+                if processing {
+                    print_drain("  backlog after rate", drain(hub.addr).await);
+                }
+                drop(hub);
+                if let Some(db) = db {
+                    db.drop_db().await;
+                }
+            });
+        }
     }
 }

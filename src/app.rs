@@ -1,7 +1,8 @@
 //! The hub as one value: opened store, running inbox writers, connectors,
-//! tokens, metrics, the live mapping set, and the engine's background loops
-//! (event processor, timer scheduler, outbox relay, dispatcher). `serve` builds it and runs the HTTP
-//! server; the end-to-end tests build it the same way on a random port.
+//! tokens, metrics, the live mapping set, and the background loops (event
+//! processor, timer scheduler, outbox relay, dispatcher). `serve` builds it
+//! and runs the HTTP server; the end-to-end tests build it the same way on a
+//! random port.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -253,9 +254,14 @@ fn start_engine_loops(state: &AppState, stop: &CancellationToken) -> JoinSet<()>
         connectors: state.connectors.clone(),
         handler: Arc::new(handler),
         wake: state.inbox.committed(),
+        inbox_load: state.inbox.load(),
         poll_interval: Duration::from_millis(state.settings.engine.event_poll_ms.max(10)),
     };
-    loops.spawn(processor.run(stop.clone()));
+    if state.settings.engine.process_events {
+        loops.spawn(processor.run(stop.clone()));
+    } else {
+        tracing::warn!("engine.process_events is false: stored events stay pending.");
+    }
     let timers = TimerScheduler {
         runner: state.runner.clone(),
         mappings: state.mappings.clone(),

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use dealbridge_connector_bitrix24::{ApplicationToken, Bitrix24Config, Bitrix24Inbound, Bitrix24Target, WebhookUrl};
 use dealbridge_connector_http::{HttpConnector, HttpTarget, SigningSecret};
 use dealbridge_core::connector::InboundConnector;
 use dealbridge_core::delivery::{OutboundConnector, OutboundTarget, OutboundTargets, RateQuota};
@@ -46,10 +47,12 @@ impl ConnectorRegistry {
             }
             let connector: Arc<dyn InboundConnector> = match config {
                 ConnectorSettings::Http(c) => Arc::new(build_http(c, env)?),
+                ConnectorSettings::Bitrix24(c) => Arc::new(build_bitrix24(c, env)?),
             };
             by_name.insert(name.clone(), connector);
             let target: Option<Arc<dyn OutboundConnector>> = match config {
                 ConnectorSettings::Http(c) => build_http_target(name, c, env)?.map(|t| Arc::new(t) as _),
+                ConnectorSettings::Bitrix24(c) => Some(Arc::new(build_bitrix24_target(name, c, env)?) as _),
             };
             if let Some(connector) = target {
                 outbound.insert(name.clone(), OutboundTarget { connector, quota: quotas.get(name).copied() });
@@ -109,4 +112,71 @@ fn signing_secrets(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Ve
         .map(SigningSecret::parse)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| SecretError { var: var.to_owned(), message: e.to_string() })
+}
+
+fn build_bitrix24(
+    config: &Bitrix24Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Bitrix24Inbound, SecretError> {
+    let var = &config.application_token_env;
+    let token = env(var).as_deref().and_then(ApplicationToken::new).ok_or_else(|| SecretError {
+        var: var.clone(),
+        message: "not set: the bitrix24 connector needs the outgoing webhook's application token".into(),
+    })?;
+    Ok(Bitrix24Inbound::new(token, config.domain.clone()))
+}
+
+fn build_bitrix24_target(
+    name: &str,
+    config: &Bitrix24Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Bitrix24Target, SecretError> {
+    let var = &config.webhook_url_env;
+    let raw = env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| SecretError {
+        var: var.clone(),
+        message:
+            "not set: the bitrix24 connector needs its incoming webhook URL (https://<portal>/rest/<user>/<code>/)"
+                .into(),
+    })?;
+    let url = WebhookUrl::parse(&raw).map_err(|e| SecretError { var: var.clone(), message: e.to_string() })?;
+    Bitrix24Target::new(config, url).map_err(|message| SecretError { var: format!("connectors.{name}"), message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bitrix24(vars: &[(&str, &str)]) -> Result<ConnectorRegistry, SecretError> {
+        let config: Bitrix24Config = serde_json::from_value(serde_json::json!({
+            "webhook_url_env": "B24_WEBHOOK_URL", "application_token_env": "B24_APP_TOKEN"
+        }))
+        .unwrap();
+        let configs = BTreeMap::from([("b24".to_owned(), ConnectorSettings::Bitrix24(config))]);
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        ConnectorRegistry::build(&configs, &BTreeMap::new(), &env)
+    }
+
+    #[test]
+    fn a_bitrix24_instance_has_both_halves() {
+        let registry =
+            bitrix24(&[("B24_WEBHOOK_URL", "https://portal.bitrix24.ru/rest/1/secretcode/"), ("B24_APP_TOKEN", "tok")])
+                .unwrap();
+        assert_eq!(registry.get("b24").unwrap().kind(), "bitrix24");
+        assert!(registry.outbound().get("b24").is_some());
+    }
+
+    #[test]
+    fn missing_or_broken_bitrix24_secrets_name_their_variable() {
+        let url = ("B24_WEBHOOK_URL", "https://portal.bitrix24.ru/rest/1/secretcode/");
+        let err = bitrix24(&[url]).err().unwrap();
+        assert_eq!(err.var, "B24_APP_TOKEN");
+        let err = bitrix24(&[("B24_APP_TOKEN", "tok")]).err().unwrap();
+        assert_eq!(err.var, "B24_WEBHOOK_URL");
+        let err = bitrix24(&[("B24_APP_TOKEN", "tok"), ("B24_WEBHOOK_URL", "https://portal.bitrix24.ru/secretcode")])
+            .err()
+            .unwrap();
+        assert_eq!(err.var, "B24_WEBHOOK_URL");
+        assert!(!err.to_string().contains("secretcode"), "{err}");
+    }
 }

@@ -8,12 +8,19 @@
 //! decoded is marked `failed` with the reason and stays stored for replay; a
 //! transient failure (store down) leaves the event pending and is retried
 //! with backoff, so events are never processed out of order.
+//!
+//! Acceptance comes first: the processor shares the machine (and, on
+//! SQLite, the one writer) with the inbox, so while webhooks queue for
+//! their commit it pauses between pages and lets its pages grow instead of
+//! competing. Nothing is skipped: it catches up once the burst is over.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dealbridge_core::connector::SourceRecord;
+use dealbridge_core::inbox::InboxLoad;
 use dealbridge_core::store::{ChangeSet, EventOutcome, EventState, RawEvent, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -65,13 +72,24 @@ pub struct EventProcessor {
     /// Woken by the inbox after each commit; the loop also polls, for
     /// events written by other hub replicas.
     pub wake: Arc<Notify>,
+    /// How busy the inbox is; the processor gives way while it is.
+    pub inbox_load: InboxLoad,
     pub poll_interval: Duration,
 }
 
-const PAGE: u32 = 256;
+/// Most events read and settled per pass. Ignored and failed outcomes of a
+/// page are written in one transaction, so a bigger page means fewer
+/// transactions competing with the inbox for the writer.
+const PAGE: u32 = 1024;
 
 /// How long a woken processor waits for more events before a pass.
 const GATHER: Duration = Duration::from_millis(25);
+
+/// The pause before the next pass while webhooks are waiting for their
+/// commit. It bounds the processor to about one page per pause under a
+/// burst (tens of thousands of events per second), so it keeps up with
+/// everything but an overload and drains that afterwards.
+const YIELD_TO_INBOX: Duration = Duration::from_millis(50);
 
 impl EventProcessor {
     pub async fn run(self, stop: CancellationToken) {
@@ -82,6 +100,12 @@ impl EventProcessor {
                 Ok(Some(next)) => {
                     cursor = next;
                     backoff = Duration::from_millis(100);
+                    if self.inbox_load.queued() > 0 {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(YIELD_TO_INBOX) => {}
+                        }
+                    }
                     continue;
                 }
                 Ok(None) => backoff = Duration::from_millis(100),
@@ -119,10 +143,14 @@ impl EventProcessor {
         // together: one transaction per page instead of one per event keeps
         // the single SQLite writer free for the inbox.
         let mut outcomes = Vec::new();
+        let mut tally = Tally::default();
         let mut result = Ok(());
         for event in events.iter().filter(|e| e.state == EventState::Pending) {
             match self.process_one(event).await {
-                Ok(outcome) => outcomes.extend(outcome),
+                Ok(outcome) => {
+                    tally.count(event, outcome.as_ref());
+                    outcomes.extend(outcome);
+                }
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -133,6 +161,7 @@ impl EventProcessor {
         if !outcomes.is_empty() {
             self.store.apply(&ChangeSet { event_outcomes: outcomes, ..Default::default() }).await?;
         }
+        tally.report();
         result?;
         Ok(Some(done.max(last)))
     }
@@ -140,30 +169,56 @@ impl EventProcessor {
     /// Handles one event; returns the outcome still to record, if any.
     async fn process_one(&self, event: &RawEvent) -> Result<Option<EventOutcome>, HandleError> {
         let state = match self.connectors.get(&event.connector) {
-            None => Some(failed(event, format!("connector `{}` is no longer configured", event.connector))),
+            None => {
+                Some(EventState::Failed { error: format!("connector `{}` is no longer configured", event.connector) })
+            }
             Some(connector) => match connector.decode(&event.body, &event.headers) {
-                Err(e) => Some(failed(event, e.to_string())),
+                Err(e) => Some(EventState::Failed { error: e.to_string() }),
                 Ok(records) => match self.handler.handle(event, records).await {
                     Ok(Handled::Applied) => None,
                     Ok(Handled::Ignored(reason)) => Some(EventState::Ignored { reason }),
-                    Err(HandleError::Permanent(m)) => Some(failed(event, m)),
+                    Err(HandleError::Permanent(error)) => Some(EventState::Failed { error }),
                     Err(transient) => return Err(transient),
                 },
             },
         };
-        let outcome = match &state {
-            None => "handled",
-            Some(EventState::Ignored { .. }) => "ignored",
-            Some(_) => "failed",
-        };
-        metrics::counter!("dealbridge_events_processed_total", "outcome" => outcome).increment(1);
         Ok(state.map(|state| EventOutcome { event_id: event.id, state }))
     }
 }
 
-fn failed(event: &RawEvent, error: String) -> EventState {
-    tracing::warn!(event_id = %event.id, connector = %event.connector, error = %error, "Event failed; kept for replay.");
-    EventState::Failed { error }
+/// What one pass did, reported once per pass rather than once per event:
+/// a sender posting thousands of undecodable events must not turn into
+/// thousands of log lines (each event keeps its own error in the store).
+#[derive(Default)]
+struct Tally {
+    handled: u64,
+    ignored: u64,
+    /// Failures by (connector, error): how many, and the first event's id.
+    failed: BTreeMap<(String, String), (u64, uuid::Uuid)>,
+}
+
+impl Tally {
+    fn count(&mut self, event: &RawEvent, outcome: Option<&EventOutcome>) {
+        match outcome.map(|o| &o.state) {
+            None => self.handled += 1,
+            Some(EventState::Failed { error }) => {
+                self.failed.entry((event.connector.clone(), error.clone())).or_insert((0, event.id)).0 += 1;
+            }
+            Some(_) => self.ignored += 1,
+        }
+    }
+
+    fn report(self) {
+        let failed: u64 = self.failed.values().map(|(n, _)| n).sum();
+        for (outcome, n) in [("handled", self.handled), ("ignored", self.ignored), ("failed", failed)] {
+            if n > 0 {
+                metrics::counter!("dealbridge_events_processed_total", "outcome" => outcome).increment(n);
+            }
+        }
+        for ((connector, error), (events, first)) in self.failed {
+            tracing::warn!(events, first_event_id = %first, %connector, %error, "Events failed; kept for replay.");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +299,7 @@ mod tests {
             connectors: ConnectorRegistry::build(&configs, &Default::default(), &secret).unwrap(),
             handler: handler.clone(),
             wake: Arc::new(Notify::new()),
+            inbox_load: InboxLoad::default(),
             poll_interval: Duration::from_millis(20),
         };
         let stop = CancellationToken::new();

@@ -39,7 +39,6 @@ pub async fn run(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(settings, env).await?;
-    store.migrate().await?;
     match command {
         DeliveriesCommand::List { state, limit, json } => {
             let Some(state) = DeliveryState::parse(&state) else {

@@ -5,8 +5,10 @@
 //! errors, failed test cases), 2 invalid configuration.
 
 mod deliveries;
+mod emulate;
 mod inspect;
 mod mappings;
+mod statement;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +85,10 @@ pub enum Command {
         #[command(subcommand)]
         command: deliveries::DeliveriesCommand,
     },
+    /// Read a bank statement and print what it holds; `--dry-run` only for now.
+    ImportStatement(statement::ImportStatementArgs),
+    /// Run an emulated connected system, e.g. `emulate bitrix24 --listen 127.0.0.1:9024`.
+    Emulate(emulate::EmulateArgs),
     /// Apply pending store migrations and exit.
     Migrate,
     /// Print the admin API's OpenAPI document.
@@ -111,6 +117,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Explain { deal_id, json } => runtime.block_on(inspect::explain(&settings, deal_id, json, &env)),
         Command::Deliveries { command } => runtime.block_on(deliveries::run(&settings, command, &env)),
+        Command::ImportStatement(args) => Ok(statement::run(&args)),
+        Command::Emulate(args) => runtime.block_on(emulate::run(args)),
         Command::Migrate => runtime.block_on(migrate(&settings, &env)),
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&crate::server::api::openapi())?);

@@ -47,7 +47,9 @@ pub fn load(file: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
     serde_path_to_error::deserialize::<_, Settings>(de).map_err(|e| {
         let key = e.path().to_string();
         let origin = overridden.iter().find(|(k, _)| key.starts_with(k.as_str())).map(|(_, var)| var.clone());
-        ConfigError::Key { file: file.into(), key, origin, message: e.into_inner().to_string() }
+        // `message()`, not the error's display: that repeats the key as a
+        // second line ("in `server.listen`"), and the key is named already.
+        ConfigError::Key { file: file.into(), key, origin, message: e.into_inner().message().trim_end().to_owned() }
     })
 }
 

@@ -189,11 +189,15 @@ pub struct EngineSettings {
     pub event_poll_ms: u64,
     /// How often due timers are looked for.
     pub timer_poll_ms: u64,
+    /// Map and apply stored events in this hub. `false` makes an
+    /// accept-only hub: events are stored and stay pending until a hub that
+    /// processes them runs (another replica, or this one restarted).
+    pub process_events: bool,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { event_poll_ms: 1000, timer_poll_ms: 1000 }
+        Self { event_poll_ms: 1000, timer_poll_ms: 1000, process_events: true }
     }
 }
 
@@ -233,6 +237,7 @@ fn default_level() -> String {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ConnectorSettings {
     Http(dealbridge_connector_http::HttpConnectorConfig),
+    Bitrix24(dealbridge_connector_bitrix24::Bitrix24Config),
 }
 
 impl Settings {

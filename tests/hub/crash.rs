@@ -23,6 +23,11 @@ pub(crate) struct HubProcess {
 
 /// Starts the `dealbridge` binary and waits for its "Hub listening." line.
 pub(crate) fn spawn_hub(config: &Path, store: &StoreKind) -> HubProcess {
+    spawn_hub_with_env(config, store, &[])
+}
+
+/// Like `spawn_hub`, with more environment variables (e.g. a broker URL).
+pub(crate) fn spawn_hub_with_env(config: &Path, store: &StoreKind, extra: &[(&str, String)]) -> HubProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dealbridge"))
         .arg("--config")
         .arg(config)
@@ -30,6 +35,7 @@ pub(crate) fn spawn_hub(config: &Path, store: &StoreKind) -> HubProcess {
         .env_clear()
         .env("RUST_LOG", "info")
         .envs(test_env(store))
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

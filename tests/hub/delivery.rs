@@ -21,7 +21,7 @@ use dealbridge_core::flow::{Command, CommandOp};
 use dealbridge_core::store::{ChangeSet, DeliveryState};
 use uuid::Uuid;
 
-use crate::crash::spawn_hub;
+use crate::crash::spawn_hub_with_env;
 use crate::support::*;
 
 #[derive(Default)]
@@ -33,8 +33,13 @@ struct Received {
     repeats: u64,
     /// Records that answer 500 until told otherwise.
     broken: HashSet<String>,
-    /// Records whose first call answers 503 with `Retry-After: 0`.
+    /// Records whose first calls answer 503.
     flaky: HashMap<String, u32>,
+    /// Until the first instant every call answers 429 (`Retry-After: 1`),
+    /// then until the second 503.
+    overloaded: Option<(Instant, Instant)>,
+    /// When each call arrived.
+    call_times: Vec<Instant>,
 }
 
 #[derive(Clone)]
@@ -43,18 +48,35 @@ struct TargetDouble {
     addr: SocketAddr,
 }
 
-async fn receive(State(target): State<TargetDouble>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn receive(State(target): State<TargetDouble>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (status, text) = answer(&target, &headers, &body);
+    let mut response = (status, text).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn answer(target: &TargetDouble, headers: &HeaderMap, body: &Bytes) -> (StatusCode, String) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let secret = SigningSecret::parse(SECRET).unwrap();
-    if !secret.verify(&header("webhook-id"), &header("webhook-timestamp"), &body, &header("webhook-signature")) {
+    if !secret.verify(&header("webhook-id"), &header("webhook-timestamp"), body, &header("webhook-signature")) {
         return (StatusCode::UNAUTHORIZED, "bad signature".into());
     }
-    let command: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let command: serde_json::Value = serde_json::from_slice(body).unwrap();
     let record = command["external_id"].as_str().unwrap().to_owned();
     let n = command["fields"]["n"].as_u64().unwrap();
     let key = header("idempotency-key");
     let mut r = target.received.lock().unwrap();
     r.calls += 1;
+    let now = Instant::now();
+    r.call_times.push(now);
+    match r.overloaded {
+        Some((limited, _)) if now < limited => return (StatusCode::TOO_MANY_REQUESTS, "slow down".into()),
+        Some((_, down)) if now < down => return (StatusCode::SERVICE_UNAVAILABLE, "overloaded".into()),
+        _ => {}
+    }
     if r.broken.contains(&record) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "database is locked".into());
     }
@@ -77,6 +99,20 @@ impl TargetDouble {
         let app = axum::Router::new().route("/commands", axum::routing::post(receive)).with_state(target.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         target
+    }
+
+    /// The most calls that arrived within any `window`.
+    fn most_calls_within(&self, window: Duration) -> usize {
+        let times = self.received.lock().unwrap().call_times.clone();
+        let mut most = 0;
+        let mut start = 0;
+        for (end, t) in times.iter().enumerate() {
+            while *t - times[start] > window {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
     }
 
     fn applied_count(&self) -> usize {
@@ -156,6 +192,62 @@ async fn seed_outbox(dir: &std::path::Path, commands: &[Command]) {
     }
 }
 
+/// Tests that use the real broker take this, so the one that restarts it
+/// never pulls it from under another.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The bus a delivery test runs on.
+enum BusUnderTest {
+    Embedded,
+    /// The real broker, under a prefix of the test's own.
+    Rabbit {
+        url: String,
+        prefix: String,
+    },
+}
+
+impl BusUnderTest {
+    /// RabbitMQ when the test broker is configured (mandatory in CI).
+    fn rabbit(test: &str) -> Option<Self> {
+        match std::env::var("DEALBRIDGE_TEST_AMQP_URL").ok().filter(|u| !u.is_empty()) {
+            Some(url) => Some(Self::Rabbit { url, prefix: format!("dbtest-{}", Uuid::new_v4().simple()) }),
+            None if std::env::var_os(dealbridge_core::testing::REQUIRE_VAR).is_some() => {
+                panic!("{test}: services are required but DEALBRIDGE_TEST_AMQP_URL is not set")
+            }
+            None => {
+                eprintln!("SKIPPED {test}: set DEALBRIDGE_TEST_AMQP_URL to run it against RabbitMQ");
+                None
+            }
+        }
+    }
+
+    fn config(&self) -> String {
+        match self {
+            Self::Embedded => String::new(),
+            Self::Rabbit { prefix, .. } => format!(
+                "[bus]\nbackend = \"rabbitmq\"\nurl_env = \"TEST_AMQP_URL\"\nprefix = \"{prefix}\"\npartitions = 8\n"
+            ),
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Embedded => Vec::new(),
+            Self::Rabbit { url, .. } => vec![("TEST_AMQP_URL", url.clone())],
+        }
+    }
+
+    /// Deletes the test's queues and exchanges.
+    async fn clean_up(self) {
+        if let Self::Rabbit { url, prefix } = self {
+            let config = dealbridge_core::bus::RabbitConfig { url, prefix, partitions: 8, retry_buckets: Vec::new() };
+            let bus = dealbridge_core::bus::RabbitBus::connect(&config).await.unwrap();
+            bus.delete_topology().await.unwrap();
+            bus.close().await;
+        }
+    }
+}
+
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -165,7 +257,18 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_commands_for_a_thousand_deals_arrive_once_each_in_order() {
+async fn ten_thousand_commands_for_a_thousand_deals_arrive_once_each_in_order_through_rabbitmq() {
+    let Some(bus) = BusUnderTest::rabbit("ten_thousand_commands_through_rabbitmq") else { return };
+    let _broker = BROKER.lock().await;
+    ten_thousand_commands_arrive_once_each_in_order(bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_commands_for_a_thousand_deals_arrive_once_each_in_order_on_the_embedded_bus() {
+    ten_thousand_commands_arrive_once_each_in_order(BusUnderTest::Embedded).await;
+}
+
+async fn ten_thousand_commands_arrive_once_each_in_order(bus: BusUnderTest) {
     let dir = tempfile::tempdir().unwrap();
     let target = TargetDouble::start().await;
     {
@@ -174,10 +277,10 @@ async fn ten_thousand_commands_for_a_thousand_deals_arrive_once_each_in_order() 
             r.flaky.insert(format!("rec-{i}"), 2);
         }
     }
-    write_config(dir.path(), &StoreKind::Sqlite, &delivery_config(&target, 8));
+    write_config(dir.path(), &StoreKind::Sqlite, &format!("{}{}", delivery_config(&target, 8), bus.config()));
     seed_outbox(dir.path(), &commands(1000, 10)).await;
     let started = Instant::now();
-    let hub = TestHub::start(dir.path(), &StoreKind::Sqlite).await;
+    let hub = TestHub::start_with_env(dir.path(), &StoreKind::Sqlite, &bus.env()).await;
     wait_for("10,000 commands are applied", Duration::from_secs(240), || target.applied_count() == 10_000).await;
     let took = started.elapsed();
     target.assert_all_in_order(1000, 10);
@@ -201,6 +304,7 @@ async fn ten_thousand_commands_for_a_thousand_deals_arrive_once_each_in_order() 
     assert_eq!(list["counts"]["done"], 10_000);
     assert_eq!(list["counts"]["parked"], 0);
     hub.stop().await;
+    bus.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,16 +344,19 @@ async fn a_deal_whose_target_keeps_failing_parks_and_an_admin_retry_resumes_it_i
         .unwrap();
     assert_eq!(forbidden.status(), 403);
 
-    // The target is fixed; the admin retries; the deal resumes in order.
+    // The target is fixed; the admin retries from the command line; the
+    // deal resumes in order.
     target.received.lock().unwrap().broken.clear();
-    let retried = hub
-        .client
-        .post(hub.url(&format!("/api/v1/deliveries/{command}/retry")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
+    let retried = std::process::Command::new(env!("CARGO_BIN_EXE_dealbridge"))
+        .arg("--config")
+        .arg(dir.path().join("dealbridge.toml"))
+        .args(["deliveries", "retry", &command])
+        .env_clear()
+        .envs(test_env(&StoreKind::Sqlite))
+        .output()
         .unwrap();
-    assert_eq!(retried.status(), 200);
+    assert!(retried.status.success(), "{}", String::from_utf8_lossy(&retried.stderr));
+    assert!(String::from_utf8_lossy(&retried.stdout).contains("retried; now waiting"));
     wait_for("the parked deal catches up", Duration::from_secs(30), || target.applied_count() == 50).await;
     target.assert_all_in_order(10, 5);
     let again = hub
@@ -276,13 +383,25 @@ async fn a_deal_whose_target_keeps_failing_parks_and_an_admin_retry_resumes_it_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_hub_five_times_mid_delivery_applies_every_command_once_in_order() {
+async fn killing_the_hub_five_times_mid_delivery_applies_every_command_once_in_order_through_rabbitmq() {
+    let Some(bus) = BusUnderTest::rabbit("killing_the_hub_five_times_through_rabbitmq") else { return };
+    let _broker = BROKER.lock().await;
+    killing_the_hub_five_times_applies_every_command_once_in_order(bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_hub_five_times_mid_delivery_applies_every_command_once_in_order_on_the_embedded_bus() {
+    killing_the_hub_five_times_applies_every_command_once_in_order(BusUnderTest::Embedded).await;
+}
+
+async fn killing_the_hub_five_times_applies_every_command_once_in_order(bus: BusUnderTest) {
     let dir = tempfile::tempdir().unwrap();
     let target = TargetDouble::start().await;
-    let config = write_config(dir.path(), &StoreKind::Sqlite, &delivery_config(&target, 8));
+    let config =
+        write_config(dir.path(), &StoreKind::Sqlite, &format!("{}{}", delivery_config(&target, 8), bus.config()));
     seed_outbox(dir.path(), &commands(1000, 10)).await;
     for round in 0..5u64 {
-        let mut hub = spawn_hub(&config, &StoreKind::Sqlite);
+        let mut hub = spawn_hub_with_env(&config, &StoreKind::Sqlite, &bus.env());
         let before = target.applied_count();
         // Kill at a moment that varies per round, while commands are in flight.
         let limit = Instant::now() + Duration::from_secs(60);
@@ -293,7 +412,7 @@ async fn killing_the_hub_five_times_mid_delivery_applies_every_command_once_in_o
         hub.child.wait().unwrap();
         assert!(target.applied_count() < 10_000, "round {round}: the run must still be going when killed");
     }
-    let mut hub = spawn_hub(&config, &StoreKind::Sqlite);
+    let mut hub = spawn_hub_with_env(&config, &StoreKind::Sqlite, &bus.env());
     wait_for("all 10,000 commands are applied", Duration::from_secs(240), || target.applied_count() == 10_000).await;
     target.assert_all_in_order(1000, 10);
     let repeats = target.received.lock().unwrap().repeats;
@@ -311,6 +430,34 @@ async fn killing_the_hub_five_times_mid_delivery_applies_every_command_once_in_o
     .unwrap();
     let counts = store.delivery_counts().await.unwrap();
     assert_eq!(counts[&DeliveryState::Done], 10_000);
+    bus.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_answering_429_then_503_for_a_while_is_never_called_faster_than_its_limit_and_gets_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = TargetDouble::start().await;
+    let now = Instant::now();
+    target.received.lock().unwrap().overloaded =
+        Some((now + Duration::from_millis(1500), now + Duration::from_millis(2000)));
+    let limits = "[delivery.targets.http]\nper_second = 300\nburst = 20\n";
+    write_config(dir.path(), &StoreKind::Sqlite, &format!("{}{limits}", delivery_config(&target, 20)));
+    seed_outbox(dir.path(), &commands(200, 10)).await;
+    let hub = TestHub::start(dir.path(), &StoreKind::Sqlite).await;
+    wait_for("all 2,000 commands are applied", Duration::from_secs(120), || target.applied_count() == 2_000).await;
+    target.assert_all_in_order(200, 10);
+    // GCRA admits at most the burst plus the rate over any window; a few
+    // calls of slack for scheduling jitter on the way to the double.
+    let most = target.most_calls_within(Duration::from_secs(1));
+    assert!(most <= 20 + 300 + 5, "{most} calls within one second against a limit of 300/s, burst 20");
+    let limited =
+        target.received.lock().unwrap().call_times.iter().filter(|t| **t < now + Duration::from_millis(1500)).count();
+    assert!(limited <= 20 + 5, "after the first 429 the hub waits for Retry-After ({limited} calls in the 429 phase)");
+    let parked: serde_json::Value =
+        hub.get_with_token("/api/v1/deliveries?state=parked", Some(VIEWER)).await.json().await.unwrap();
+    assert_eq!(parked["counts"]["parked"], 0);
+    assert_eq!(parked["counts"]["dead"], 0);
+    hub.stop().await;
 }
 
 /// Stops and starts the broker's application (not the node), so its
@@ -355,6 +502,7 @@ fn restartable_broker(test: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rabbitmq_restart_mid_run_loses_nothing_and_keeps_each_deal_in_order() {
     let Some(amqp) = restartable_broker("a_rabbitmq_restart_mid_run") else { return };
+    let _broker = BROKER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = TargetDouble::start().await;
     let prefix = format!("dbtest-{}", Uuid::new_v4().simple());

@@ -201,9 +201,18 @@ async fn a_deal_that_keeps_failing_parks_while_other_deals_flow_and_a_retry_resu
         .await;
     hub.wait_until("the other deal is through", async |h| h.target.applied().get("fine") == Some(&vec![0, 1, 2, 3]))
         .await;
-    for later in &stuck_cmds[1..] {
-        assert_eq!(hub.state_of(later).await, Some(DeliveryState::Held), "later commands wait behind the parked one");
-    }
+    // The later commands wait behind the parked one (once the partition
+    // worker has reached them), never performed.
+    hub.wait_until("the later commands are held", async |h| {
+        for later in &stuck_cmds[1..] {
+            if h.state_of(later).await != Some(DeliveryState::Held) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(hub.target.applied().get("stuck"), None);
     let parked = hub.store.deliveries_in_state(DeliveryState::Parked, 10).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].command.id, stuck_cmds[0].id);

@@ -5,8 +5,6 @@
 //! reported problem; the other actions of the flow still run, because the
 //! event itself is real and its other consequences are still owed.
 
-use std::sync::Arc;
-
 use uuid::Uuid;
 
 use super::calendar;
@@ -62,26 +60,28 @@ impl EventScope {
 
 impl Run<'_, '_> {
     /// What a flow on `deal` can read.
-    pub(crate) fn scope(&self, deal: Uuid) -> Result<Scope, EngineError> {
+    /// Borrowed from the world: nothing is copied until an expression
+    /// reads it.
+    pub(crate) fn scope(&self, deal: Uuid) -> Result<Scope<'_>, EngineError> {
         let deal = self.deal_scope(deal)?;
         let parent = match deal.deal.parent_id {
             Some(parent) if self.world.not_loaded.contains(&parent) => return Err(EngineError::NotLoaded(parent)),
             Some(parent) if self.world.deals.contains_key(&parent) => Some(self.deal_scope(parent)?),
             _ => None,
         };
-        let responsible = deal.deal.responsible.as_deref().and_then(|r| self.person(r)).cloned();
+        let responsible = deal.deal.responsible.as_deref().and_then(|r| self.person(r));
         Ok(Scope {
             deal: Some(deal),
             parent,
-            event: self.event_scope.fields.clone(),
-            event_money: self.event_scope.money.clone(),
+            event: Some(&self.event_scope.fields),
+            event_money: &self.event_scope.money,
             responsible,
         })
     }
 
-    fn deal_scope(&self, deal: Uuid) -> Result<DealScope, EngineError> {
+    fn deal_scope(&self, deal: Uuid) -> Result<DealScope<'_>, EngineError> {
         self.require(deal)?;
-        Ok(DealScope { deal: Arc::new(self.world.deals[&deal].clone()), totals: self.world.deal_totals(deal) })
+        Ok(DealScope { deal: &self.world.deals[&deal], totals: self.world.deal_totals(deal) })
     }
 
     fn person(&self, id: &str) -> Option<&super::plan::Person> {
@@ -174,9 +174,8 @@ impl Run<'_, '_> {
 
     /// Writes a deal's changed stage and fields to the systems it lives in.
     pub(crate) fn write_out(&mut self, origin: &CommandOrigin<'_>, deal: Uuid, write: &DealWrite, depth: u32) {
-        let deal = self.world.deals[&deal].clone();
-        let ids = &mut self.ids;
-        let commands = outbound::update_deal(self.engine.outbound, origin, &deal, write, || ids.next_id());
+        let (deal, ids) = (&self.world.deals[&deal], &mut self.ids);
+        let commands = outbound::update_deal(self.engine.outbound, origin, deal, write, || ids.next_id());
         self.push_commands(commands, depth);
     }
 
@@ -394,9 +393,8 @@ impl Run<'_, '_> {
         let action = if kind == TaskKind::Approval { "require_approval" } else { "create_task" };
         self.action_trace(step, deal, action, format!("{} → {}", task.title, task.assignee));
         let origin = self.origin(step);
-        let deal_record = self.world.deals[&deal].clone();
-        let ids = &mut self.ids;
-        let commands = outbound::create_task(self.engine.outbound, &origin, &deal_record, &task, || ids.next_id());
+        let (deal_record, ids) = (&self.world.deals[&deal], &mut self.ids);
+        let commands = outbound::create_task(self.engine.outbound, &origin, deal_record, &task, || ids.next_id());
         self.world.put_task(task);
         self.push_commands(commands, step.target.depth);
         Ok(Ok(()))
@@ -440,9 +438,8 @@ impl Run<'_, '_> {
             text: text.to_owned(),
             flow: flow.to_owned(),
         });
-        let record = self.world.deals[&deal].clone();
-        let ids = &mut self.ids;
-        let commands = outbound::notify(self.engine.outbound, origin, &record, person, text, || ids.next_id());
+        let (record, ids) = (&self.world.deals[&deal], &mut self.ids);
+        let commands = outbound::notify(self.engine.outbound, origin, record, person, text, || ids.next_id());
         self.push_commands(commands, depth);
     }
 

@@ -6,14 +6,18 @@
 //! hash lookup and a render — no parsing per event.
 //!
 //! What a flow reads is a `Scope`: `deal`, `parent`, `event` and
-//! `responsible`. Deals are exposed as lazy objects, so an event that
-//! evaluates one condition does not pay for copying every field.
+//! `responsible`, borrowed from the world. When an expression is compiled
+//! the runtime notes which of them it reads, and which deal attributes
+//! (`deal.title`, `deal.amount`): an evaluation copies only those into
+//! minijinja values. An expression that uses a deal any other way (passes
+//! it whole to a filter, indexes it, loops over it) gets the whole deal.
 //!
 //! Money has two faces. In conditions an amount is a number (`deal.amount >
 //! 500000` must compare), in templates it is the exact decimal as stored
 //! (`40000.00`, never `40000.0`): a float is never shown to a person and
 //! never stored.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, Serde, Value};
@@ -37,20 +41,108 @@ pub enum Numbers {
     Exact,
 }
 
+/// The three ways an expression is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// `{% if (expr) %}1{% endif %}`
+    Condition,
+    /// The source is the template.
+    Text,
+    /// `{{ (expr) | tojson }}`
+    Value,
+}
+
+/// One compiled expression: its template's name and what it reads.
+#[derive(Debug)]
+struct Compiled {
+    name: String,
+    reads: Reads,
+}
+
+/// The parts of a scope an expression reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Reads {
+    deal: DealReads,
+    parent: DealReads,
+    event: bool,
+    responsible: bool,
+}
+
+/// What an expression reads of one deal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum DealReads {
+    #[default]
+    Nothing,
+    /// Only these attributes, each as `deal.<attribute>`.
+    Attributes(Vec<&'static str>),
+    /// The deal as a whole.
+    Everything,
+}
+
+impl Reads {
+    fn everything() -> Self {
+        Self { deal: DealReads::Everything, parent: DealReads::Everything, event: true, responsible: true }
+    }
+
+    /// From the variables a template reads (minijinja's nested form:
+    /// `deal.amount`, `deal`, `event.timer`). Anything unexpected — another
+    /// global, another template pulled in — reads everything.
+    fn of(template: &minijinja::Template<'_, '_>, source: &str) -> Self {
+        if ["include", "import", "extends"].iter().any(|w| source.contains(w)) {
+            return Self::everything();
+        }
+        let mut reads = Self::default();
+        for variable in template.undeclared_variables(true) {
+            let mut parts = variable.split('.');
+            let (root, attribute) = (parts.next().unwrap_or_default(), parts.next());
+            match root {
+                "deal" => reads.deal.add(attribute),
+                "parent" => reads.parent.add(attribute),
+                "event" => reads.event = true,
+                "responsible" => reads.responsible = true,
+                _ => return Self::everything(),
+            }
+        }
+        // minijinja hands the variables over in hash order.
+        for deal in [&mut reads.deal, &mut reads.parent] {
+            if let DealReads::Attributes(list) = deal {
+                list.sort_by_key(|a| DEAL_KEYS.iter().position(|k| k == a));
+            }
+        }
+        reads
+    }
+}
+
+impl DealReads {
+    fn add(&mut self, attribute: Option<&str>) {
+        let Some(attribute) = attribute else {
+            *self = DealReads::Everything;
+            return;
+        };
+        // An attribute a deal does not have is undefined either way.
+        let Some(known) = DEAL_KEYS.iter().find(|k| **k == attribute) else { return };
+        match self {
+            DealReads::Everything => {}
+            DealReads::Nothing => *self = DealReads::Attributes(vec![known]),
+            DealReads::Attributes(list) if !list.contains(known) => list.push(known),
+            DealReads::Attributes(_) => {}
+        }
+    }
+}
+
 /// The compiled conditions and templates of a plan.
 #[derive(Debug)]
 pub struct FlowRuntime {
     env: Environment<'static>,
+    /// By kind and source.
+    compiled: HashMap<Kind, HashMap<String, Compiled>>,
 }
 
 impl FlowRuntime {
     /// Compiles every condition and template of the plan. The loader has
     /// validated them, so an error here means a bug, reported as text.
     pub fn compile(plan: &FlowPlan) -> Result<Self, String> {
-        let mut env = Environment::new();
-        env.set_fuel(Some(FUEL));
-        env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        let mut runtime = Self { env };
+        let mut runtime = Self::empty();
         for flow in &plan.flows {
             if let Some(condition) = &flow.condition {
                 runtime.add_condition(condition)?;
@@ -60,6 +152,13 @@ impl FlowRuntime {
             }
         }
         Ok(runtime)
+    }
+
+    fn empty() -> Self {
+        let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        Self { env, compiled: HashMap::new() }
     }
 
     fn add_action(&mut self, action: &Action) -> Result<(), String> {
@@ -81,100 +180,112 @@ impl FlowRuntime {
         }
     }
 
-    fn add(&mut self, name: String, source: String, expr: &Expr) -> Result<(), String> {
-        if self.env.get_template(&name).is_ok() {
-            return Ok(());
+    fn add(&mut self, kind: Kind, prefix: &str, source: String, expr: &Expr) -> Result<(), String> {
+        let name = format!("{prefix}:{}", expr.source);
+        if self.env.get_template(&name).is_err() {
+            self.env.add_template_owned(name.clone(), source.clone()).map_err(|e| format!("{}: {e}", expr.span))?;
         }
-        self.env.add_template_owned(name, source).map_err(|e| format!("{}: {e}", expr.span))
+        let template = self.env.get_template(&name).map_err(|e| format!("{}: {e}", expr.span))?;
+        let reads = Reads::of(&template, &source);
+        self.compiled.entry(kind).or_default().insert(expr.source.clone(), Compiled { name, reads });
+        Ok(())
     }
 
     fn add_condition(&mut self, expr: &Expr) -> Result<(), String> {
-        self.add(condition_name(expr), format!("{{% if ({}) %}}1{{% endif %}}", expr.source), expr)
+        self.add(Kind::Condition, "if", format!("{{% if ({}) %}}1{{% endif %}}", expr.source), expr)
     }
 
     fn add_template(&mut self, expr: &Expr) -> Result<(), String> {
-        self.add(template_name(expr), expr.source.clone(), expr)
+        self.add(Kind::Text, "text", expr.source.clone(), expr)
     }
 
     fn add_value(&mut self, expr: &Expr) -> Result<(), String> {
-        self.add(value_name(expr), format!("{{{{ ({}) | tojson }}}}", expr.source), expr)
+        self.add(Kind::Value, "value", format!("{{{{ ({}) | tojson }}}}", expr.source), expr)
     }
 
     /// Whether a condition holds in `scope`.
-    pub fn holds(&self, expr: &Expr, scope: &Scope) -> Result<bool, String> {
-        Ok(self.render_named(&condition_name(expr), expr, scope.value(Numbers::Compare))? == "1")
+    pub fn holds(&self, expr: &Expr, scope: &Scope<'_>) -> Result<bool, String> {
+        Ok(self.render(Kind::Condition, expr, scope, Numbers::Compare)? == "1")
     }
 
     /// Renders a text template.
-    pub fn text(&self, expr: &Expr, scope: &Scope) -> Result<String, String> {
-        self.render_named(&template_name(expr), expr, scope.value(Numbers::Exact))
+    pub fn text(&self, expr: &Expr, scope: &Scope<'_>) -> Result<String, String> {
+        self.render(Kind::Text, expr, scope, Numbers::Exact)
     }
 
     /// Evaluates an expression to a value to store (amounts exact).
-    pub fn value(&self, expr: &Expr, scope: &Scope) -> Result<serde_json::Value, String> {
-        let json = self.render_named(&value_name(expr), expr, scope.value(Numbers::Exact))?;
+    pub fn value(&self, expr: &Expr, scope: &Scope<'_>) -> Result<serde_json::Value, String> {
+        let json = self.render(Kind::Value, expr, scope, Numbers::Exact)?;
         serde_json::from_str(&json).map_err(|e| format!("`{}` did not give a value: {e}", expr.source))
     }
 
-    fn render_named(&self, name: &str, expr: &Expr, ctx: Value) -> Result<String, String> {
-        let template = self.env.get_template(name).map_err(|e| format!("{}: not compiled: {e}", expr.span))?;
-        template.render(ctx).map_err(|e| format!("`{}`: {}", expr.source, describe(&e)))
+    fn render(&self, kind: Kind, expr: &Expr, scope: &Scope<'_>, numbers: Numbers) -> Result<String, String> {
+        let not_compiled = || format!("{}: not compiled: `{}`", expr.span, expr.source);
+        let compiled = self.compiled.get(&kind).and_then(|c| c.get(&expr.source)).ok_or_else(not_compiled)?;
+        let template =
+            self.env.get_template(&compiled.name).map_err(|e| format!("{}: not compiled: {e}", expr.span))?;
+        template
+            .render(scope.value(&compiled.reads, numbers))
+            .map_err(|e| format!("`{}`: {}", expr.source, describe(&e)))
     }
-}
-
-fn condition_name(expr: &Expr) -> String {
-    format!("if:{}", expr.source)
-}
-
-fn template_name(expr: &Expr) -> String {
-    format!("text:{}", expr.source)
-}
-
-fn value_name(expr: &Expr) -> String {
-    format!("value:{}", expr.source)
 }
 
 fn describe(error: &minijinja::Error) -> String {
     error.detail().map(str::to_owned).unwrap_or_else(|| error.kind().to_string())
 }
 
-/// What one flow evaluation can read.
-#[derive(Debug, Clone, Default)]
-pub struct Scope {
-    pub deal: Option<DealScope>,
-    pub parent: Option<DealScope>,
-    pub event: serde_json::Map<String, serde_json::Value>,
+/// What one flow evaluation can read, borrowed from the world.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub deal: Option<DealScope<'a>>,
+    pub parent: Option<DealScope<'a>>,
+    pub event: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// Money fields of the event (kept apart for their two faces).
-    pub event_money: Vec<(String, Money)>,
-    pub responsible: Option<Person>,
+    pub event_money: &'a [(String, Money)],
+    pub responsible: Option<&'a Person>,
 }
 
 /// A deal and the totals of its invoices.
-#[derive(Debug, Clone)]
-pub struct DealScope {
-    pub deal: Arc<Deal>,
+#[derive(Debug, Clone, Copy)]
+pub struct DealScope<'a> {
+    pub deal: &'a Deal,
     pub totals: DealTotals,
 }
 
-impl Scope {
-    fn value(&self, numbers: Numbers) -> Value {
-        let deal_value = |d: &Option<DealScope>| match d {
-            Some(d) => Value::from_object(DealObject { scope: d.clone(), numbers }),
-            None => Value::UNDEFINED,
+impl Scope<'_> {
+    /// The minijinja context for an expression that reads `reads`; what it
+    /// does not read is left undefined, as a missing parent is.
+    fn value(&self, reads: &Reads, numbers: Numbers) -> Value {
+        let deal_value = |d: &Option<DealScope<'_>>, reads: &DealReads| match (d, reads) {
+            (None, _) | (_, DealReads::Nothing) => Value::UNDEFINED,
+            (Some(d), DealReads::Attributes(keys)) => Value::from_object(DealAttributes {
+                values: keys.iter().map(|k| (*k, attribute(d, k, numbers).unwrap_or_default())).collect(),
+            }),
+            (Some(d), DealReads::Everything) => {
+                Value::from_object(DealObject { deal: Arc::new(d.deal.clone()), totals: d.totals, numbers })
+            }
         };
+        let event = if reads.event { self.event_value(numbers) } else { Value::UNDEFINED };
+        let responsible = match self.responsible {
+            Some(person) if reads.responsible => person_value(person),
+            _ => Value::UNDEFINED,
+        };
+        minijinja::context! {
+            deal => deal_value(&self.deal, &reads.deal),
+            parent => deal_value(&self.parent, &reads.parent),
+            event => event,
+            responsible => responsible,
+        }
+    }
+
+    fn event_value(&self, numbers: Numbers) -> Value {
         let mut event: std::collections::BTreeMap<String, Value> =
-            self.event.iter().map(|(k, v)| (k.clone(), Value::from(Serde(v)))).collect();
-        for (name, money) in &self.event_money {
+            self.event.into_iter().flatten().map(|(k, v)| (k.clone(), Value::from(Serde(v)))).collect();
+        for (name, money) in self.event_money {
             event.insert(name.clone(), decimal(money.amount, numbers));
             event.insert("currency".to_owned(), Value::from(money.currency.as_str()));
         }
-        let responsible = self.responsible.as_ref().map_or(Value::UNDEFINED, person_value);
-        minijinja::context! {
-            deal => deal_value(&self.deal),
-            parent => deal_value(&self.parent),
-            event => Value::from(event),
-            responsible => responsible,
-        }
+        Value::from(event)
     }
 }
 
@@ -196,13 +307,6 @@ pub fn decimal(amount: Decimal, numbers: Numbers) -> Value {
         }
         Numbers::Compare => Value::from(amount.to_f64().unwrap_or(f64::NAN)),
     }
-}
-
-/// A deal as templates see it: its fields read on demand.
-#[derive(Debug)]
-struct DealObject {
-    scope: DealScope,
-    numbers: Numbers,
 }
 
 /// The attributes a deal object serves (the mapping loader checks flow
@@ -227,30 +331,59 @@ pub(crate) const DEAL_KEYS: [&str; 17] = [
     "shipped",
 ];
 
+/// One attribute of a deal as templates see it; `None` for an unknown one.
+fn attribute(scope: &DealScope<'_>, key: &str, numbers: Numbers) -> Option<Value> {
+    let (deal, totals) = (scope.deal, &scope.totals);
+    Some(match key {
+        "id" => Value::from(deal.id.to_string()),
+        "pipeline" => Value::from(deal.pipeline.as_str()),
+        "stage" => Value::from(deal.stage.as_str()),
+        "title" => Value::from(deal.title.as_str()),
+        "amount" => deal.amount.as_ref().map_or(Value::from(()), |m| decimal(m.amount, numbers)),
+        "currency" => deal.amount.as_ref().map_or(Value::from(()), |m| Value::from(m.currency.as_str())),
+        "client" => deal.client.as_ref().map_or(Value::from(()), |c| Value::from(Serde(c))),
+        "responsible" => deal.responsible.as_deref().map_or(Value::from(()), Value::from),
+        "custom" => Value::from(Serde(&deal.custom_fields)),
+        "parent_id" => deal.parent_id.map_or(Value::from(()), |p| Value::from(p.to_string())),
+        "stage_history" => Value::from(Serde(&deal.stage_history)),
+        "external_refs" => Value::from(Serde(&deal.external_refs)),
+        "created_at" => Value::from(deal.created_at.to_rfc3339()),
+        "updated_at" => Value::from(deal.updated_at.to_rfc3339()),
+        "invoiced" => decimal(totals.invoiced, numbers),
+        "paid" => decimal(totals.paid, numbers),
+        "shipped" => decimal(totals.shipped, numbers),
+        _ => return None,
+    })
+}
+
+/// A whole deal as templates see it: its fields read on demand.
+#[derive(Debug)]
+struct DealObject {
+    deal: Arc<Deal>,
+    totals: DealTotals,
+    numbers: Numbers,
+}
+
 impl Object for DealObject {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let deal = &self.scope.deal;
-        let totals = &self.scope.totals;
-        Some(match key.as_str()? {
-            "id" => Value::from(deal.id.to_string()),
-            "pipeline" => Value::from(deal.pipeline.as_str()),
-            "stage" => Value::from(deal.stage.as_str()),
-            "title" => Value::from(deal.title.as_str()),
-            "amount" => deal.amount.as_ref().map_or(Value::from(()), |m| decimal(m.amount, self.numbers)),
-            "currency" => deal.amount.as_ref().map_or(Value::from(()), |m| Value::from(m.currency.as_str())),
-            "client" => deal.client.as_ref().map_or(Value::from(()), |c| Value::from(Serde(c))),
-            "responsible" => deal.responsible.as_deref().map_or(Value::from(()), Value::from),
-            "custom" => Value::from(Serde(&deal.custom_fields)),
-            "parent_id" => deal.parent_id.map_or(Value::from(()), |p| Value::from(p.to_string())),
-            "stage_history" => Value::from(Serde(&deal.stage_history)),
-            "external_refs" => Value::from(Serde(&deal.external_refs)),
-            "created_at" => Value::from(deal.created_at.to_rfc3339()),
-            "updated_at" => Value::from(deal.updated_at.to_rfc3339()),
-            "invoiced" => decimal(totals.invoiced, self.numbers),
-            "paid" => decimal(totals.paid, self.numbers),
-            "shipped" => decimal(totals.shipped, self.numbers),
-            _ => return None,
-        })
+        attribute(&DealScope { deal: &self.deal, totals: self.totals }, key.as_str()?, self.numbers)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&DEAL_KEYS)
+    }
+}
+
+/// The attributes of a deal an expression reads, copied out of it.
+#[derive(Debug)]
+struct DealAttributes {
+    values: Vec<(&'static str, Value)>,
+}
+
+impl Object for DealAttributes {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -270,7 +403,7 @@ mod tests {
     }
 
     fn runtime(exprs: &[(&Expr, &str)]) -> FlowRuntime {
-        let mut runtime = FlowRuntime { env: Environment::new() };
+        let mut runtime = FlowRuntime::empty();
         for (e, kind) in exprs {
             match *kind {
                 "if" => runtime.add_condition(e).unwrap(),
@@ -281,11 +414,15 @@ mod tests {
         runtime
     }
 
-    fn scope(amount: &str) -> Scope {
+    fn deal(amount: &str) -> Deal {
         let mut deal = Deal::new("sales", "proposal", Utc::now(), "test");
         deal.title = "Котёл".into();
         deal.amount = Some(amount.parse().unwrap());
-        Scope { deal: Some(DealScope { deal: Arc::new(deal), totals: DealTotals::default() }), ..Scope::default() }
+        deal
+    }
+
+    fn scope(deal: &Deal) -> Scope<'_> {
+        Scope { deal: Some(DealScope { deal, totals: DealTotals::default() }), ..Scope::default() }
     }
 
     #[test]
@@ -293,16 +430,44 @@ mod tests {
         let cond = expr("deal.amount > 500000");
         let text = expr("{{ deal.title }}: {{ deal.amount }} {{ deal.currency }}");
         let rt = runtime(&[(&cond, "if"), (&text, "text")]);
-        assert!(rt.holds(&cond, &scope("500000.01 RUB")).unwrap());
-        assert!(!rt.holds(&cond, &scope("500000.00 RUB")).unwrap());
-        assert_eq!(rt.text(&text, &scope("40000.00 RUB")).unwrap(), "Котёл: 40000.00 RUB");
+        assert!(rt.holds(&cond, &scope(&deal("500000.01 RUB"))).unwrap());
+        assert!(!rt.holds(&cond, &scope(&deal("500000.00 RUB"))).unwrap());
+        assert_eq!(rt.text(&text, &scope(&deal("40000.00 RUB"))).unwrap(), "Котёл: 40000.00 RUB");
+    }
+
+    #[test]
+    fn reads_are_the_attributes_used_or_the_whole_deal() {
+        let attributes = expr("{{ deal.title }} {{ deal.custom.cost }} {{ parent.stage }} {{ deal.nonsense }}");
+        let whole = expr("{{ deal | tojson }}");
+        let global = expr("{% for i in range(2) %}{{ deal.title }}{% endfor %}");
+        let rt = runtime(&[(&attributes, "text"), (&whole, "text"), (&global, "text")]);
+        let reads = |e: &Expr| rt.compiled[&Kind::Text][&e.source].reads.clone();
+        let expected = Reads {
+            deal: DealReads::Attributes(vec!["title", "custom"]),
+            parent: DealReads::Attributes(vec!["stage"]),
+            ..Reads::default()
+        };
+        assert_eq!(reads(&attributes), expected);
+        assert_eq!(reads(&whole).deal, DealReads::Everything);
+        assert_eq!(reads(&global), Reads::everything(), "an unknown global may read anything");
+    }
+
+    #[test]
+    fn only_read_attributes_and_the_whole_deal_render_alike() {
+        let mut d = deal("1250.50 RUB");
+        d.custom_fields.insert("cost".into(), serde_json::json!("10.00"));
+        let pick = expr("{{ deal.title }}|{{ deal.amount }}|{{ deal.custom.cost }}|{{ deal.nonsense }}");
+        let whole = expr("{% set d = deal %}{{ d.title }}|{{ d.amount }}|{{ d.custom.cost }}|{{ d.nonsense }}");
+        let rt = runtime(&[(&pick, "text"), (&whole, "text")]);
+        assert_eq!(rt.text(&pick, &scope(&d)).unwrap(), "Котёл|1250.50|10.00|");
+        assert_eq!(rt.text(&whole, &scope(&d)).unwrap(), rt.text(&pick, &scope(&d)).unwrap());
     }
 
     #[test]
     fn values_keep_their_type() {
         let id = expr("deal.title ~ '!'");
         let rt = runtime(&[(&id, "value")]);
-        assert_eq!(rt.value(&id, &scope("1 RUB")).unwrap(), serde_json::json!("Котёл!"));
+        assert_eq!(rt.value(&id, &scope(&deal("1 RUB"))).unwrap(), serde_json::json!("Котёл!"));
     }
 
     #[test]
@@ -310,13 +475,11 @@ mod tests {
         let cond = expr("event.paid_total < event.invoice_total");
         let text = expr("{{ event.paid_total }} из {{ event.invoice_total }} {{ event.currency }}");
         let rt = runtime(&[(&cond, "if"), (&text, "text")]);
-        let scope = Scope {
-            event_money: vec![
-                ("paid_total".into(), "40000.00 RUB".parse().unwrap()),
-                ("invoice_total".into(), "100000.00 RUB".parse().unwrap()),
-            ],
-            ..Scope::default()
-        };
+        let money = vec![
+            ("paid_total".into(), "40000.00 RUB".parse().unwrap()),
+            ("invoice_total".into(), "100000.00 RUB".parse().unwrap()),
+        ];
+        let scope = Scope { event_money: &money, ..Scope::default() };
         assert!(rt.holds(&cond, &scope).unwrap());
         assert_eq!(rt.text(&text, &scope).unwrap(), "40000.00 из 100000.00 RUB");
     }
@@ -325,6 +488,6 @@ mod tests {
     fn a_missing_parent_is_undefined_not_an_error() {
         let cond = expr("parent and parent.stage == 'x'");
         let rt = runtime(&[(&cond, "if")]);
-        assert!(!rt.holds(&cond, &scope("1 RUB")).unwrap());
+        assert!(!rt.holds(&cond, &scope(&deal("1 RUB"))).unwrap());
     }
 }

@@ -32,6 +32,13 @@ pub fn write(deal: &mut Deal, path: &str, value: Value) -> Result<bool, String> 
     if read(deal, path) == value {
         return Ok(false);
     }
+    write_different(deal, path, value)?;
+    Ok(true)
+}
+
+/// `write` for a value the caller has already found to differ from
+/// `read(deal, path)`.
+pub(crate) fn write_different(deal: &mut Deal, path: &str, value: Value) -> Result<(), String> {
     match path {
         "title" => deal.title = text(&value),
         "amount" => deal.amount = money(&value, deal.amount.as_ref())?,
@@ -54,7 +61,7 @@ pub fn write(deal: &mut Deal, path: &str, value: Value) -> Result<bool, String> 
             None => return Err(format!("unknown field `{other}`")),
         },
     }
-    Ok(true)
+    Ok(())
 }
 
 fn write_client(deal: &mut Deal, path: &str, value: Value) -> Result<(), String> {

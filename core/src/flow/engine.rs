@@ -98,9 +98,10 @@ pub(crate) struct Run<'e, 'w> {
     pub cause: &'e Cause,
     pub ids: IdSource,
     pub effects: Effects,
-    /// Changes whose flows have not run yet, with the depth of the flow
-    /// that made them (0: the event itself).
-    pub queue: VecDeque<(Change, u32)>,
+    /// Changes whose flows have not run yet, as positions in
+    /// `effects.changes`, with the depth of the flow that made them (0: the
+    /// event itself).
+    pub queue: VecDeque<(usize, u32)>,
     /// How often each (flow, action) ran in this event, for unique keys.
     pub occurrences: std::collections::BTreeMap<(String, usize), u32>,
     pub event_scope: super::actions::EventScope,
@@ -201,8 +202,8 @@ impl Run<'_, '_> {
 
     /// Runs the queued changes' flows until nothing is left.
     fn drain(&mut self) -> Result<(), EngineError> {
-        while let Some((change, depth)) = self.queue.pop_front() {
-            if let Change::StageEntered { deal, from, to, reverted: false, .. } = &change {
+        while let Some((position, depth)) = self.queue.pop_front() {
+            if let Change::StageEntered { deal, from, to, reverted: false, .. } = &self.effects.changes[position] {
                 self.stage_entered(*deal, from.clone(), to.clone(), depth)?;
             }
         }
@@ -214,8 +215,8 @@ impl Run<'_, '_> {
     pub(crate) fn changed(&mut self, change: Change, depth: u32) {
         let binding = if depth == 0 { self.cause.binding.clone() } else { None };
         self.trace(change.deal(), depth, TraceKind::Change { binding, change: change.clone() });
-        self.effects.changes.push(change.clone());
-        self.queue.push_back((change, depth));
+        self.queue.push_back((self.effects.changes.len(), depth));
+        self.effects.changes.push(change);
     }
 
     pub(crate) fn trace(&mut self, deal: Uuid, depth: u32, kind: TraceKind) {

@@ -56,16 +56,18 @@ impl Run<'_, '_> {
             if guards.is_empty() {
                 continue;
             }
-            let scope = self.scope(deal)?;
             let runtime = self.engine.runtime;
             if let Some(condition) = &flow.condition
-                && !runtime.holds(condition, &scope).unwrap_or(true)
+                && !runtime.holds(condition, &self.scope(deal)?).unwrap_or(true)
             {
                 continue;
             }
             for (index, condition, message, otherwise) in guards {
                 // A guard that cannot be evaluated refuses: closing a deal on
-                // a broken rule is worse than asking a person to look.
+                // a broken rule is worse than asking a person to look. (The
+                // scope is taken again per guard; a refusal that could not
+                // move the deal back left it as it was.)
+                let scope = self.scope(deal)?;
                 let refusal = match runtime.holds(condition, &scope) {
                     Ok(true) => None,
                     Ok(false) => Some(runtime.text(message, &scope).unwrap_or_else(|e| e)),

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::deal_fields;
 use super::effects::{Change, Problem};
 use super::engine::{EngineError, Run};
-use crate::model::{Deal, DealObservation, ExternalRef};
+use crate::model::{Deal, DealObservation, ExternalRef, Money};
 
 impl Run<'_, '_> {
     pub(crate) fn observe(&mut self, source: &ExternalRef, observed: &DealObservation) -> Result<(), EngineError> {
@@ -31,9 +31,7 @@ impl Run<'_, '_> {
                 0,
             );
         }
-        for (field, value) in observed_fields(observed) {
-            self.observe_field(deal, &field, value);
-        }
+        observed_fields(observed, |field, value| self.observe_field(deal, field, value));
         self.observe_stage(deal, source, observed);
         Ok(())
     }
@@ -87,18 +85,25 @@ impl Run<'_, '_> {
         Ok(id)
     }
 
-    fn observe_field(&mut self, deal: Uuid, field: &str, value: serde_json::Value) {
+    fn observe_field(&mut self, deal: Uuid, field: ObservedField<'_>, value: ObservedValue<'_>) {
+        // Most observed fields repeat what the deal holds: that is decided
+        // on the typed values, and only a difference pays for JSON.
+        if value.is_held_by(&self.world.deals[&deal], &field) {
+            return;
+        }
+        let (field, value) = (field.path(), value.to_json());
+        let field = field.as_str();
+        // The field's JSON form decides, as `deal_fields::write` would.
         let current = deal_fields::read(&self.world.deals[&deal], field);
         if current == value {
             return;
         }
         let target = self.world.deal_mut(deal).expect("exists");
-        match deal_fields::write(target, field, value.clone()) {
-            Ok(true) => {
+        match deal_fields::write_different(target, field, value.clone()) {
+            Ok(()) => {
                 target.updated_at = self.cause.at;
                 self.changed(Change::FieldChanged { deal, field: field.to_owned(), from: current, to: value }, 0);
             }
-            Ok(false) => {}
             Err(message) => self.problem(deal, 0, Problem::Action { flow: String::new(), message }),
         }
     }
@@ -127,39 +132,106 @@ fn actor(source: &ExternalRef, observed: &DealObservation) -> String {
     observed.actor.clone().unwrap_or_else(|| format!("system:{}", source.instance))
 }
 
-/// The fields an observation carries, as canonical paths and JSON values;
-/// fields the mapping did not produce are absent and stay as they are.
-fn observed_fields(observed: &DealObservation) -> Vec<(String, serde_json::Value)> {
-    let mut fields = Vec::new();
+/// A canonical field an observation carries.
+#[derive(Debug, Clone, Copy)]
+enum ObservedField<'o> {
+    /// `title`, `amount`, `client.inn`, …
+    Fixed(&'static str),
+    /// `custom.<name>`
+    Custom(&'o str),
+}
+
+impl ObservedField<'_> {
+    fn path(&self) -> String {
+        match self {
+            ObservedField::Fixed(path) => (*path).to_owned(),
+            ObservedField::Custom(name) => format!("custom.{name}"),
+        }
+    }
+}
+
+/// An observed value, borrowed from the observation.
+#[derive(Debug, Clone, Copy)]
+enum ObservedValue<'o> {
+    Text(&'o str),
+    Money(&'o Money),
+    List(&'o [String]),
+    Json(&'o serde_json::Value),
+}
+
+impl ObservedValue<'_> {
+    /// The value as `deal_fields` reads and writes it.
+    fn to_json(self) -> serde_json::Value {
+        match self {
+            ObservedValue::Text(text) => text.into(),
+            ObservedValue::Money(money) => serde_json::to_value(money).unwrap_or_default(),
+            ObservedValue::List(items) => items.to_vec().into(),
+            ObservedValue::Json(value) => value.clone(),
+        }
+    }
+
+    /// True only when `deal_fields::read(deal, field)` is certainly equal
+    /// to `to_json()`; false sends the field the JSON way, which decides.
+    fn is_held_by(&self, deal: &Deal, field: &ObservedField<'_>) -> bool {
+        let client = deal.client.as_ref();
+        match (field, *self) {
+            (ObservedField::Fixed("title"), ObservedValue::Text(t)) => deal.title == t,
+            (ObservedField::Fixed("responsible"), ObservedValue::Text(t)) => deal.responsible.as_deref() == Some(t),
+            (ObservedField::Fixed("client.name"), ObservedValue::Text(t)) => client.is_some_and(|c| c.name == t),
+            (ObservedField::Fixed("client.inn"), ObservedValue::Text(t)) => {
+                client.and_then(|c| c.inn.as_ref()).is_some_and(|i| i.as_str() == t)
+            }
+            (ObservedField::Fixed("client.kpp"), ObservedValue::Text(t)) => {
+                client.and_then(|c| c.kpp.as_deref()) == Some(t)
+            }
+            (ObservedField::Fixed("client.emails"), ObservedValue::List(l)) => client.is_some_and(|c| c.emails == l),
+            (ObservedField::Fixed("client.phones"), ObservedValue::List(l)) => client.is_some_and(|c| c.phones == l),
+            // The same bits give the same decimal text (`1.50` ≠ `1.5` in
+            // JSON although they are equal numbers).
+            (ObservedField::Fixed("amount"), ObservedValue::Money(m)) => deal
+                .amount
+                .as_ref()
+                .is_some_and(|held| held.currency == m.currency && held.amount.serialize() == m.amount.serialize()),
+            (ObservedField::Custom(name), ObservedValue::Json(v)) => {
+                deal.custom_fields.get(*name).unwrap_or(&serde_json::Value::Null) == v
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The fields an observation carries, in a fixed order; fields the mapping
+/// did not produce are absent and stay as they are.
+fn observed_fields<'o>(observed: &'o DealObservation, mut each: impl FnMut(ObservedField<'o>, ObservedValue<'o>)) {
+    use ObservedField::Fixed;
     if let Some(title) = &observed.title {
-        fields.push(("title".to_owned(), title.as_str().into()));
+        each(Fixed("title"), ObservedValue::Text(title));
     }
     if let Some(amount) = &observed.amount {
-        fields.push(("amount".to_owned(), serde_json::to_value(amount).unwrap_or_default()));
+        each(Fixed("amount"), ObservedValue::Money(amount));
     }
     if let Some(responsible) = &observed.responsible {
-        fields.push(("responsible".to_owned(), responsible.as_str().into()));
+        each(Fixed("responsible"), ObservedValue::Text(responsible));
     }
     if let Some(client) = &observed.client {
         // Each binding fills only some client fields: merge, never wipe.
         if !client.name.is_empty() {
-            fields.push(("client.name".to_owned(), client.name.as_str().into()));
+            each(Fixed("client.name"), ObservedValue::Text(&client.name));
         }
         if let Some(inn) = &client.inn {
-            fields.push(("client.inn".to_owned(), inn.as_str().into()));
+            each(Fixed("client.inn"), ObservedValue::Text(inn.as_str()));
         }
         if let Some(kpp) = &client.kpp {
-            fields.push(("client.kpp".to_owned(), kpp.as_str().into()));
+            each(Fixed("client.kpp"), ObservedValue::Text(kpp));
         }
         if !client.emails.is_empty() {
-            fields.push(("client.emails".to_owned(), client.emails.clone().into()));
+            each(Fixed("client.emails"), ObservedValue::List(&client.emails));
         }
         if !client.phones.is_empty() {
-            fields.push(("client.phones".to_owned(), client.phones.clone().into()));
+            each(Fixed("client.phones"), ObservedValue::List(&client.phones));
         }
     }
     for (name, value) in &observed.custom_fields {
-        fields.push((format!("custom.{name}"), value.clone()));
+        each(ObservedField::Custom(name), ObservedValue::Json(value));
     }
-    fields
 }

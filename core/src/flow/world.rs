@@ -102,9 +102,10 @@ impl World {
     /// invoices for the same goods would double count, so invoices count
     /// when there are any and orders otherwise.
     pub fn deal_totals(&self, deal: Uuid) -> DealTotals {
-        let of_deal: Vec<&Invoice> = self.invoices.values().filter(|i| i.deal_id == Some(deal)).collect();
-        let has_invoices = of_deal.iter().any(|i| i.kind == InvoiceKind::Invoice);
-        let counted = of_deal.iter().filter(|i| (i.kind == InvoiceKind::Invoice) == has_invoices);
+        // Every flow scope asks, so the invoices are walked without a copy.
+        let of_deal = || self.invoices.values().filter(move |i| i.deal_id == Some(deal));
+        let has_invoices = of_deal().any(|i| i.kind == InvoiceKind::Invoice);
+        let counted = of_deal().filter(|i| (i.kind == InvoiceKind::Invoice) == has_invoices);
         let mut totals = DealTotals::default();
         for invoice in counted {
             totals.invoiced += invoice.total.amount;

@@ -8,6 +8,7 @@
 //! rises without a timer that would add latency.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
@@ -54,6 +55,24 @@ type Reply = oneshot::Sender<Result<Appended, InboxError>>;
 pub struct GroupCommitter {
     queue: mpsc::Sender<(NewRawEvent, Reply)>,
     committed: Arc<Notify>,
+    load: InboxLoad,
+}
+
+/// How busy the inbox writers are, for work that should give way to
+/// acceptance (the event processor). Holding one does not keep the inbox
+/// open, unlike a `GroupCommitter` clone.
+#[derive(Clone, Debug, Default)]
+pub struct InboxLoad {
+    queued: Arc<AtomicUsize>,
+}
+
+impl InboxLoad {
+    /// Events accepted into the queue that no writer has taken yet. More
+    /// than zero means every writer is busy committing and requests wait:
+    /// the store's write path is the bottleneck right now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 impl GroupCommitter {
@@ -65,11 +84,24 @@ impl GroupCommitter {
         let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let committed = Arc::new(Notify::new());
+        let load = InboxLoad::default();
         let mut writers = JoinSet::new();
         for _ in 0..options.writers.max(1) {
-            writers.spawn(write_loop(store.clone(), rx.clone(), options.max_batch.max(1), committed.clone()));
+            let writer = WriteLoop {
+                store: store.clone(),
+                rx: rx.clone(),
+                max_batch: options.max_batch.max(1),
+                committed: committed.clone(),
+                load: load.clone(),
+            };
+            writers.spawn(writer.run());
         }
-        (Self { queue, committed }, writers)
+        (Self { queue, committed, load }, writers)
+    }
+
+    /// A probe of how busy the writers are.
+    pub fn load(&self) -> InboxLoad {
+        self.load.clone()
     }
 
     /// Notified after every successful commit, so the event processor can
@@ -81,32 +113,44 @@ impl GroupCommitter {
     /// Appends one event and waits until it is committed.
     pub async fn append(&self, event: NewRawEvent) -> Result<Appended, InboxError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send((event, reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => InboxError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => InboxError::Closed,
+        // Counted before it is sent so a writer never takes more than was counted.
+        self.load.queued.fetch_add(1, Ordering::Relaxed);
+        self.queue.try_send((event, reply)).map_err(|e| {
+            self.load.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => InboxError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => InboxError::Closed,
+            }
         })?;
         answer.await.map_err(|_| InboxError::Closed)?
     }
 }
 
-async fn write_loop(
+/// One writer task: collect what is waiting, commit it, answer, repeat.
+struct WriteLoop {
     store: Arc<dyn Store>,
     rx: Arc<Mutex<mpsc::Receiver<(NewRawEvent, Reply)>>>,
     max_batch: usize,
     committed: Arc<Notify>,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
-    loop {
-        // Hold the receiver only while collecting, so another writer can
-        // collect the next batch while this one commits.
-        {
-            let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, max_batch).await == 0 {
-                return;
+    load: InboxLoad,
+}
+
+impl WriteLoop {
+    async fn run(self) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            // Hold the receiver only while collecting, so another writer can
+            // collect the next batch while this one commits.
+            {
+                let mut rx = self.rx.lock().await;
+                if rx.recv_many(&mut batch, self.max_batch).await == 0 {
+                    return;
+                }
             }
-        }
-        if commit(&*store, &mut batch).await {
-            committed.notify_one();
+            self.load.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            if commit(&*self.store, &mut batch).await {
+                self.committed.notify_one();
+            }
         }
     }
 }
@@ -127,7 +171,10 @@ async fn commit(store: &dyn Store, batch: &mut Vec<(NewRawEvent, Reply)>) -> boo
         }
         Err(e) => {
             metrics::counter!("dealbridge_store_errors_total", "operation" => "append_events").increment(1);
-            tracing::error!(error = %e, events = events.len(), "Inbox commit failed; callers are told the events are not stored.");
+            // The writer runs outside the requests' spans: name them, so each
+            // request's log lines lead to the reason it got a 503.
+            let request_ids = request_ids(&events);
+            tracing::error!(error = %e, events = events.len(), request_ids = %request_ids, "Inbox commit failed; callers are told the events are not stored.");
             let message = e.to_string();
             for reply in replies {
                 let _ = reply.send(Err(InboxError::Store(StoreError::Unavailable(message.clone()))));
@@ -135,4 +182,10 @@ async fn commit(store: &dyn Store, batch: &mut Vec<(NewRawEvent, Reply)>) -> boo
             false
         }
     }
+}
+
+/// The `x-request-id`s the events were received with, comma-separated.
+fn request_ids(events: &[NewRawEvent]) -> String {
+    let ids = events.iter().filter_map(|e| e.headers.iter().find(|(name, _)| name == "x-request-id"));
+    ids.map(|(_, id)| id.as_str()).collect::<Vec<_>>().join(",")
 }

@@ -7,4 +7,4 @@
 
 mod group_commit;
 
-pub use group_commit::{GroupCommitter, InboxError, InboxOptions};
+pub use group_commit::{GroupCommitter, InboxError, InboxLoad, InboxOptions};

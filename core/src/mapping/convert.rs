@@ -49,9 +49,26 @@ impl FieldValue {
         match self {
             FieldValue::Text(s) => s.clone(),
             FieldValue::Number(d) => d.to_string(),
-            FieldValue::Date(d) => d.format("%Y-%m-%d").to_string(),
+            FieldValue::Date(d) => iso_date(*d),
             FieldValue::DateTime(t) => t.to_rfc3339(),
             FieldValue::Bool(b) => b.to_string(),
+        }
+    }
+
+    /// `to_text`, without copying text that already is text.
+    pub fn into_text(self) -> String {
+        match self {
+            FieldValue::Text(s) => s,
+            FieldValue::Date(d) => iso_date(d),
+            other => other.to_text(),
+        }
+    }
+
+    /// `to_text`, borrowed when the value already is text.
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            FieldValue::Text(s) => std::borrow::Cow::Borrowed(s),
+            other => std::borrow::Cow::Owned(other.to_text()),
         }
     }
 
@@ -64,6 +81,14 @@ impl FieldValue {
         }
     }
 
+    /// `to_json`, without copying text.
+    pub fn into_json(self) -> serde_json::Value {
+        match self {
+            FieldValue::Bool(b) => serde_json::Value::Bool(b),
+            other => serde_json::Value::String(other.into_text()),
+        }
+    }
+
     /// Reads one scalar from a source record; `None` for null and blank
     /// text, which count as "not set" everywhere.
     pub fn from_json(value: &serde_json::Value) -> Result<Option<FieldValue>, String> {
@@ -72,6 +97,13 @@ impl FieldValue {
             serde_json::Value::String(s) if s.trim_matches(is_blank).is_empty() => Ok(None),
             serde_json::Value::String(s) => Ok(Some(FieldValue::Text(s.clone()))),
             serde_json::Value::Bool(b) => Ok(Some(FieldValue::Bool(*b))),
+            // Integers convert exactly, as their text would (scale 0).
+            serde_json::Value::Number(n) if n.as_i64().is_some() => {
+                Ok(Some(FieldValue::Number(Decimal::from(n.as_i64().expect("checked")))))
+            }
+            serde_json::Value::Number(n) if n.as_u64().is_some() => {
+                Ok(Some(FieldValue::Number(Decimal::from(n.as_u64().expect("checked")))))
+            }
             // serde_json keeps integers exact; a fractional JSON number has
             // already been through f64 in the sender and the parser, so its
             // shortest decimal text is the best that can be recovered.
@@ -92,6 +124,53 @@ fn is_blank(c: char) -> bool {
     c.is_whitespace() || c == '\u{00A0}' || c == '\u{202F}' || c == '\u{2007}'
 }
 
+/// `yyyy-mm-dd`, as chrono's `%Y-%m-%d` writes it, without parsing the
+/// format string for every value.
+fn iso_date(date: NaiveDate) -> String {
+    use chrono::Datelike;
+    let (year, month, day) = (date.year(), date.month(), date.day());
+    if !(0..=9999).contains(&year) {
+        // Signed or five-digit years: chrono's rules, rarely needed.
+        return date.format("%Y-%m-%d").to_string();
+    }
+    let mut out = String::with_capacity(10);
+    for n in [year as u32 / 100, year as u32 % 100, month, day] {
+        if out.len() == 4 || out.len() == 7 {
+            out.push('-');
+        }
+        out.push(char::from(b'0' + (n / 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+    }
+    out
+}
+
+/// Trims blanks in place: no new string when there is nothing to trim.
+fn trim_in_place(mut text: String) -> String {
+    let trimmed = text.trim_matches(is_blank);
+    if trimmed.len() == text.len() {
+        return text;
+    }
+    let start = trimmed.as_ptr() as usize - text.as_ptr() as usize;
+    let end = start + trimmed.len();
+    text.truncate(end);
+    text.drain(..start);
+    text
+}
+
+/// Upper or lower case, reusing the string when it is ASCII (the usual
+/// case for codes), with `str::to_uppercase`'s rules otherwise.
+fn change_case(mut text: String, upper: bool) -> String {
+    if !text.is_ascii() {
+        return if upper { text.to_uppercase() } else { text.to_lowercase() };
+    }
+    if upper {
+        text.make_ascii_uppercase();
+    } else {
+        text.make_ascii_lowercase();
+    }
+    text
+}
+
 /// Applies one conversion. `Ok(None)` means the value became empty
 /// (`empty_if`), which counts as "not set".
 pub fn apply(
@@ -99,18 +178,20 @@ pub fn apply(
     value: FieldValue,
     lookups: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<FieldValue, ConvertError> {
+    // Text is converted in place where it can be: this runs for every
+    // field of every record.
     Ok(match conversion {
-        Conversion::Trim => FieldValue::Text(value.to_text().trim_matches(is_blank).to_owned()),
-        Conversion::Upper => FieldValue::Text(value.to_text().to_uppercase()),
-        Conversion::Lower => FieldValue::Text(value.to_text().to_lowercase()),
+        Conversion::Trim => FieldValue::Text(trim_in_place(value.into_text())),
+        Conversion::Upper => FieldValue::Text(change_case(value.into_text(), true)),
+        Conversion::Lower => FieldValue::Text(change_case(value.into_text(), false)),
         Conversion::Decimal => match value {
             FieldValue::Number(d) => FieldValue::Number(d),
-            other => FieldValue::Number(parse_decimal(&other.to_text())?),
+            other => FieldValue::Number(parse_decimal(&other.as_text())?),
         },
         Conversion::Date => match value {
             FieldValue::Date(d) => FieldValue::Date(d),
             FieldValue::DateTime(t) => FieldValue::Date(t.date_naive()),
-            other => FieldValue::Date(parse_date(&other.to_text())?),
+            other => FieldValue::Date(parse_date(&other.as_text())?),
         },
         Conversion::Datetime => match value {
             FieldValue::DateTime(t) => FieldValue::DateTime(t),
@@ -126,18 +207,81 @@ pub fn apply(
         },
         Conversion::Lookup(table) => {
             let entries = lookups.get(table).ok_or_else(|| ConvertError::UnknownLookup(table.clone()))?;
-            let key = value.to_text();
-            match entries.get(&key) {
+            let key = value.as_text();
+            match entries.get(key.as_ref()) {
                 Some(found) => FieldValue::Text(found.clone()),
-                None => return Err(ConvertError::NotInLookup { table: table.clone(), value: key }),
+                None => return Err(ConvertError::NotInLookup { table: table.clone(), value: key.into_owned() }),
             }
         }
         Conversion::StripPrefix(prefix) => {
-            let text = value.to_text();
-            FieldValue::Text(text.strip_prefix(prefix.as_str()).unwrap_or(&text).to_owned())
+            let mut text = value.into_text();
+            if text.starts_with(prefix.as_str()) {
+                text.drain(..prefix.len());
+            }
+            FieldValue::Text(text)
         }
         Conversion::EmptyIf(_) => value,
     })
+}
+
+/// Reads text from a source record and runs `conversions` on it, as
+/// `FieldValue::from_json` and `apply` one by one would, but on borrowed
+/// text until a conversion needs a new string: trimming, a case change
+/// that changes nothing and a lookup copy nothing; decimals and dates are
+/// parsed where the text lies. `Ok(None)`: blank, or emptied.
+pub fn convert_text(
+    raw: &str,
+    conversions: &[Conversion],
+    lookups: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<Option<FieldValue>, ConvertError> {
+    use std::borrow::Cow;
+    if raw.trim_matches(is_blank).is_empty() {
+        return Ok(None);
+    }
+    let mut text: Cow<'_, str> = Cow::Borrowed(raw);
+    for (position, conversion) in conversions.iter().enumerate() {
+        text = match conversion {
+            Conversion::EmptyIf(marker) if text == marker.as_str() => return Ok(None),
+            Conversion::EmptyIf(_) => text,
+            Conversion::Trim => match text {
+                Cow::Borrowed(t) => Cow::Borrowed(t.trim_matches(is_blank)),
+                Cow::Owned(t) => Cow::Owned(trim_in_place(t)),
+            },
+            Conversion::Upper | Conversion::Lower => {
+                let upper = matches!(conversion, Conversion::Upper);
+                let unchanged = text.is_ascii()
+                    && !text.bytes().any(|b| if upper { b.is_ascii_lowercase() } else { b.is_ascii_uppercase() });
+                if unchanged { text } else { Cow::Owned(change_case(text.into_owned(), upper)) }
+            }
+            Conversion::Lookup(table) => {
+                let entries = lookups.get(table).ok_or_else(|| ConvertError::UnknownLookup(table.clone()))?;
+                match entries.get(text.as_ref()) {
+                    Some(found) => Cow::Borrowed(found.as_str()),
+                    None => return Err(ConvertError::NotInLookup { table: table.clone(), value: text.into_owned() }),
+                }
+            }
+            Conversion::StripPrefix(prefix) => match text {
+                Cow::Borrowed(t) => Cow::Borrowed(t.strip_prefix(prefix.as_str()).unwrap_or(t)),
+                Cow::Owned(t) => Cow::Owned(apply(conversion, FieldValue::Text(t), lookups)?.into_text()),
+            },
+            // The value stops being text: the rest runs on `FieldValue`s.
+            typed => {
+                let mut value = match typed {
+                    Conversion::Decimal => FieldValue::Number(parse_decimal(&text)?),
+                    Conversion::Date => FieldValue::Date(parse_date(&text)?),
+                    other => apply(other, FieldValue::Text(text.into_owned()), lookups)?,
+                };
+                for conversion in &conversions[position + 1..] {
+                    if is_emptied(conversion, &value) {
+                        return Ok(None);
+                    }
+                    value = apply(conversion, value, lookups)?;
+                }
+                return Ok(Some(value));
+            }
+        };
+    }
+    Ok(Some(FieldValue::Text(text.into_owned())))
 }
 
 /// Gives a `default:` its field's type. A default is a canonical value, so
@@ -166,13 +310,73 @@ pub fn typed_default(
 
 /// Whether an `empty_if` conversion turns this value into "not set".
 pub fn is_emptied(conversion: &Conversion, value: &FieldValue) -> bool {
-    matches!(conversion, Conversion::EmptyIf(marker) if value.to_text() == *marker)
+    matches!(conversion, Conversion::EmptyIf(marker) if value.as_text() == marker.as_str())
 }
 
 /// Parses a decimal written the way people and 1C write it: `1234.5`,
 /// `1 234,50`, `1.234.567,89`, `1,234,567.89`, NBSP or apostrophes as
 /// thousands separators.
 pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
+    // The same rules as `parse_decimal_general`, on a stack buffer: amounts
+    // are short and ASCII once blanks are gone. Anything else takes the
+    // general path.
+    const CAPACITY: usize = 64;
+    let bad = || ConvertError::NotANumber(raw.to_owned());
+    let mut compact = [0u8; CAPACITY];
+    let mut len = 0;
+    for c in raw.chars() {
+        if is_blank(c) || c == '\'' || c == '’' {
+            continue;
+        }
+        let c = if c == '\u{2212}' { '-' } else { c };
+        if !c.is_ascii() || len == CAPACITY {
+            return parse_decimal_general(raw);
+        }
+        compact[len] = c as u8;
+        len += 1;
+    }
+    let compact = &compact[..len];
+    let count = |b: u8| compact.iter().filter(|&&c| c == b).count();
+    let last = |b: u8| compact.iter().rposition(|&c| c == b);
+    let (commas, dots) = (count(b','), count(b'.'));
+    // (separator dropped as thousands, separator read as the decimal point)
+    let (thousands, point) = match (commas, dots) {
+        (0, 0) => (None, None),
+        (_, 0) if commas == 1 => (None, Some(b',')),
+        (_, 0) => (Some(b','), None),
+        (0, 1) => (None, None),
+        (0, _) => (Some(b'.'), None),
+        _ if last(b',') > last(b'.') && commas == 1 => (Some(b'.'), Some(b',')),
+        _ if last(b'.') > last(b',') && dots == 1 => (Some(b','), None),
+        _ => return Err(bad()),
+    };
+    let mut normalized = [0u8; CAPACITY];
+    let mut len = 0;
+    for &b in compact {
+        if Some(b) == thousands {
+            continue;
+        }
+        normalized[len] = if Some(b) == point { b'.' } else { b };
+        len += 1;
+    }
+    let normalized = std::str::from_utf8(&normalized[..len]).map_err(|_| bad())?;
+    check_decimal_shape(normalized).ok_or_else(bad)?;
+    Decimal::from_str(normalized).map_err(|_| bad())
+}
+
+/// `[+-]digits[.digits]`, as `Decimal::from_str` should see it.
+fn check_decimal_shape(normalized: &str) -> Option<()> {
+    let digits = normalized.strip_prefix(['-', '+']).unwrap_or(normalized);
+    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+    let well_formed = !int_part.is_empty()
+        && int_part.bytes().all(|b| b.is_ascii_digit())
+        && frac_part.bytes().all(|b| b.is_ascii_digit())
+        && !(digits.contains('.') && frac_part.is_empty());
+    well_formed.then_some(())
+}
+
+/// `parse_decimal` for any input (non-ASCII text, very long values).
+fn parse_decimal_general(raw: &str) -> Result<Decimal, ConvertError> {
     let bad = || ConvertError::NotANumber(raw.to_owned());
     let compact: String = raw.chars().filter(|c| !is_blank(*c) && *c != '\'' && *c != '’').collect();
     let compact = compact.replace('\u{2212}', "-");
@@ -190,15 +394,7 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
         _ if compact.rfind('.') > compact.rfind(',') && dots == 1 => compact.replace(',', ""),
         _ => return Err(bad()),
     };
-    let digits = normalized.strip_prefix(['-', '+']).unwrap_or(&normalized);
-    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
-    let well_formed = !int_part.is_empty()
-        && int_part.bytes().all(|b| b.is_ascii_digit())
-        && frac_part.bytes().all(|b| b.is_ascii_digit())
-        && !(digits.contains('.') && frac_part.is_empty());
-    if !well_formed {
-        return Err(bad());
-    }
+    check_decimal_shape(&normalized).ok_or_else(bad)?;
     Decimal::from_str(&normalized).map_err(|_| bad())
 }
 
@@ -206,6 +402,9 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
 /// written (in its own offset).
 pub fn parse_date(raw: &str) -> Result<NaiveDate, ConvertError> {
     let text = raw.trim_matches(is_blank);
+    if let Some(date) = exact_date(text) {
+        return Ok(date);
+    }
     for format in ["%d.%m.%Y", "%Y-%m-%d"] {
         if let Ok(date) = NaiveDate::parse_from_str(text, format) {
             return Ok(date);
@@ -218,6 +417,24 @@ pub fn parse_date(raw: &str) -> Result<NaiveDate, ConvertError> {
         return Ok(t.date());
     }
     Err(ConvertError::NotADate(raw.to_owned()))
+}
+
+/// A valid `dd.mm.yyyy` or `yyyy-mm-dd` with every digit written, read
+/// without chrono's format parser; `None` leaves the value to it.
+fn exact_date(text: &str) -> Option<NaiveDate> {
+    let b = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
+    if b.len() != 10 {
+        return None;
+    }
+    let (year, month, day) = match (b[2], b[5], b[4], b[7]) {
+        (b'.', b'.', _, _) => (number(6..10)?, number(3..5)?, number(0..2)?),
+        (_, _, b'-', b'-') => (number(0..4)?, number(5..7)?, number(8..10)?),
+        _ => return None,
+    };
+    NaiveDate::from_ymd_opt(year as i32, month, day)
 }
 
 /// Parses a date-time that carries its offset.
@@ -288,6 +505,12 @@ mod tests {
         assert_eq!(parse_decimal("+7").unwrap(), dec("7"));
         assert_eq!(parse_decimal("1.000.000").unwrap(), dec("1000000"));
         assert_eq!(parse_decimal("0,01").unwrap(), dec("0.01"));
+        assert_eq!(parse_decimal("\u{2212}5,5").unwrap(), dec("-5.5"));
+        let long = format!("{},5", "1".repeat(70));
+        assert_eq!(parse_decimal(&long), parse_decimal_general(&long), "long values take the general path");
+        for raw in ["1 234 567,89", "1,234.5", "1.234,5", "12,34,56.7.8", "+7", "-0,00", "1.", "١٢"] {
+            assert_eq!(parse_decimal(raw), parse_decimal_general(raw), "{raw:?}");
+        }
     }
 
     #[test]
@@ -306,6 +529,11 @@ mod tests {
         assert_eq!(parse_date("2024-02-01T10:00:00").unwrap(), feb1, "1C dates have no offset");
         assert!(parse_date("31.02.2024").is_err());
         assert!(parse_date("2024/02/01").is_err());
+        assert_eq!(parse_date("1.02.2024").unwrap(), feb1, "chrono's forms still parse");
+        assert!(parse_date("2024-13-01").is_err());
+        assert_eq!(FieldValue::Date(feb1).to_text(), "2024-02-01");
+        let early = NaiveDate::from_ymd_opt(33, 1, 9).unwrap();
+        assert_eq!(FieldValue::Date(early).to_text(), early.format("%Y-%m-%d").to_string());
     }
 
     #[test]
@@ -349,6 +577,42 @@ mod tests {
         let number = apply(&Conversion::Decimal, FieldValue::Number(dec("5")), &lookups).unwrap();
         assert_eq!(apply(&Conversion::Trim, number, &lookups).unwrap(), text("5"));
         assert!(is_emptied(&Conversion::EmptyIf("0".into()), &text("0")));
+    }
+
+    #[test]
+    fn borrowed_text_conversions_equal_the_step_by_step_ones() {
+        let lookups = BTreeMap::from([("cur".to_owned(), BTreeMap::from([("RUB".to_owned(), "RUB".to_owned())]))]);
+        let chains: Vec<Vec<Conversion>> = vec![
+            vec![Conversion::Trim],
+            vec![Conversion::Trim, Conversion::Upper, Conversion::Lookup("cur".into())],
+            vec![Conversion::Upper, Conversion::Lookup("cur".into())],
+            vec![Conversion::Lower, Conversion::Trim],
+            vec![Conversion::Decimal],
+            vec![Conversion::Trim, Conversion::Decimal, Conversion::Trim],
+            vec![Conversion::Date],
+            vec![Conversion::EmptyIf("0".into()), Conversion::Decimal],
+            vec![Conversion::Trim, Conversion::EmptyIf("-".into())],
+            vec![Conversion::StripPrefix("D_".into()), Conversion::Upper, Conversion::StripPrefix("X".into())],
+            vec![Conversion::Boolean, Conversion::Trim],
+            vec![Conversion::Lookup("missing".into())],
+        ];
+        let inputs =
+            [" rub ", "RUB", "rub", "Rüb", " 1 234,50 ", "0", "-", " - ", "01.02.2024", "d_x1", "Y", "x", "  "];
+        for chain in &chains {
+            for input in inputs {
+                let stepwise = FieldValue::from_json(&serde_json::json!(input)).unwrap().map_or(Ok(None), |v| {
+                    let mut value = v;
+                    for conversion in chain {
+                        if is_emptied(conversion, &value) {
+                            return Ok(None);
+                        }
+                        value = apply(conversion, value, &lookups)?;
+                    }
+                    Ok(Some(value))
+                });
+                assert_eq!(convert_text(input, chain, &lookups), stepwise, "{input:?} through {chain:?}");
+            }
+        }
     }
 
     #[test]

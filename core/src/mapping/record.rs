@@ -20,7 +20,8 @@ pub(crate) struct CompiledBinding {
     pub record_kind: String,
     pub filter: Option<String>,
     pub id: SourcePath,
-    pub parent: Option<(SourcePath, Vec<Conversion>)>,
+    /// Where the parent's id is read (never defaulted).
+    pub parent: Option<ValueSource>,
     /// Source path of the stage and the name of its stage map.
     pub stage: Option<(SourcePath, String)>,
     pub fields: Vec<CompiledField>,
@@ -33,6 +34,8 @@ pub(crate) struct CompiledField {
     pub target: BindingTarget,
     /// The canonical field as written (`client.inn`), for errors.
     pub name: String,
+    /// `<name> currency`, for errors about an amount's currency.
+    pub currency_name: String,
     pub value: ValueSource,
     pub required: bool,
     pub person: bool,
@@ -74,8 +77,8 @@ pub enum MappingError {
 /// What the set knows that record mapping needs besides the binding.
 pub(crate) struct MappingContext<'a> {
     pub lookups: &'a BTreeMap<String, BTreeMap<String, String>>,
-    /// (connector instance, system user id) → canonical person id.
-    pub people_by_system_id: &'a BTreeMap<(String, String), String>,
+    /// Connector instance → system user id → canonical person id.
+    pub people_by_system_id: &'a BTreeMap<String, BTreeMap<String, String>>,
     pub stage_maps: &'a BTreeMap<String, super::validate::CompiledStageMap>,
 }
 
@@ -100,18 +103,17 @@ impl CompiledBinding {
             .id
             .get(record)
             .and_then(|v| FieldValue::from_json(v).ok().flatten())
-            .map(|v| v.to_text())
+            .map(FieldValue::into_text)
             .ok_or_else(|| MappingError::MissingId { binding: self.name.clone(), path: self.id.to_string() })?;
         let source = ExternalRef::new(&self.system, &self.connector, id);
         let mut observed = DealObservation::default();
         if let Some((path, map_name)) = &self.stage {
             self.map_stage(record, path, map_name, ctx, &mut observed)?;
         }
-        if let Some((path, convert)) = &self.parent {
-            let parent_source = ValueSource { from: Some(path.clone()), convert: convert.clone(), default: None };
-            if let Some(parent_id) = self.single(&parent_source, "parent", record, ctx)? {
-                observed.parent = Some(ExternalRef::new(&self.system, &self.connector, parent_id.to_text()));
-            }
+        if let Some(parent_source) = &self.parent
+            && let Some(parent_id) = self.single(parent_source, "parent", record, ctx)?
+        {
+            observed.parent = Some(ExternalRef::new(&self.system, &self.connector, parent_id.into_text()));
         }
         for field in &self.fields {
             self.map_field(field, record, ctx, &mut observed)?;
@@ -130,14 +132,15 @@ impl CompiledBinding {
         let Some(system_stage) = path.get(record).and_then(|v| FieldValue::from_json(v).ok().flatten()) else {
             return Ok(());
         };
-        let system_stage = system_stage.to_text();
+        let system_stage = system_stage.as_text();
         let map = ctx.stage_maps.get(map_name);
-        let canonical = map.and_then(|m| m.inbound.get(&system_stage)).ok_or_else(|| MappingError::UnknownStage {
-            binding: self.name.clone(),
-            stage: system_stage.clone(),
-            path: path.to_string(),
-            map: map_name.to_owned(),
-        })?;
+        let canonical =
+            map.and_then(|m| m.inbound.get(system_stage.as_ref())).ok_or_else(|| MappingError::UnknownStage {
+                binding: self.name.clone(),
+                stage: system_stage.clone().into_owned(),
+                path: path.to_string(),
+                map: map_name.to_owned(),
+            })?;
         observed.pipeline = map.map(|m| m.pipeline.clone());
         observed.stage = Some(canonical.clone());
         Ok(())
@@ -167,26 +170,27 @@ impl CompiledBinding {
             return Ok(());
         }
         let values = if field.person { self.people(field, values, ctx)? } else { values };
-        let texts = || values.iter().map(FieldValue::to_text).collect::<Vec<_>>();
-        let first = values[0].clone();
+        // The values are moved into the observation: no text is copied.
+        let texts = |values: Vec<FieldValue>| values.into_iter().map(FieldValue::into_text).collect::<Vec<_>>();
+        let first = |values: Vec<FieldValue>| values.into_iter().next().expect("not empty");
         fn client(observed: &mut DealObservation) -> &mut Client {
             observed.client.get_or_insert_with(Client::default)
         }
         match &field.target {
-            BindingTarget::Title => observed.title = Some(first.to_text()),
-            BindingTarget::Amount => observed.amount = Some(self.money(field, first, record, ctx)?),
-            BindingTarget::ClientName => client(observed).name = first.to_text(),
-            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&first.to_text())),
-            BindingTarget::ClientKpp => client(observed).kpp = Some(first.to_text()),
-            BindingTarget::ClientEmails => client(observed).emails = texts(),
-            BindingTarget::ClientPhones => client(observed).phones = texts(),
-            BindingTarget::Responsible => observed.responsible = Some(first.to_text()),
-            BindingTarget::Actor => observed.actor = Some(first.to_text()),
+            BindingTarget::Title => observed.title = Some(first(values).into_text()),
+            BindingTarget::Amount => observed.amount = Some(self.money(field, first(values), record, ctx)?),
+            BindingTarget::ClientName => client(observed).name = first(values).into_text(),
+            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&first(values).as_text())),
+            BindingTarget::ClientKpp => client(observed).kpp = Some(first(values).into_text()),
+            BindingTarget::ClientEmails => client(observed).emails = texts(values),
+            BindingTarget::ClientPhones => client(observed).phones = texts(values),
+            BindingTarget::Responsible => observed.responsible = Some(first(values).into_text()),
+            BindingTarget::Actor => observed.actor = Some(first(values).into_text()),
             BindingTarget::Custom(name) => {
                 let json = if list {
-                    serde_json::Value::Array(values.iter().map(FieldValue::to_json).collect())
+                    serde_json::Value::Array(values.into_iter().map(FieldValue::into_json).collect())
                 } else {
-                    first.to_json()
+                    first(values).into_json()
                 };
                 observed.custom_fields.insert(name.clone(), json);
             }
@@ -204,21 +208,21 @@ impl CompiledBinding {
         // An amount is always a number, so `decimal` is implied.
         let amount: Decimal = match value {
             FieldValue::Number(d) => d,
-            other => convert::parse_decimal(&other.to_text())
+            other => convert::parse_decimal(&other.as_text())
                 .map_err(|e| self.field_error(&field.name, &field.value, e.to_string()))?,
         };
-        let currency_name = format!("{} currency", field.name);
+        let currency_name = &field.currency_name;
         let currency = match &field.currency {
-            Some(source) => self.single(source, &currency_name, record, ctx)?,
+            Some(source) => self.single(source, currency_name, record, ctx)?,
             None => None,
         };
         let Some(currency) = currency else {
             let path = field.currency.as_ref().map(path_text).unwrap_or_default();
-            return Err(MappingError::Required { binding: self.name.clone(), field: currency_name, path });
+            return Err(MappingError::Required { binding: self.name.clone(), field: currency_name.clone(), path });
         };
-        Money::new(amount, &currency.to_text()).map_err(|e| {
+        Money::new(amount, &currency.as_text()).map_err(|e| {
             let source = field.currency.as_ref().unwrap_or(&field.value);
-            self.field_error(&currency_name, source, e.to_string())
+            self.field_error(currency_name, source, e.to_string())
         })
     }
 
@@ -229,15 +233,16 @@ impl CompiledBinding {
         values: Vec<FieldValue>,
         ctx: &MappingContext<'_>,
     ) -> Result<Vec<FieldValue>, MappingError> {
+        let people = ctx.people_by_system_id.get(&self.connector);
         values
             .into_iter()
             .map(|v| {
-                let key = (self.connector.clone(), v.to_text());
-                ctx.people_by_system_id.get(&key).map(|id| FieldValue::Text(id.clone())).ok_or_else(|| {
+                let user = v.as_text();
+                people.and_then(|p| p.get(user.as_ref())).map(|id| FieldValue::Text(id.clone())).ok_or_else(|| {
                     self.field_error(
                         &field.name,
                         &field.value,
-                        format!("user `{}` of `{}` is not declared under `people`", key.1, self.connector),
+                        format!("user `{user}` of `{}` is not declared under `people`", self.connector),
                     )
                 })
             })
@@ -252,12 +257,14 @@ impl CompiledBinding {
         record: &serde_json::Value,
         ctx: &MappingContext<'_>,
     ) -> Result<Option<FieldValue>, MappingError> {
-        let raw = match source.from.as_ref().and_then(|p| p.get(record)) {
-            Some(v) => FieldValue::from_json(v).map_err(|e| self.field_error(field, source, e))?,
-            None => None,
-        };
-        let converted = match raw {
-            Some(raw) => self.convert(source, field, raw, ctx)?,
+        let converted = match source.from.as_ref().and_then(|p| p.get(record)) {
+            // Text, the usual case, is converted borrowed.
+            Some(serde_json::Value::String(text)) => convert::convert_text(text, &source.convert, ctx.lookups)
+                .map_err(|e| self.field_error(field, source, e.to_string()))?,
+            Some(v) => match FieldValue::from_json(v).map_err(|e| self.field_error(field, source, e))? {
+                Some(raw) => self.convert(source, field, raw, ctx)?,
+                None => None,
+            },
             None => None,
         };
         match converted {

@@ -25,8 +25,8 @@ pub struct MappingSet {
     stage_maps: BTreeMap<String, CompiledStageMap>,
     lookups: BTreeMap<String, BTreeMap<String, String>>,
     custom_fields: BTreeSet<String>,
-    /// (connector instance, system user id) → canonical person id.
-    people_by_system_id: BTreeMap<(String, String), String>,
+    /// Connector instance → system user id → canonical person id.
+    people_by_system_id: BTreeMap<String, BTreeMap<String, String>>,
     files: Vec<String>,
 }
 
@@ -99,12 +99,12 @@ impl MappingSet {
             Ok(filters) => std::sync::Arc::new(filters),
             Err(message) => return Err(vec![Diagnostic::file("<bindings>", message)]),
         };
-        let people_by_system_id = compiled
-            .plan
-            .people
-            .iter()
-            .flat_map(|p| p.system_ids.iter().map(|(instance, id)| ((instance.clone(), id.clone()), p.id.clone())))
-            .collect();
+        let mut people_by_system_id: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for person in &compiled.plan.people {
+            for (instance, id) in &person.system_ids {
+                people_by_system_id.entry(instance.clone()).or_default().insert(id.clone(), person.id.clone());
+            }
+        }
         Ok(Self {
             plan: compiled.plan,
             runtime,

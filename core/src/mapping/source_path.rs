@@ -78,15 +78,32 @@ impl SourcePath {
         &self.text
     }
 
-    /// The single value at the path, if any (for paths without `[*]`).
+    /// The single value at the path, if any (for paths without `[*]`; for
+    /// one with `[*]`, the first value it reaches).
     pub fn get<'v>(&self, record: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
-        self.get_all(record).into_iter().next()
+        // Every record field of every binding goes through here, so a path
+        // without `[*]` is walked in place rather than through `get_all`.
+        let mut current = record;
+        for (position, segment) in self.segments.iter().enumerate() {
+            current = match (segment, current) {
+                (Segment::Key(k), serde_json::Value::Object(map)) => map.get(k)?,
+                (Segment::Index(i), serde_json::Value::Array(items)) => items.get(*i)?,
+                (Segment::Every, _) => return self.get_all_from(position, current).into_iter().next(),
+                _ => return None,
+            };
+        }
+        Some(current)
     }
 
     /// Every value the path reaches; missing branches are skipped.
     pub fn get_all<'v>(&self, record: &'v serde_json::Value) -> Vec<&'v serde_json::Value> {
-        let mut current = vec![record];
-        for segment in &self.segments {
+        self.get_all_from(0, record)
+    }
+
+    /// Every value the segments from `start` on reach from `value`.
+    fn get_all_from<'v>(&self, start: usize, value: &'v serde_json::Value) -> Vec<&'v serde_json::Value> {
+        let mut current = vec![value];
+        for segment in &self.segments[start..] {
             current = current
                 .into_iter()
                 .flat_map(|value| -> Vec<&serde_json::Value> {

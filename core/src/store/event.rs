@@ -101,10 +101,12 @@ pub(crate) fn first_occurrences(events: &[NewRawEvent]) -> Vec<usize> {
         .collect()
 }
 
+/// The kept headers as one JSON object, keys sorted (as `serde_json::Map`
+/// orders them); serialized from borrowed text, since this runs for every
+/// accepted webhook.
 pub(crate) fn headers_to_json(headers: &[(String, String)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> =
-        headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-    serde_json::Value::Object(map).to_string()
+    let map: std::collections::BTreeMap<&str, &str> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned())
 }
 
 pub(crate) fn headers_from_json(text: &str) -> Result<Vec<(String, String)>, String> {

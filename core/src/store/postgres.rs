@@ -18,8 +18,8 @@ use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
 use super::{
-    Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventState, NewRawEvent, QueuedMessage, RawEvent, Store,
-    StoreError, redact_url,
+    Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventOutcome, EventState, NewRawEvent, QueuedMessage,
+    RawEvent, Store, StoreError, redact_url,
 };
 use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
@@ -84,6 +84,42 @@ fn count(v: i64) -> Result<u64, StoreError> {
 
 const EVENT_COLUMNS: &str = "seq, id, connector, delivery_key, received_at, headers::text AS headers, body, state, \
                              state_detail, processed_at";
+
+/// Records events' outcomes with one `UPDATE` whatever their number (the
+/// processor writes a page of them at once); every event must be stored.
+async fn record_outcomes(tx: &mut Transaction<'_, Postgres>, outcomes: &[EventOutcome]) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    // The last outcome of an event wins, as if they were applied in order.
+    let mut latest = std::collections::HashMap::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        latest.insert(outcome.event_id, outcome);
+    }
+    let (mut ids, mut states, mut details) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, outcome) in &latest {
+        ids.push(*id);
+        states.push(outcome.state.name());
+        details.push(outcome.state.detail());
+    }
+    let updated = sqlx::query(
+        "UPDATE inbox_events e SET state = o.state, state_detail = o.detail, processed_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS o(id, state, detail)
+         WHERE e.id = o.id",
+    )
+    .bind(&ids)
+    .bind(&states)
+    .bind(&details)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == ids.len() as u64 {
+        return Ok(());
+    }
+    let stored: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM inbox_events WHERE id = ANY($1)").bind(&ids).fetch_all(&mut **tx).await?;
+    let missing = ids.iter().find(|id| !stored.contains(id)).copied().unwrap_or_default();
+    Err(StoreError::Conflict(format!("no stored event {missing}")))
+}
 
 async fn write_deal(tx: &mut Transaction<'_, Postgres>, deal: &Deal) -> Result<(), StoreError> {
     sqlx::query(
@@ -376,19 +412,7 @@ impl Store for PgStore {
         for (team, position) in &changes.team_cursors {
             write_team_cursor(&mut tx, team, *position).await?;
         }
-        for outcome in &changes.event_outcomes {
-            let updated = sqlx::query(
-                "UPDATE inbox_events SET state = $1, state_detail = $2, processed_at = now() WHERE id = $3",
-            )
-            .bind(outcome.state.name())
-            .bind(outcome.state.detail())
-            .bind(outcome.event_id)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("no stored event {}", outcome.event_id)));
-            }
-        }
+        record_outcomes(&mut tx, &changes.event_outcomes).await?;
         tx.commit().await?;
         Ok(())
     }

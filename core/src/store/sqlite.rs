@@ -23,8 +23,8 @@ use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
 use super::{
-    Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventState, NewRawEvent, QueuedMessage, RawEvent, Store,
-    StoreError,
+    Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventOutcome, EventState, NewRawEvent, QueuedMessage,
+    RawEvent, Store, StoreError,
 };
 use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
@@ -120,6 +120,70 @@ fn count(v: i64) -> Result<u64, StoreError> {
 
 const EVENT_COLUMNS: &str =
     "seq, id, connector, delivery_key, received_at, headers, body, state, state_detail, processed_at";
+
+/// Row counts of the multi-row `INSERT`s that store a batch of raw events.
+/// Every statement is one round trip to SQLite's connection thread, so a
+/// batch goes in a few statements instead of one per event; a fixed set of
+/// shapes keeps them all in the prepared-statement cache. 64 rows are 384
+/// parameters, far below SQLite's limit.
+const EVENT_INSERT_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// The largest statement shape that fits `remaining` events.
+fn insert_chunk_len(remaining: usize) -> usize {
+    EVENT_INSERT_ROWS.into_iter().find(|&n| n <= remaining).unwrap_or(1)
+}
+
+/// `INSERT` of `rows` raw events; a repeated delivery key inserts nothing.
+fn insert_events_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO inbox_events (id, connector, delivery_key, received_at, headers, body) VALUES ");
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?)" });
+    }
+    sql.push_str(" ON CONFLICT (connector, delivery_key) DO NOTHING");
+    sql
+}
+
+/// Records events' outcomes with one `UPDATE` whatever their number (the
+/// processor writes a page of them at once); every event must be stored.
+async fn record_outcomes(
+    tx: &mut Transaction<'_, Sqlite>,
+    outcomes: &[EventOutcome],
+    now: i64,
+) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    // The last outcome of an event wins, as if they were applied in order.
+    let mut latest = std::collections::HashMap::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        latest.insert(outcome.event_id, outcome);
+    }
+    let rows: Vec<serde_json::Value> = latest
+        .values()
+        .map(|o| serde_json::json!([o.event_id.to_string(), o.state.name(), o.state.detail()]))
+        .collect();
+    let updated = sqlx::query(
+        "UPDATE inbox_events SET state = o.state, state_detail = o.detail, processed_at = ?
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS detail FROM json_each(?)) AS o
+         WHERE inbox_events.id = o.id",
+    )
+    .bind(now)
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == latest.len() as u64 {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = latest.keys().copied().collect();
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM inbox_events WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(id_list(&ids))
+            .fetch_all(&mut **tx)
+            .await?;
+    let missing = ids.iter().find(|id| !stored.contains(&id.to_string())).copied().unwrap_or_default();
+    Err(StoreError::Conflict(format!("no stored event {missing}")))
+}
 
 async fn write_deal(tx: &mut Transaction<'_, Sqlite>, deal: &Deal) -> Result<(), StoreError> {
     let id = deal.id.to_string();
@@ -291,39 +355,55 @@ impl Store for SqliteStore {
 
     async fn append_events(&self, events: &[NewRawEvent]) -> Result<Vec<Appended>, StoreError> {
         let firsts = first_occurrences(events);
-        let mut results: Vec<Appended> = Vec::with_capacity(events.len());
+        // Only the first of several events with one delivery key is inserted.
+        let unique: Vec<&NewRawEvent> =
+            events.iter().enumerate().filter(|(i, _)| firsts[*i] == *i).map(|(_, e)| e).collect();
+        let mut originals = std::collections::HashMap::new();
         let mut tx = self.writer.begin().await?;
-        for (i, event) in events.iter().enumerate() {
-            if firsts[i] != i {
-                results.push(Appended { id: results[firsts[i]].id, duplicate: true });
-                continue;
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO inbox_events (id, connector, delivery_key, received_at, headers, body)
-                 VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (connector, delivery_key) DO NOTHING",
-            )
-            .bind(event.id.to_string())
-            .bind(&event.connector)
-            .bind(&event.delivery_key)
-            .bind(micros(event.received_at))
-            .bind(headers_to_json(&event.headers))
-            .bind(&event.body)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                results.push(Appended { id: event.id, duplicate: false });
-                continue;
-            }
-            let original: String =
-                sqlx::query_scalar("SELECT id FROM inbox_events WHERE connector = ? AND delivery_key = ?")
+        let mut rest = unique.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(insert_chunk_len(rest.len()));
+            rest = tail;
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_events_sql(chunk.len())));
+            for event in chunk {
+                insert = insert
+                    .bind(event.id.to_string())
                     .bind(&event.connector)
                     .bind(&event.delivery_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            results.push(Appended { id: parse_uuid(&original)?, duplicate: true });
+                    .bind(micros(event.received_at))
+                    .bind(headers_to_json(&event.headers))
+                    .bind(&event.body);
+            }
+            let inserted = insert.execute(&mut *tx).await?.rows_affected();
+            if inserted == chunk.len() as u64 {
+                continue;
+            }
+            // Some repeated a stored delivery: find the original ids (rare).
+            for event in chunk.iter().filter(|e| e.delivery_key.is_some()) {
+                let stored: String =
+                    sqlx::query_scalar("SELECT id FROM inbox_events WHERE connector = ? AND delivery_key = ?")
+                        .bind(&event.connector)
+                        .bind(&event.delivery_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let stored = parse_uuid(&stored)?;
+                if stored != event.id {
+                    originals.insert(event.id, stored);
+                }
+            }
         }
         tx.commit().await?;
+        let mut results: Vec<Appended> = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            results.push(if firsts[i] != i {
+                Appended { id: results[firsts[i]].id, duplicate: true }
+            } else {
+                match originals.get(&event.id) {
+                    Some(original) => Appended { id: *original, duplicate: true },
+                    None => Appended { id: event.id, duplicate: false },
+                }
+            });
+        }
         Ok(results)
     }
 
@@ -370,19 +450,7 @@ impl Store for SqliteStore {
         for (team, position) in &changes.team_cursors {
             write_team_cursor(&mut tx, team, *position).await?;
         }
-        for outcome in &changes.event_outcomes {
-            let updated =
-                sqlx::query("UPDATE inbox_events SET state = ?, state_detail = ?, processed_at = ? WHERE id = ?")
-                    .bind(outcome.state.name())
-                    .bind(outcome.state.detail())
-                    .bind(now)
-                    .bind(outcome.event_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("no stored event {}", outcome.event_id)));
-            }
-        }
+        record_outcomes(&mut tx, &changes.event_outcomes, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -20,6 +20,11 @@ use super::sqlite::{SqliteStore, doc_from_row, from_micros, micros, parse_uuid};
 const RECORD_COLUMNS: &str = "d.lane, d.state, d.attempts, d.round_attempts, d.due_at, d.last_class, d.last_error, \
                               d.outcome, d.created_at, d.updated_at, c.doc";
 const OCCUPYING: &str = "('waiting', 'parked', 'held')";
+/// Takes the write lock at the start: these transactions read, then write,
+/// and an admin command (`dealbridge deliveries`) may write from another
+/// process, so a deferred transaction could fail to upgrade (`SQLITE_BUSY`)
+/// instead of waiting its turn.
+const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 fn record_from_row(row: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
     let state: String = row.try_get("state")?;
@@ -166,7 +171,7 @@ impl DeliveryLog for SqliteStore {
         if busy.is_none() {
             return Ok(Admitted::Free);
         }
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         // The head may have finished meanwhile: decide again under the writer.
         if let Some(state) = state_of(&mut tx, admission.command_id).await? {
             tx.commit().await?;
@@ -197,7 +202,7 @@ impl DeliveryLog for SqliteStore {
         s: &Settlement,
         next_lease: Option<&Lease>,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let before = state_of(&mut tx, s.admission.command_id).await?;
         sqlx::query(
             "INSERT INTO deliveries (command_id, lane, deal_id, connector, state, attempts, round_attempts, due_at,
@@ -243,7 +248,7 @@ impl DeliveryLog for SqliteStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE deliveries SET lease_owner = ?, lease_until = ?
              WHERE seq IN (SELECT seq FROM deliveries
@@ -366,7 +371,7 @@ impl DeliveryLog for SqliteStore {
         command_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Result<DeliveryRecord, AdminRefusal>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let Some(record) = record_in(&mut tx, command_id).await? else {
             return Ok(Err(AdminRefusal::NotFound));
         };
@@ -399,7 +404,7 @@ impl DeliveryLog for SqliteStore {
         command_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Result<DeliveryRecord, AdminRefusal>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let Some(record) = record_in(&mut tx, command_id).await? else {
             return Ok(Err(AdminRefusal::NotFound));
         };

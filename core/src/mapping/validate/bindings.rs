@@ -51,7 +51,8 @@ fn binding(
     let id = path(def, &b.id, false, diags);
     let parent = b.parent.as_ref().map(|p| {
         check_conversions(def, &p.convert, lookups, diags);
-        (path(def, &p.from, false, diags), p.convert.iter().map(|c| c.value.clone()).collect())
+        let convert = p.convert.iter().map(|c| c.value.clone()).collect();
+        ValueSource { from: Some(path(def, &p.from, false, diags)), convert, default: None }
     });
     let stage = b.stage.as_ref().map(|s| {
         if !spec.stage_maps.contains_key(s.map.as_str()) {
@@ -113,7 +114,15 @@ fn compile_field(
         (_, None) => None,
     };
     let person = field.person.unwrap_or(target.is_person());
-    Some(CompiledField { target, name: name.value.clone(), value, required: field.required, person, currency })
+    Some(CompiledField {
+        target,
+        name: name.value.clone(),
+        currency_name: format!("{} currency", name.value),
+        value,
+        required: field.required,
+        person,
+        currency,
+    })
 }
 
 /// Checks the path, the conversions, and that the default has the field's
