@@ -94,8 +94,22 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     data
 }
 
+/// Where the real samples are: `DEALBRIDGE_SAMPLES_DIR`, else `../shared/samples`
+/// beside the repository. A checkout without them skips these tests, saying so.
+fn samples_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("DEALBRIDGE_SAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: no bank samples at {} (set DEALBRIDGE_SAMPLES_DIR)", dir.display());
+        None
+    }
+}
+
 fn samples() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples");
+    let Some(dir) = samples_dir() else { return Vec::new() };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

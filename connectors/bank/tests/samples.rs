@@ -9,8 +9,22 @@ use std::str::FromStr;
 use dealbridge_connector_bank::{Direction, Format, Statement, Summary, TextEncoding, WarningCode, parse_statement};
 use rust_decimal::Decimal;
 
+/// Where the real samples are: `DEALBRIDGE_SAMPLES_DIR`, else `../shared/samples`
+/// beside the repository. A checkout without them skips these tests, saying so.
+fn samples_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("DEALBRIDGE_SAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: no bank samples at {} (set DEALBRIDGE_SAMPLES_DIR)", dir.display());
+        None
+    }
+}
+
 fn sample_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples").join(name)
+    samples_dir().expect("samples present (checked at the start of each test)").join(name)
 }
 
 fn parse(name: &str) -> Statement {
@@ -168,6 +182,9 @@ const EXPECTED: &[Expected] = &[
 
 #[test]
 fn every_sample_gives_its_counts_and_sums() {
+    if samples_dir().is_none() {
+        return;
+    }
     for e in EXPECTED {
         let statement = parse(e.file);
         let s = Summary::of(&statement);
@@ -188,6 +205,9 @@ fn every_sample_gives_its_counts_and_sums() {
 
 #[test]
 fn every_sample_file_is_covered() {
+    if samples_dir().is_none() {
+        return;
+    }
     let dir = sample_path("");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -204,6 +224,9 @@ fn every_sample_file_is_covered() {
 
 #[test]
 fn versions_and_formats_are_reported() {
+    if samples_dir().is_none() {
+        return;
+    }
     assert_eq!(parse("1c_kilylabs_one_day.txt").format, Format::ClientBankExchange("1.02".into()));
     assert_eq!(parse("1c_odin_palace_version_1_03.txt").format, Format::ClientBankExchange("1.03".into()));
     assert_eq!(parse("camt053_genkgo_v2_multi_statement.xml").format, Format::Camt053("001.02".into()));
@@ -213,6 +236,9 @@ fn versions_and_formats_are_reported() {
 
 #[test]
 fn one_c_documents_keep_their_fields() {
+    if samples_dir().is_none() {
+        return;
+    }
     let s = parse("1c_odin_palace_unknown_direction.txt");
     let incoming = s.entries.iter().find(|e| e.direction == Direction::Credit).unwrap();
     assert_eq!(incoming.number, "FDC240");
@@ -241,6 +267,9 @@ fn one_c_documents_keep_their_fields() {
 
 #[test]
 fn mixed_encoding_file_is_read_line_by_line() {
+    if samples_dir().is_none() {
+        return;
+    }
     // to_bank.txt is Windows-1251 except its last line, `КонецФайла` in UTF-8.
     let s = parse("1c_dronm_clbnk_to_bank.txt");
     let w = s.warnings.iter().find(|w| w.code == WarningCode::MixedEncoding).unwrap();
@@ -251,6 +280,9 @@ fn mixed_encoding_file_is_read_line_by_line() {
 
 #[test]
 fn camt_entries_carry_parties_remittance_and_references() {
+    if samples_dir().is_none() {
+        return;
+    }
     let s = parse("camt053_genkgo_v8.xml");
     let e = &s.entries[0];
     assert_eq!(e.payer.name, "NAME NAME");
@@ -271,6 +303,9 @@ fn camt_entries_carry_parties_remittance_and_references() {
 
 #[test]
 fn mt940_lines_carry_their_information() {
+    if samples_dir().is_none() {
+        return;
+    }
     let s = parse("mt940_jejik_ing.sta");
     assert_eq!(s.entries[0].amount, d("25.03"));
     assert!(s.entries[0].purpose.starts_with("RC AFREKENING BETALINGSVERKEER"));
@@ -281,6 +316,9 @@ fn mt940_lines_carry_their_information() {
 
 #[test]
 fn payments_have_direction_parties_and_stable_ids() {
+    if samples_dir().is_none() {
+        return;
+    }
     let now = chrono::Utc::now();
     let s = parse("1c_odin_palace_version_1_03.txt");
     let payments = dealbridge_connector_bank::payments::to_payments(&s, now);
