@@ -85,6 +85,13 @@ const PAGE: u32 = 1024;
 /// How long a woken processor waits for more events before a pass.
 const GATHER: Duration = Duration::from_millis(25);
 
+/// How long a gap in the event sequence may be a commit still in flight.
+/// PostgreSQL inbox writers commit concurrently, so event 41 can become
+/// visible after event 42: paging past the gap at once would skip 41 for
+/// good. Younger gaps hold the cursor; older ones are rolled-back sequence
+/// numbers that will never fill.
+const GAP_GRACE: Duration = Duration::from_secs(10);
+
 /// The pause before the next pass while webhooks are waiting for their
 /// commit. It bounds the processor to about one page per pause under a
 /// burst (tens of thousands of events per second), so it keeps up with
@@ -136,7 +143,8 @@ impl EventProcessor {
     /// `None` when there was nothing new. A transient error stops before the
     /// failing event so it is retried first.
     async fn process_page(&self, cursor: i64) -> Result<Option<i64>, HandleError> {
-        let events = self.store.events_after(cursor, PAGE).await?;
+        let mut events = self.store.events_after(cursor, PAGE).await?;
+        events.truncate(settled_prefix(cursor, &events, chrono::Utc::now(), GAP_GRACE));
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(None) };
         let mut done = cursor;
         // Outcomes that change nothing else (ignored, failed) are written
@@ -219,6 +227,22 @@ impl Tally {
             tracing::warn!(events, first_event_id = %first, %connector, %error, "Events failed; kept for replay.");
         }
     }
+}
+
+/// How many of `events` (read after `cursor`, in seq order) can be passed
+/// by the cursor: all of them up to the first gap in the sequence that is
+/// younger than `grace` (a commit that may still land in it).
+fn settled_prefix(cursor: i64, events: &[RawEvent], now: chrono::DateTime<chrono::Utc>, grace: Duration) -> usize {
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let mut previous = cursor;
+    for (i, event) in events.iter().enumerate() {
+        let gap = event.seq > previous + 1;
+        if gap && now - event.received_at < grace {
+            return i;
+        }
+        previous = event.seq;
+    }
+    events.len()
 }
 
 #[cfg(test)]
@@ -324,5 +348,36 @@ mod tests {
         assert!(matches!(state(1).await, EventState::Failed { error } if error.contains("not JSON")));
         assert!(matches!(state(2).await, EventState::Failed { error } if error.contains("no longer configured")));
         assert!(matches!(state(3).await, EventState::Processed { .. }));
+    }
+
+    fn stored(seq: i64, received_at: chrono::DateTime<Utc>) -> RawEvent {
+        RawEvent {
+            seq,
+            id: uuid::Uuid::now_v7(),
+            connector: "http".into(),
+            delivery_key: None,
+            received_at,
+            headers: Vec::new(),
+            body: Vec::new(),
+            state: EventState::Pending,
+            processed_at: None,
+        }
+    }
+
+    #[test]
+    fn the_cursor_waits_at_a_young_gap_and_passes_an_old_one() {
+        let now = Utc::now();
+        let grace = Duration::from_secs(10);
+        let young = now - chrono::Duration::seconds(1);
+        let old = now - chrono::Duration::seconds(60);
+        // 41 is still committing (PostgreSQL writers commit out of order).
+        let events = [stored(40, young), stored(42, young), stored(43, young)];
+        assert_eq!(settled_prefix(39, &events, now, grace), 1, "stops before the gap at 41");
+        assert_eq!(settled_prefix(40, &events[1..], now, grace), 0, "nothing passes a young gap");
+        // A gap older than the grace is a rolled-back number: go on.
+        let events = [stored(40, old), stored(42, old), stored(43, young)];
+        assert_eq!(settled_prefix(39, &events, now, grace), 3);
+        // No gap at all.
+        assert_eq!(settled_prefix(0, &[stored(1, young), stored(2, young)], now, grace), 2);
     }
 }
