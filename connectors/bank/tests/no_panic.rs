@@ -4,7 +4,9 @@
 //! shuffles), through every parser. Any panic fails the test; errors are
 //! expected and fine.
 
-use std::path::PathBuf;
+mod common;
+
+use common::samples_dir;
 
 use dealbridge_connector_bank::{camt053, client_bank_exchange, mt940, parse_statement};
 
@@ -92,20 +94,6 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
         }
     }
     data
-}
-
-/// Where the real samples are: `DEALBRIDGE_SAMPLES_DIR`, else `../shared/samples`
-/// beside the repository. A checkout without them skips these tests, saying so.
-fn samples_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("DEALBRIDGE_SAMPLES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: no bank samples at {} (set DEALBRIDGE_SAMPLES_DIR)", dir.display());
-        None
-    }
 }
 
 fn samples() -> Vec<(String, Vec<u8>)> {

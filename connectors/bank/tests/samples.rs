@@ -3,25 +3,15 @@
 //! no code with the parser). The samples are read in place; they are not
 //! copied into this repository.
 
+mod common;
+
+use common::samples_dir;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use dealbridge_connector_bank::{Direction, Format, Statement, Summary, TextEncoding, WarningCode, parse_statement};
 use rust_decimal::Decimal;
-
-/// Where the real samples are: `DEALBRIDGE_SAMPLES_DIR`, else `../shared/samples`
-/// beside the repository. A checkout without them skips these tests, saying so.
-fn samples_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("DEALBRIDGE_SAMPLES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: no bank samples at {} (set DEALBRIDGE_SAMPLES_DIR)", dir.display());
-        None
-    }
-}
 
 fn sample_path(name: &str) -> PathBuf {
     samples_dir().expect("samples present (checked at the start of each test)").join(name)
