@@ -185,6 +185,20 @@ async fn reenter(
     Ok(())
 }
 
+impl PgStore {
+    /// A transaction holding the lock of the command's lane, with the
+    /// command's row as it stands under that lock.
+    async fn locked_lane_of(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Option<(Transaction<'static, Postgres>, DeliveryRecord)>, StoreError> {
+        let Some(found) = self.delivery(command_id).await? else { return Ok(None) };
+        let mut tx = self.pool.begin().await?;
+        lock_lane(&mut tx, &found.lane).await?;
+        Ok(record_in(&mut tx, command_id).await?.map(|record| (tx, record)))
+    }
+}
+
 #[async_trait]
 impl DeliveryLog for PgStore {
     async fn delivery_admit(&self, admission: &Admission, now: DateTime<Utc>) -> Result<Admitted, StoreError> {
@@ -399,12 +413,7 @@ impl DeliveryLog for PgStore {
         command_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Result<DeliveryRecord, AdminRefusal>, StoreError> {
-        let Some(found) = self.delivery(command_id).await? else {
-            return Ok(Err(AdminRefusal::NotFound));
-        };
-        let mut tx = self.pool.begin().await?;
-        lock_lane(&mut tx, &found.lane).await?;
-        let Some(record) = record_in(&mut tx, command_id).await? else {
+        let Some((mut tx, record)) = self.locked_lane_of(command_id).await? else {
             return Ok(Err(AdminRefusal::NotFound));
         };
         match record.state {
@@ -434,12 +443,7 @@ impl DeliveryLog for PgStore {
         command_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Result<DeliveryRecord, AdminRefusal>, StoreError> {
-        let Some(found) = self.delivery(command_id).await? else {
-            return Ok(Err(AdminRefusal::NotFound));
-        };
-        let mut tx = self.pool.begin().await?;
-        lock_lane(&mut tx, &found.lane).await?;
-        let Some(record) = record_in(&mut tx, command_id).await? else {
+        let Some((mut tx, record)) = self.locked_lane_of(command_id).await? else {
             return Ok(Err(AdminRefusal::NotFound));
         };
         if !(record.state.occupies_lane() || record.state == DeliveryState::Dead) {

@@ -146,6 +146,18 @@ async fn insert_attempt(tx: &mut Transaction<'_, Sqlite>, a: &AttemptRecord) -> 
     Ok(())
 }
 
+impl SqliteStore {
+    /// A write transaction (the single writer serialises every lane), with
+    /// the command's row as it stands in it.
+    async fn locked_lane_of(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Option<(Transaction<'static, Sqlite>, DeliveryRecord)>, StoreError> {
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        Ok(record_in(&mut tx, command_id).await?.map(|record| (tx, record)))
+    }
+}
+
 #[async_trait]
 impl DeliveryLog for SqliteStore {
     async fn delivery_admit(&self, admission: &Admission, now: DateTime<Utc>) -> Result<Admitted, StoreError> {
@@ -371,8 +383,7 @@ impl DeliveryLog for SqliteStore {
         command_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Result<DeliveryRecord, AdminRefusal>, StoreError> {
-        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
-        let Some(record) = record_in(&mut tx, command_id).await? else {
+        let Some((mut tx, record)) = self.locked_lane_of(command_id).await? else {
             return Ok(Err(AdminRefusal::NotFound));
         };
         let id = command_id.to_string();
@@ -404,8 +415,7 @@ impl DeliveryLog for SqliteStore {
         command_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Result<DeliveryRecord, AdminRefusal>, StoreError> {
-        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
-        let Some(record) = record_in(&mut tx, command_id).await? else {
+        let Some((mut tx, record)) = self.locked_lane_of(command_id).await? else {
             return Ok(Err(AdminRefusal::NotFound));
         };
         if !(record.state.occupies_lane() || record.state == DeliveryState::Dead) {
