@@ -50,6 +50,11 @@ use dealbridge_core::model::CanonicalEvent;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The hub binary's allocator (`src/main.rs`): the bench measures the code
+/// path the hub runs, allocations included.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TARGET: f64 = 200_000.0;
 const CONNECTOR: &str = "bitrix24";
 const KIND: &str = "deal";

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use dealbridge_core::bus::{Bus, EmbeddedBus, RabbitBus, RabbitConfig};
-use dealbridge_core::delivery::{CommandPerformer, DeliveryGauges, DeliveryPolicy, Dispatcher, TargetGates};
+use dealbridge_core::delivery::{CommandPerformer, DeliveryGauges, DeliveryPolicy, Dispatcher, ReplicaRoster, Share};
 use dealbridge_core::inbox::{GroupCommitter, InboxOptions};
 use dealbridge_core::mapping::MappingSet;
 use dealbridge_core::outbox::OutboxRelay;
@@ -19,6 +19,7 @@ use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{self, Backend, Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -130,7 +131,8 @@ pub async fn open_bus(
             let connected = RabbitBus::connect(&config)
                 .await
                 .with_context(|| format!("connecting the bus at {}", store::redact_url(&url)))?;
-            Arc::new(connected)
+            // Twice the batch: the next batch streams in while one is worked on.
+            Arc::new(connected.with_prefetch(settings.delivery.batch.saturating_mul(2)))
         }
     })
 }
@@ -268,15 +270,23 @@ fn start_engine_loops(state: &AppState, stop: &CancellationToken) -> JoinSet<()>
         poll_interval: Duration::from_millis(state.settings.engine.timer_poll_ms.max(10)),
     };
     loops.spawn(timers.run(stop.clone()));
+    let replica = replica_id();
+    let (share_tx, share) = watch::channel(Share::ALONE);
+    let ttl = Duration::from_secs(state.settings.delivery.replica_ttl_secs.max(1));
+    let roster = ReplicaRoster { store: state.store.clone(), replica: replica.clone(), ttl, every: ttl / 4 };
+    loops.spawn(roster.run(share_tx, stop.clone()));
     let relay = OutboxRelay {
         store: state.store.clone(),
         bus: state.bus.clone(),
         batch: 256,
         wake: state.runner.commands_committed(),
         poll_interval: Duration::from_millis(state.settings.engine.event_poll_ms.max(10)),
+        share: share.clone(),
     };
     loops.spawn(relay.run(stop.clone()));
-    let gates = Arc::new(TargetGates::default());
+    // Shared with the connectors' own reads (e.g. Bitrix24 fetches), so a
+    // portal's budget covers every call the hub makes to it.
+    let gates = state.connectors.gates();
     let performer = Arc::new(CommandPerformer {
         targets: state.connectors.outbound(),
         gates: gates.clone(),
@@ -286,13 +296,18 @@ fn start_engine_loops(state: &AppState, stop: &CancellationToken) -> JoinSet<()>
         store: state.store.clone(),
         bus: state.bus.clone(),
         performer,
-        owner: replica_id(),
+        owner: replica,
         resume_poll: Duration::from_millis(state.settings.delivery.resume_poll_ms.max(10)),
+        batch: usize::from(state.settings.delivery.batch),
+        share,
     });
     loops.spawn(dispatcher.run(stop.clone()));
     let gauges =
         DeliveryGauges { store: state.store.clone(), bus: state.bus.clone(), gates, every: Duration::from_secs(5) };
     loops.spawn(gauges.run(stop.clone()));
+    if let Some(folder) = crate::server::api::statement_folder(state) {
+        loops.spawn(folder.run(stop.clone()));
+    }
     loops
 }
 

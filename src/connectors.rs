@@ -5,14 +5,26 @@
 //! environment, and keeps the instances by name: the inbound halves for the
 //! inbox, the outbound halves (with their rate budgets from
 //! `[delivery.targets]`) for the dispatcher.
+//!
+//! A Bitrix24 instance's two halves share one [`PortalReader`]: the inbound
+//! half reads the deals its events name (and catches up on lost events),
+//! the outbound half looks stage names up in the same stage catalogue.
+//! Reads take their tokens from the registry's [`TargetGates`], keyed like
+//! the dispatcher's (`bitrix24:<portal>`); the dispatcher shares the
+//! portal's budget with them when it is given the same gates
+//! ([`ConnectorRegistry::gates`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use dealbridge_connector_bitrix24::{ApplicationToken, Bitrix24Config, Bitrix24Inbound, Bitrix24Target, WebhookUrl};
+use std::time::Duration;
+
+use dealbridge_connector_bitrix24::{
+    ApplicationToken, Bitrix24Config, Bitrix24Inbound, Bitrix24Target, PortalReader, ReadBudget, RestClient, WebhookUrl,
+};
 use dealbridge_connector_http::{HttpConnector, HttpTarget, SigningSecret};
 use dealbridge_core::connector::InboundConnector;
-use dealbridge_core::delivery::{OutboundConnector, OutboundTarget, OutboundTargets, RateQuota};
+use dealbridge_core::delivery::{OutboundConnector, OutboundTarget, OutboundTargets, RateQuota, TargetGates};
 
 use crate::settings::{ConnectorSettings, SecretError};
 
@@ -21,6 +33,7 @@ use crate::settings::{ConnectorSettings, SecretError};
 pub struct ConnectorRegistry {
     by_name: HashMap<String, Arc<dyn InboundConnector>>,
     outbound: Arc<OutboundTargets>,
+    gates: Arc<TargetGates>,
 }
 
 impl ConnectorRegistry {
@@ -38,6 +51,7 @@ impl ConnectorRegistry {
         }
         let mut by_name: HashMap<String, Arc<dyn InboundConnector>> = HashMap::new();
         let mut outbound = OutboundTargets::default();
+        let gates = Arc::new(TargetGates::default());
         for (name, config) in configs {
             if !valid_name(name) {
                 return Err(SecretError {
@@ -45,20 +59,28 @@ impl ConnectorRegistry {
                     message: "connector names are lower-case letters, digits, `-` and `_`".into(),
                 });
             }
-            let connector: Arc<dyn InboundConnector> = match config {
-                ConnectorSettings::Http(c) => Arc::new(build_http(c, env)?),
-                ConnectorSettings::Bitrix24(c) => Arc::new(build_bitrix24(c, env)?),
+            let (connector, target): (Arc<dyn InboundConnector>, Option<Arc<dyn OutboundConnector>>) = match config {
+                ConnectorSettings::Http(c) => {
+                    (Arc::new(build_http(c, env)?), build_http_target(name, c, env)?.map(|t| Arc::new(t) as _))
+                }
+                ConnectorSettings::Bitrix24(c) => {
+                    let budget = ReadBudget { gates: gates.clone(), quota: quotas.get(name).copied() };
+                    let (inbound, target) = build_bitrix24(name, c, budget, env)?;
+                    (Arc::new(inbound), Some(Arc::new(target) as _))
+                }
             };
             by_name.insert(name.clone(), connector);
-            let target: Option<Arc<dyn OutboundConnector>> = match config {
-                ConnectorSettings::Http(c) => build_http_target(name, c, env)?.map(|t| Arc::new(t) as _),
-                ConnectorSettings::Bitrix24(c) => Some(Arc::new(build_bitrix24_target(name, c, env)?) as _),
-            };
             if let Some(connector) = target {
                 outbound.insert(name.clone(), OutboundTarget { connector, quota: quotas.get(name).copied() });
             }
         }
-        Ok(Self { by_name, outbound: Arc::new(outbound) })
+        Ok(Self { by_name, outbound: Arc::new(outbound), gates })
+    }
+
+    /// The per-target budgets the connectors' own reads spend; give them to
+    /// the dispatcher so reads and writes of one portal share one budget.
+    pub fn gates(&self) -> Arc<TargetGates> {
+        self.gates.clone()
     }
 
     /// The instances that perform commands, for the dispatcher.
@@ -114,23 +136,18 @@ fn signing_secrets(var: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Ve
         .map_err(|e| SecretError { var: var.to_owned(), message: e.to_string() })
 }
 
+/// Both halves of a Bitrix24 instance around one portal reader.
 fn build_bitrix24(
+    name: &str,
     config: &Bitrix24Config,
+    budget: ReadBudget,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Bitrix24Inbound, SecretError> {
+) -> Result<(Bitrix24Inbound, Bitrix24Target), SecretError> {
     let var = &config.application_token_env;
     let token = env(var).as_deref().and_then(ApplicationToken::new).ok_or_else(|| SecretError {
         var: var.clone(),
         message: "not set: the bitrix24 connector needs the outgoing webhook's application token".into(),
     })?;
-    Ok(Bitrix24Inbound::new(token, config.domain.clone()))
-}
-
-fn build_bitrix24_target(
-    name: &str,
-    config: &Bitrix24Config,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Bitrix24Target, SecretError> {
     let var = &config.webhook_url_env;
     let raw = env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| SecretError {
         var: var.clone(),
@@ -139,7 +156,18 @@ fn build_bitrix24_target(
                 .into(),
     })?;
     let url = WebhookUrl::parse(&raw).map_err(|e| SecretError { var: var.clone(), message: e.to_string() })?;
-    Bitrix24Target::new(config, url).map_err(|message| SecretError { var: format!("connectors.{name}"), message })
+    let invalid = |message: String| SecretError { var: format!("connectors.{name}"), message };
+    let client = RestClient::new(
+        url.clone(),
+        Duration::from_secs(config.timeout_secs),
+        Duration::from_secs(config.connect_timeout_secs),
+    )
+    .map_err(invalid)?;
+    let reader = Arc::new(PortalReader::new(client, budget));
+    let catch_up = (config.catch_up_secs > 0).then(|| Duration::from_secs(config.catch_up_secs));
+    let inbound = Bitrix24Inbound::new(token, config.domain.clone()).reading(reader.clone(), catch_up);
+    let target = Bitrix24Target::new(config, url).map_err(invalid)?.with_reader(reader);
+    Ok((inbound, target))
 }
 
 #[cfg(test)]

@@ -2,12 +2,19 @@
 //! changes.
 //!
 //! It walks the inbox in arrival order, decodes each pending event through
-//! the connector instance that received it and hands the records to a
+//! the connector instance that received it, lets the connector fetch what
+//! the event only names (a Bitrix24 event carries a deal id, the deal is
+//! read with `crm.deal.get`), and hands the records to a
 //! `RecordHandler` (the mapping set and the flow engine). Nothing is lost
 //! on the way: an event whose connector is gone or whose body cannot be
-//! decoded is marked `failed` with the reason and stays stored for replay; a
-//! transient failure (store down) leaves the event pending and is retried
-//! with backoff, so events are never processed out of order.
+//! decoded or fetched is marked `failed` with the reason and stays stored
+//! for replay; a transient failure (store down, source rate-limited or
+//! unreachable) leaves the event pending and is retried with backoff, so
+//! events are never processed out of order.
+//!
+//! The processor also runs each connector's reconciliation pass
+//! ([`catch_up`]): changes whose events never arrived become synthetic
+//! events in the inbox and take the same path.
 //!
 //! Acceptance comes first: the processor shares the machine (and, on
 //! SQLite, the one writer) with the inbox, so while webhooks queue for
@@ -19,13 +26,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dealbridge_core::connector::SourceRecord;
+use dealbridge_core::connector::{FetchError, FetchedRecords};
 use dealbridge_core::inbox::InboxLoad;
-use dealbridge_core::store::{ChangeSet, EventOutcome, EventState, RawEvent, Store, StoreError};
+use dealbridge_core::store::{Backend, ChangeSet, EventOutcome, EventState, RawEvent, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::connectors::ConnectorRegistry;
+
+pub mod catch_up;
 
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +70,7 @@ pub enum Handled {
 /// Applies the records of one raw event.
 #[async_trait]
 pub trait RecordHandler: Send + Sync {
-    async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<Handled, HandleError>;
+    async fn handle(&self, event: &RawEvent, records: FetchedRecords) -> Result<Handled, HandleError>;
 }
 
 /// Runs the processing loop until cancelled.
@@ -100,6 +109,12 @@ const YIELD_TO_INBOX: Duration = Duration::from_millis(50);
 
 impl EventProcessor {
     pub async fn run(self, stop: CancellationToken) {
+        let catching_up = catch_up::start(&self.store, &self.connectors, &self.wake, &stop);
+        self.process(&stop).await;
+        catching_up.join().await;
+    }
+
+    async fn process(&self, stop: &CancellationToken) {
         let mut cursor = 0i64;
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
@@ -144,7 +159,13 @@ impl EventProcessor {
     /// failing event so it is retried first.
     async fn process_page(&self, cursor: i64) -> Result<Option<i64>, HandleError> {
         let mut events = self.store.events_after(cursor, PAGE).await?;
-        events.truncate(settled_prefix(cursor, &events, chrono::Utc::now(), GAP_GRACE));
+        // SQLite commits one writer at a time in `seq` order, so a gap there
+        // never fills later (a repeated delivery can leave one): no wait.
+        let grace = match self.store.backend() {
+            Backend::Sqlite => Duration::ZERO,
+            Backend::Postgres => GAP_GRACE,
+        };
+        events.truncate(settled_prefix(cursor, &events, chrono::Utc::now(), grace));
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(None) };
         let mut done = cursor;
         // Outcomes that change nothing else (ignored, failed) are written
@@ -182,12 +203,22 @@ impl EventProcessor {
             }
             Some(connector) => match connector.decode(&event.body, &event.headers) {
                 Err(e) => Some(EventState::Failed { error: e.to_string() }),
-                Ok(records) => match self.handler.handle(event, records).await {
-                    Ok(Handled::Applied) => None,
-                    Ok(Handled::Ignored(reason)) => Some(EventState::Ignored { reason }),
-                    Err(HandleError::Permanent(error)) => Some(EventState::Failed { error }),
-                    Err(transient) => return Err(transient),
-                },
+                Ok(records) => {
+                    let fetched = match connector.fetcher() {
+                        None => Ok(FetchedRecords::as_decoded(records)),
+                        Some(fetcher) => fetcher.fetch(records, event.received_at).await,
+                    };
+                    match fetched {
+                        Err(FetchError::Transient(reason)) => return Err(HandleError::Transient(reason)),
+                        Err(e @ FetchError::Permanent(_)) => Some(EventState::Failed { error: e.to_string() }),
+                        Ok(fetched) => match self.handler.handle(event, fetched).await {
+                            Ok(Handled::Applied) => None,
+                            Ok(Handled::Ignored(reason)) => Some(EventState::Ignored { reason }),
+                            Err(HandleError::Permanent(error)) => Some(EventState::Failed { error }),
+                            Err(transient) => return Err(transient),
+                        },
+                    }
+                }
             },
         };
         Ok(state.map(|state| EventOutcome { event_id: event.id, state }))
@@ -265,7 +296,7 @@ mod tests {
 
     #[async_trait]
     impl RecordHandler for RecordingHandler {
-        async fn handle(&self, event: &RawEvent, records: Vec<SourceRecord>) -> Result<Handled, HandleError> {
+        async fn handle(&self, event: &RawEvent, records: FetchedRecords) -> Result<Handled, HandleError> {
             {
                 let mut flaky = self.flaky.lock().unwrap();
                 if *flaky > 0 {
@@ -273,7 +304,7 @@ mod tests {
                     return Err(HandleError::Transient("store hiccup".into()));
                 }
             }
-            for r in records {
+            for r in records.records {
                 self.seen.lock().unwrap().push((r.kind, r.data.to_string()));
             }
             let state = EventState::Processed { mapping_version: "test".into() };

@@ -2,10 +2,21 @@
 //!
 //! The inbox stays system-agnostic: it asks the connector instance named in
 //! the URL whether a request is authentic and which delivery key identifies
-//! it, then persists the raw request untouched. Decoding the body into
+//! it, then persists the raw request untouched (but for a credential the
+//! connector cuts out with `stored_body`). Decoding the body into
 //! records happens later, after the 202, so a slow or failing decoder never
 //! loses an accepted event.
+//!
+//! Two optional hooks serve sources whose events are thin (an id, no
+//! fields) and that never redeliver a lost one, such as Bitrix24:
+//! a [`RecordFetcher`] reads the records an event names just before they
+//! are mapped, and a [`Reconciler`] finds changes whose events never
+//! arrived and hands the hub synthetic events for them, which take the
+//! same path as received ones.
 
+use std::time::Duration;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 
@@ -68,7 +79,104 @@ pub trait InboundConnector: Send + Sync {
         &[]
     }
 
+    /// The bytes the inbox stores for a verified request: `None` keeps the
+    /// body as received; a connector whose bodies carry a credential
+    /// returns the body without it. Whatever it returns must still decode.
+    fn stored_body(&self, _body: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Turns a stored raw event into the records it carries. Runs after the
     /// 202, from the stored bytes, so it may be re-run on replay.
     fn decode(&self, body: &[u8], headers: &[(String, String)]) -> Result<Vec<SourceRecord>, DecodeError>;
+
+    /// Reads what decoded records only name, before they are mapped. `None`
+    /// (the default): records are mapped as decoded.
+    fn fetcher(&self) -> Option<&dyn RecordFetcher> {
+        None
+    }
+
+    /// Recovers changes whose events were lost. `None` (the default): the
+    /// source's deliveries are trusted.
+    fn reconciler(&self) -> Option<&dyn Reconciler> {
+        None
+    }
+}
+
+/// Records ready for the mappings, after the fetch step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FetchedRecords {
+    pub records: Vec<SourceRecord>,
+    /// Records the source no longer has (deleted there).
+    pub gone: Vec<GoneRecord>,
+    /// When the records were read from the source, for records that are
+    /// its state as read then rather than the event's own payload. A state
+    /// read while a write of the hub was on its way can be older than the
+    /// canonical state in what that write changes.
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl FetchedRecords {
+    /// Decoded records, mapped as they are.
+    pub fn as_decoded(records: Vec<SourceRecord>) -> Self {
+        Self { records, gone: Vec::new(), read_at: None }
+    }
+}
+
+/// A record the source says it no longer has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoneRecord {
+    /// Connector kind, the `system` of the record's external ref.
+    pub system: String,
+    /// The record's id in that system.
+    pub id: String,
+}
+
+/// Why records could not be fetched.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    /// Try the same event again later (rate limit, timeout, source down):
+    /// it stays pending and later events wait behind it.
+    #[error("fetch failed, will retry: {0}")]
+    Transient(String),
+    /// The event cannot be completed; it is kept as failed for replay.
+    #[error("fetch failed: {0}")]
+    Permanent(String),
+}
+
+/// Reads the records a stored event names (e.g. `crm.deal.get` for a
+/// Bitrix24 event that carries only a deal id).
+#[async_trait]
+pub trait RecordFetcher: Send + Sync {
+    /// `received_at` is when the hub received the event: a record read
+    /// after that already shows what the event reports.
+    async fn fetch(&self, records: Vec<SourceRecord>, received_at: DateTime<Utc>)
+    -> Result<FetchedRecords, FetchError>;
+}
+
+/// An event the hub makes up for a change it found by itself. It is stored
+/// like a received one; its delivery key makes a repeated find a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntheticEvent {
+    pub delivery_key: String,
+    /// Decodes like a received body (with `decode`), never `verify`.
+    pub body: Vec<u8>,
+}
+
+/// What one reconciliation pass found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub events: Vec<SyntheticEvent>,
+    /// Where the next pass starts; stored only after `events` are.
+    pub cursor: Option<String>,
+}
+
+/// Finds changes in the source that no stored event reports.
+#[async_trait]
+pub trait Reconciler: Send + Sync {
+    /// How often a pass should run.
+    fn interval(&self) -> Duration;
+
+    /// One pass from `cursor` (`None` the first time).
+    async fn reconcile(&self, cursor: Option<&str>) -> Result<Reconciled, FetchError>;
 }

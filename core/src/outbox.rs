@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusError, BusMessage};
+use crate::delivery::Share;
 use crate::flow::Command;
 use crate::store::{Store, StoreError};
 
@@ -35,6 +36,9 @@ pub struct OutboxRelay {
     /// Woken when the engine committed commands; the relay also polls.
     pub wake: Arc<Notify>,
     pub poll_interval: Duration,
+    /// Only the leading replica relays (see `delivery::sharing`): one
+    /// relay per store publishes each command once.
+    pub share: watch::Receiver<Share>,
 }
 
 /// The bus message that carries a command: keyed by its deal (or its
@@ -77,7 +81,9 @@ impl OutboxRelay {
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !stop.is_cancelled() {
-            let wait = match self.relay_pending().await {
+            let leads = self.share.borrow().leads();
+            let outcome = if leads { self.relay_pending().await } else { Ok(0) };
+            let wait = match outcome {
                 Ok(_) => {
                     backoff = Duration::from_millis(200);
                     self.poll_interval
@@ -143,6 +149,7 @@ mod tests {
             batch: 10,
             wake: Arc::new(Notify::new()),
             poll_interval: Duration::from_millis(50),
+            share: watch::channel(Share::ALONE).1,
         };
         assert_eq!(relay.relay_pending().await.unwrap(), 25);
         assert_eq!(relay.relay_pending().await.unwrap(), 0, "published rows are not sent again");

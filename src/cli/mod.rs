@@ -8,6 +8,7 @@ mod deliveries;
 mod emulate;
 mod inspect;
 mod mappings;
+mod payments;
 mod statement;
 
 use std::net::SocketAddr;
@@ -85,8 +86,14 @@ pub enum Command {
         #[command(subcommand)]
         command: deliveries::DeliveriesCommand,
     },
-    /// Read a bank statement and print what it holds; `--dry-run` only for now.
+    /// Import a bank statement (payments stored once, matched to invoices,
+    /// applied through the flows); `--dry-run` only shows what it holds.
     ImportStatement(statement::ImportStatementArgs),
+    /// Bank payments: the review queue and manual matches.
+    Payments {
+        #[command(subcommand)]
+        command: payments::PaymentsCommand,
+    },
     /// Run an emulated connected system, e.g. `emulate bitrix24 --listen 127.0.0.1:9024`.
     Emulate(emulate::EmulateArgs),
     /// Apply pending store migrations and exit.
@@ -117,7 +124,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Explain { deal_id, json } => runtime.block_on(inspect::explain(&settings, deal_id, json, &env)),
         Command::Deliveries { command } => runtime.block_on(deliveries::run(&settings, command, &env)),
-        Command::ImportStatement(args) => Ok(statement::run(&args)),
+        Command::ImportStatement(args) => Ok(runtime.block_on(statement::run(&settings, &args, &env))),
+        Command::Payments { command } => runtime.block_on(payments::run(&settings, command, &env)),
         Command::Emulate(args) => runtime.block_on(emulate::run(args)),
         Command::Migrate => runtime.block_on(migrate(&settings, &env)),
         Command::Openapi => {

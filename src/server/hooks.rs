@@ -111,7 +111,8 @@ async fn handle(
         delivery_key,
         received_at,
         headers: kept_headers(headers, instance.kept_headers()),
-        body: body.to_vec(),
+        // A connector may keep a credential out of the stored body.
+        body: instance.stored_body(&body).unwrap_or_else(|| body.to_vec()),
     };
     match state.inbox.append(event).await {
         Ok(appended) => Ok((label, Accepted { event_id: appended.id, duplicate: appended.duplicate })),

@@ -25,6 +25,14 @@ pub struct DeliverySettings {
     pub attempt_timeout_secs: u64,
     /// How often due retries are looked for.
     pub resume_poll_ms: u64,
+    /// Most commands a partition worker takes off the bus at once; the
+    /// batch's deals are called side by side (each deal's commands in
+    /// order), so this also bounds the calls in flight per partition.
+    pub batch: u16,
+    /// Replicas sharing one store split the bus partitions between them; a
+    /// replica that has not renewed its heartbeat for this long is taken
+    /// for gone and its partitions move to the others.
+    pub replica_ttl_secs: u64,
     /// `[delivery.targets.<connector>]`: `per_second` and `burst` per
     /// connector instance (per hub replica). Unlisted targets are not
     /// limited by the hub (their own limit answers still pause them).
@@ -42,6 +50,8 @@ impl Default for DeliverySettings {
             max_inline_wait_ms: policy.max_inline_wait.as_millis() as u64,
             attempt_timeout_secs: policy.attempt_timeout.as_secs(),
             resume_poll_ms: 500,
+            batch: 64,
+            replica_ttl_secs: 10,
             targets: BTreeMap::new(),
         }
     }
@@ -53,6 +63,9 @@ impl DeliverySettings {
         self.retry.validate().map_err(|e| format!("delivery.retry: {e}"))?;
         for (name, quota) in &self.targets {
             quota.validate().map_err(|e| format!("delivery.targets.{name}: {e}"))?;
+        }
+        if self.batch == 0 {
+            return Err("delivery.batch must be at least 1".into());
         }
         if self.attempt_timeout_secs == 0 {
             return Err("delivery.attempt_timeout_secs must be at least 1".into());

@@ -5,6 +5,7 @@
 //! Loading is pure and reports the first problem with the file and the key
 //! it concerns, so `dealbridge check` and `serve` fail the same clear way.
 
+mod bank;
 mod delivery;
 mod load;
 mod secrets;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use bank::BankSettings;
 pub use delivery::DeliverySettings;
 pub use load::{ConfigError, ENV_PREFIX, load};
 pub use secrets::{ApiTokens, Role, SecretError};
@@ -37,6 +39,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub bank: BankSettings,
     /// Connector instances by name; the name is the `{connector}` segment of
     /// `POST /hooks/{connector}`.
     #[serde(default)]

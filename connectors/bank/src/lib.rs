@@ -1,16 +1,21 @@
 //! Bank statements for dealbridge: parsers for 1CClientBankExchange, ISO 20022
 //! camt.053 and MT940 into one [`Statement`] shape, a [`Summary`] of what a
-//! statement holds, and the conversion of its entries to canonical
-//! `Payment`s.
+//! statement holds, the conversion of its entries to canonical `Payment`s,
+//! matching them to open invoices (`matching`), applying the matches
+//! through the flow engine (`apply`) and importing a statement into the
+//! store in one transaction (`import`, `watch` for a watched folder).
 //!
 //! Every parser reads from a `BufRead`, rejects a broken file whole (the
 //! error names the line or XML path and the field) and never panics.
 
+pub mod apply;
 pub mod attributes;
 pub mod camt053;
 pub mod client_bank_exchange;
 pub mod error;
+pub mod import;
 mod lines;
+pub mod matching;
 pub mod mt940;
 pub mod payments;
 mod reconcile;
@@ -18,6 +23,7 @@ pub mod statement;
 pub mod summary;
 pub mod values;
 pub mod warning;
+pub mod watch;
 
 use std::io::BufRead;
 

@@ -29,6 +29,15 @@ pub struct Bitrix24Config {
     /// `crm`-type field bound to deals, empty for an integer/string field.
     #[serde(default = "default_parent_prefix")]
     pub parent_value_prefix: String,
+    /// Every this many seconds, list the deals modified since the last pass
+    /// and process the changes whose events never arrived (Bitrix24 does not
+    /// redeliver). 0 turns the catch-up off.
+    #[serde(default = "default_catch_up")]
+    pub catch_up_secs: u64,
+}
+
+const fn default_catch_up() -> u64 {
+    300
 }
 
 const fn default_timeout() -> u64 {
@@ -136,6 +145,7 @@ mod tests {
         assert_eq!(c.timeout_secs, 30);
         assert_eq!(c.parent_field, "UF_CRM_PARENT_DEAL");
         assert_eq!(c.parent_value_prefix, "D_");
+        assert_eq!(c.catch_up_secs, 300);
     }
 
     fn toml_like(json: &str) -> Bitrix24Config {

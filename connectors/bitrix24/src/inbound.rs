@@ -4,18 +4,33 @@
 //! keys (`event`, `data[FIELDS][ID]`, `ts`, `auth[application_token]`,
 //! `auth[domain]`, …; brackets may arrive percent-encoded). There is no
 //! signature header: the outgoing webhook's application token travels in
-//! the body and is compared in constant time. Events carry ids only, so
+//! the body and is compared in constant time, and is cut out of the body
+//! before the inbox stores it. Events carry ids only, so
 //! [`Bitrix24Inbound::decode`] yields a thin `deal.event` / `item.event`
-//! record; reading the record itself (`crm.deal.get`) is a later step.
+//! record; the fetch step ([`crate::fetch`]) reads the record itself.
 //!
-//! Bitrix24 never redelivers an event, so the delivery key
-//! `event:id:ts` only guards against a sender or proxy repeating one POST.
+//! Events get no delivery key: Bitrix24 never redelivers one, and two
+//! changes of a deal within one second send identical bodies (`ts` has
+//! whole seconds), so a key could only drop the second change as a repeat.
+//! A POST a proxy repeats is stored twice and costs one more read, which
+//! changes nothing. The catch-up ([`crate::catch_up`]) finds what was lost.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use dealbridge_core::connector::{DecodeError, InboundConnector, InboundRequest, Rejection, SourceRecord, Verified};
-use serde_json::json;
+use dealbridge_core::connector::{
+    DecodeError, InboundConnector, InboundRequest, Reconciler, RecordFetcher, Rejection, SourceRecord, Verified,
+};
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+
+use crate::catch_up::{CATCH_UP_KEY, DealCatchUp};
+use crate::fetch::DealFetcher;
+use crate::reader::PortalReader;
+
+/// The form key of the outgoing webhook's application token.
+const TOKEN_KEY: &str = "auth[application_token]";
 
 /// The outgoing webhook's application token. `Debug` never shows it.
 #[derive(Clone)]
@@ -51,7 +66,8 @@ pub struct EventForm {
     pub ts: String,
     pub domain: String,
     pub member_id: Option<String>,
-    pub application_token: String,
+    /// Absent in a stored body (cut out before storing).
+    pub application_token: Option<String>,
     /// Smart-process type of `ONCRMDYNAMICITEM*` events.
     pub entity_type_id: Option<String>,
     /// `ONCRMDEALMOVETOCATEGORY` only.
@@ -92,7 +108,7 @@ impl EventForm {
         let id = take("data[FIELDS][ID]").ok_or("no `data[FIELDS][ID]`")?;
         let ts = take("ts").ok_or("no `ts`")?;
         let domain = take("auth[domain]").ok_or("no `auth[domain]`")?;
-        let application_token = take("auth[application_token]").ok_or("no `auth[application_token]`")?;
+        let application_token = take(TOKEN_KEY);
         let member_id = take("auth[member_id]");
         let entity_type_id = take("data[FIELDS][ENTITY_TYPE_ID]");
         let category_id = take("data[FIELDS][CATEGORY_ID]");
@@ -149,8 +165,9 @@ impl EventForm {
         }
     }
 
-    /// `event:id:ts` (with the smart-process type for items).
-    pub fn delivery_key(&self) -> String {
+    /// `event:id:ts` (with the smart-process type for items): what tells
+    /// events apart in logs; not unique (see the module's notes).
+    pub fn label(&self) -> String {
         match &self.entity_type_id {
             Some(t) => format!("{}:{t}:{}:{}", self.event, self.id, self.ts),
             None => format!("{}:{}:{}", self.event, self.id, self.ts),
@@ -170,13 +187,53 @@ fn shorten(text: &str) -> String {
 pub struct Bitrix24Inbound {
     token: ApplicationToken,
     domain: Option<String>,
+    fetcher: Option<DealFetcher>,
+    catch_up: Option<DealCatchUp>,
 }
 
 impl Bitrix24Inbound {
     /// `domain`, when given, must equal each event's `auth[domain]`.
     pub fn new(token: ApplicationToken, domain: Option<String>) -> Self {
-        Self { token, domain: domain.map(|d| d.trim().to_ascii_lowercase()) }
+        Self { token, domain: domain.map(|d| d.trim().to_ascii_lowercase()), fetcher: None, catch_up: None }
     }
+
+    /// Reads the deals events name through `reader`, and with `catch_up`
+    /// every that long looks for changes whose events were lost.
+    pub fn reading(mut self, reader: Arc<PortalReader>, catch_up: Option<Duration>) -> Self {
+        self.fetcher = Some(DealFetcher::new(reader.clone()));
+        self.catch_up = catch_up.map(|every| DealCatchUp::new(reader, every));
+        self
+    }
+}
+
+/// The body without its `auth[application_token]` pairs, every other byte
+/// as received; `None` when it has none.
+fn without_token(body: &[u8]) -> Option<Vec<u8>> {
+    let mut found = false;
+    let kept: Vec<&[u8]> = body
+        .split(|b| *b == b'&')
+        .filter(|pair| {
+            let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+            let is_token = form_urlencoded::parse(key).next().is_some_and(|(k, _)| k == TOKEN_KEY);
+            found |= is_token;
+            !is_token
+        })
+        .collect();
+    found.then(|| kept.join(&b'&'))
+}
+
+/// A catch-up's synthetic event (`{"catch_up": "deal", "ID": …}`).
+fn decode_catch_up(body: &[u8]) -> Option<Result<Vec<SourceRecord>, DecodeError>> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let subject = value.get(CATCH_UP_KEY)?;
+    Some(match (subject.as_str(), value.get("ID").and_then(crate::rest::id_text)) {
+        (Some("deal"), Some(id)) => {
+            let date_modify = value.get("DATE_MODIFY").cloned().unwrap_or(Value::Null);
+            let data = json!({ "event": "CATCH_UP", "action": "update", "id": id, "date_modify": date_modify });
+            Ok(vec![SourceRecord { kind: "deal.event".into(), data }])
+        }
+        _ => Err(DecodeError(format!("catch-up event `{value}` names no deal"))),
+    })
 }
 
 impl InboundConnector for Bitrix24Inbound {
@@ -186,7 +243,10 @@ impl InboundConnector for Bitrix24Inbound {
 
     fn verify(&self, request: &InboundRequest<'_>) -> Result<Verified, Rejection> {
         let form = EventForm::parse(request.body).map_err(Rejection::Malformed)?;
-        if !self.token.matches(&form.application_token) {
+        let Some(token) = &form.application_token else {
+            return Err(Rejection::Malformed(format!("no `{TOKEN_KEY}`")));
+        };
+        if !self.token.matches(token) {
             return Err(Rejection::Unauthenticated("`auth[application_token]` does not match".into()));
         }
         if let Some(expected) = &self.domain
@@ -198,10 +258,27 @@ impl InboundConnector for Bitrix24Inbound {
             )));
         }
         form.subject().map_err(Rejection::Malformed)?;
-        Ok(Verified { delivery_key: Some(form.delivery_key()) })
+        Ok(Verified { delivery_key: None })
+    }
+
+    fn stored_body(&self, body: &[u8]) -> Option<Vec<u8>> {
+        without_token(body)
+    }
+
+    fn fetcher(&self) -> Option<&dyn RecordFetcher> {
+        self.fetcher.as_ref().map(|f| f as &dyn RecordFetcher)
+    }
+
+    fn reconciler(&self) -> Option<&dyn Reconciler> {
+        self.catch_up.as_ref().map(|c| c as &dyn Reconciler)
     }
 
     fn decode(&self, body: &[u8], _headers: &[(String, String)]) -> Result<Vec<SourceRecord>, DecodeError> {
+        if body.first() == Some(&b'{')
+            && let Some(records) = decode_catch_up(body)
+        {
+            return records;
+        }
         let form = EventForm::parse(body).map_err(DecodeError)?;
         let subject = form.subject().map_err(DecodeError)?;
         let ts: i64 = form.ts.parse().map_err(|_| DecodeError("`ts` out of range".into()))?;
@@ -279,7 +356,7 @@ mod tests {
     fn a_real_shaped_deal_update_is_accepted_and_decoded() {
         let c = connector();
         let v = verify(&c, WIRE.as_bytes()).unwrap();
-        assert_eq!(v.delivery_key.as_deref(), Some("ONCRMDEALUPDATE:7405:1766047124"));
+        assert_eq!(v.delivery_key, None, "two changes in one second look the same: no key may merge them");
         let records = c.decode(WIRE.as_bytes(), &[]).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].kind, "deal.event");
@@ -296,8 +373,35 @@ mod tests {
         let body = encode_event("ONCRMDEALADD", &[("ID", "7405")], 1766047124, "x.bitrix24.ru", "m", TOKEN);
         assert!(body.contains("data%5BFIELDS%5D%5BID%5D=7405"));
         let c = connector();
-        assert_eq!(verify(&c, body.as_bytes()).unwrap().delivery_key.as_deref(), Some("ONCRMDEALADD:7405:1766047124"));
+        assert!(verify(&c, body.as_bytes()).is_ok());
+        assert_eq!(EventForm::parse(body.as_bytes()).unwrap().label(), "ONCRMDEALADD:7405:1766047124");
         assert_eq!(c.decode(body.as_bytes(), &[]).unwrap()[0].data["action"], "add");
+    }
+
+    #[test]
+    fn the_stored_body_has_no_token_and_still_decodes() {
+        let c = connector();
+        let stored = c.stored_body(WIRE.as_bytes()).unwrap();
+        let text = String::from_utf8(stored.clone()).unwrap();
+        assert!(!text.contains(TOKEN) && !text.contains("application_token"), "{text}");
+        assert!(text.starts_with("event=ONCRMDEALUPDATE&event_handler_id=975&data[FIELDS][ID]=7405"), "{text}");
+        assert_eq!(c.decode(&stored, &[]).unwrap(), c.decode(WIRE.as_bytes(), &[]).unwrap());
+        let encoded = encode_event("ONCRMDEALADD", &[("ID", "1")], 1, "d", "m", TOKEN);
+        let stored = c.stored_body(encoded.as_bytes()).unwrap();
+        assert!(!String::from_utf8_lossy(&stored).contains(TOKEN));
+        assert!(matches!(verify(&c, &stored), Err(Rejection::Malformed(_))), "a stored body is no credential");
+        assert_eq!(c.stored_body(b"event=ONCRMDEALADD"), None);
+    }
+
+    #[test]
+    fn catch_up_events_decode_into_deal_events() {
+        let c = connector();
+        let body = crate::catch_up::synthetic_event("42", "2026-01-01T10:00:00+03:00").body;
+        let records = c.decode(&body, &[]).unwrap();
+        assert_eq!(records[0].kind, "deal.event");
+        assert_eq!((records[0].data["id"].as_str(), records[0].data["action"].as_str()), (Some("42"), Some("update")));
+        assert!(c.decode(br#"{"catch_up": "lead", "ID": "1"}"#, &[]).is_err());
+        assert!(matches!(verify(&c, &body), Err(Rejection::Malformed(_))), "never accepted over HTTP");
     }
 
     #[test]
@@ -311,9 +415,10 @@ mod tests {
             TOKEN,
         );
         let c = connector();
+        assert!(verify(&c, body.as_bytes()).is_ok());
         assert_eq!(
-            verify(&c, body.as_bytes()).unwrap().delivery_key.as_deref(),
-            Some("ONCRMDYNAMICITEMUPDATE_1220:1220:24:1723538517")
+            EventForm::parse(body.as_bytes()).unwrap().label(),
+            "ONCRMDYNAMICITEMUPDATE_1220:1220:24:1723538517"
         );
         let r = &c.decode(body.as_bytes(), &[]).unwrap()[0];
         assert_eq!(r.kind, "item.event");

@@ -18,16 +18,20 @@
 //! has changes nothing. Tasks and notifications have no such check (a
 //! retry after a lost answer can repeat them).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dealbridge_core::connector::FetchError;
 use dealbridge_core::delivery::{AttemptContext, DeliveryFailure, FailureClass, OutboundConnector, Performed};
 use dealbridge_core::flow::{Command, CommandOp};
 use dealbridge_core::model::ExternalRef;
 use serde_json::{Map, Value, json};
 
 use crate::config::{Bitrix24Config, WebhookUrl};
+use crate::reader::PortalReader;
 use crate::rest::{RestClient, RestError, id_text};
+use crate::stages::looks_like_code;
 
 /// `ORIGINATOR_ID` of every deal the hub creates.
 pub const ORIGINATOR: &str = "dealbridge";
@@ -40,6 +44,8 @@ pub struct Bitrix24Target {
     client: RestClient,
     parent_field: String,
     parent_prefix: String,
+    /// Where stage names are looked up (none: stages must be codes).
+    reader: Option<Arc<PortalReader>>,
 }
 
 impl Bitrix24Target {
@@ -53,7 +59,49 @@ impl Bitrix24Target {
             client,
             parent_field: config.parent_field.clone(),
             parent_prefix: config.parent_value_prefix.clone(),
+            reader: None,
         })
+    }
+
+    /// Looks stage names up in the catalogue `reader` keeps.
+    pub fn with_reader(mut self, reader: Arc<PortalReader>) -> Self {
+        self.reader = Some(reader);
+        self
+    }
+
+    /// The code of a stage a command names by code or by name. A name is
+    /// looked up in the deal's pipeline: `category`, else the pipeline the
+    /// deal was last read in, else the deal as read now.
+    async fn stage_code(
+        &self,
+        stage: &str,
+        category: Option<String>,
+        deal: Option<&str>,
+    ) -> Result<String, DeliveryFailure> {
+        if looks_like_code(stage) {
+            return Ok(stage.to_owned());
+        }
+        let Some(reader) = &self.reader else {
+            return Err(DeliveryFailure::new(
+                FailureClass::Permanent,
+                format!("stage `{stage}` is not a Bitrix24 stage code, and no stage catalogue is available"),
+            ));
+        };
+        let catalogue = reader.stages(None).await.map_err(|e| match e {
+            FetchError::Transient(m) => DeliveryFailure::new(FailureClass::Retryable, m),
+            FetchError::Permanent(m) => DeliveryFailure::new(FailureClass::Permanent, m),
+        })?;
+        let category = match (category, deal) {
+            (Some(c), _) => Some(c),
+            (None, Some(id)) => match reader.category_of(id) {
+                Some(c) => Some(c),
+                None => {
+                    self.client.deal_get(id).await.map_err(not_found_is_permanent)?.get("CATEGORY_ID").and_then(id_text)
+                }
+            },
+            (None, None) => None,
+        };
+        catalogue.code_for(category.as_deref(), stage).map_err(|m| DeliveryFailure::new(FailureClass::Permanent, m))
     }
 
     pub fn client(&self) -> &RestClient {
@@ -74,7 +122,8 @@ impl Bitrix24Target {
     ) -> Result<Performed, DeliveryFailure> {
         let mut wanted: Map<String, Value> = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Some(stage) = stage {
-            wanted.insert("STAGE_ID".into(), json!(stage));
+            let category = wanted.get("CATEGORY_ID").and_then(id_text);
+            wanted.insert("STAGE_ID".into(), json!(self.stage_code(stage, category, Some(id)).await?));
         }
         if wanted.is_empty() {
             return Ok(Performed::AlreadyApplied { created: None });
@@ -118,7 +167,8 @@ impl Bitrix24Target {
             all.insert(k.clone(), json!(v));
         }
         if let Some(stage) = stage {
-            all.insert("STAGE_ID".into(), json!(stage));
+            let category = all.get("CATEGORY_ID").and_then(id_text);
+            all.insert("STAGE_ID".into(), json!(self.stage_code(stage, category, None).await?));
         }
         if let Some(user) = responsible {
             all.insert("ASSIGNED_BY_ID".into(), json!(user));

@@ -3,11 +3,19 @@
 //! broker.
 //!
 //! Single active consumer is a lease row per partition: a consumer claims
-//! the head message only while it holds the lease, a background task renews
-//! the lease while the consumer lives, dropping the consumer gives it up,
-//! and after a crash it expires (`lease`) so another consumer takes over
-//! and gets the unacked head again, flagged `redelivered`.
+//! the head messages only while it holds the lease, a background task
+//! renews the lease while the consumer lives, dropping the consumer gives
+//! it up, and after a crash it expires (`lease`) so another consumer takes
+//! over and gets the unacked messages again, flagged `redelivered`.
+//!
+//! Acks ride on the next claim: `ack_all` settles the batch at once for
+//! this consumer, and the rows go in the same transaction that claims the
+//! next batch (or when the consumer is dropped). That saves a commit — an
+//! fsync on SQLite's one writer — per batch. A crash in between brings the
+//! acked messages back as redeliveries, which the dispatcher recognises by
+//! their `done` delivery rows.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +25,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Bus, BusError, BusMessage, Delivery, PartitionConsumer, partition_of};
-use crate::store::{QueuedMessage, Store};
+use crate::store::{ClaimedMessage, QueuedMessage, Store};
 
 /// Store-backed `Bus`.
 pub struct EmbeddedBus {
@@ -77,7 +85,7 @@ impl Bus for EmbeddedBus {
             return Err(BusError::Invalid(format!("partition {partition} of {}", self.partitions)));
         }
         let owner = format!("consumer-{}", Uuid::new_v4().simple());
-        let (stop, stopped) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<Vec<Uuid>>();
         tokio::spawn(renew_lease(self.store.clone(), partition, owner.clone(), self.lease, stopped));
         Ok(Box::new(EmbeddedConsumer {
             store: self.store.clone(),
@@ -85,8 +93,9 @@ impl Bus for EmbeddedBus {
             owner,
             lease: self.lease,
             poll: self.poll,
-            in_flight: None,
-            _stop: stop,
+            in_flight: HashSet::new(),
+            acked: Vec::new(),
+            stop: Some(stop),
         }))
     }
 
@@ -96,25 +105,28 @@ impl Bus for EmbeddedBus {
 }
 
 /// Keeps (or waits for) the partition's lease until the consumer is dropped,
-/// then releases it so another consumer takes over at once. Renewal and
-/// release run in this one task, so a release can never be overtaken by a
-/// late renewal.
+/// then removes the messages it had acked and releases the lease so another
+/// consumer takes over at once. Renewal and release run in this one task,
+/// so a release can never be overtaken by a late renewal.
 async fn renew_lease(
     store: Arc<dyn Store>,
     partition: u32,
     owner: String,
     lease: Duration,
-    mut stopped: oneshot::Receiver<()>,
+    mut stopped: oneshot::Receiver<Vec<Uuid>>,
 ) {
-    loop {
+    let acked = loop {
         tokio::select! {
-            _ = &mut stopped => break,
+            acked = &mut stopped => break acked.unwrap_or_default(),
             () = tokio::time::sleep(lease / 3) => {
                 if let Err(e) = store.bus_lease(partition, &owner, after(lease), Utc::now()).await {
                     tracing::warn!(partition, error = %e, "cannot renew bus partition lease");
                 }
             }
         }
+    };
+    if let Err(e) = store.bus_ack(&acked).await {
+        tracing::warn!(partition, error = %e, "cannot remove acked bus messages; they come back as redeliveries");
     }
     if let Err(e) = store.bus_release(partition, &owner).await {
         tracing::warn!(partition, error = %e, "cannot release bus partition lease; it expires by itself");
@@ -127,71 +139,97 @@ struct EmbeddedConsumer {
     owner: String,
     lease: Duration,
     poll: Duration,
-    /// The unsettled delivery (prefetch 1).
-    in_flight: Option<Uuid>,
-    /// Dropping it stops the renewal task, which then releases the lease.
-    _stop: oneshot::Sender<()>,
+    /// The unsettled deliveries of the last batch.
+    in_flight: HashSet<Uuid>,
+    /// Acked, to be removed with the next claim.
+    acked: Vec<Uuid>,
+    /// Told on drop (with the acked ids): the renewal task removes them and
+    /// releases the lease.
+    stop: Option<oneshot::Sender<Vec<Uuid>>>,
+}
+
+impl Drop for EmbeddedConsumer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(std::mem::take(&mut self.acked));
+        }
+    }
 }
 
 impl EmbeddedConsumer {
-    fn check(&self, d: &Delivery) -> Result<(), BusError> {
-        match self.in_flight {
-            Some(id) if id == d.message.id => Ok(()),
-            _ => Err(BusError::Invalid(format!("message {} is not this consumer's open delivery", d.message.id))),
+    /// Settling works only on this consumer's unsettled deliveries.
+    fn ensure_open(&self, d: &Delivery) -> Result<(), BusError> {
+        if self.in_flight.contains(&d.message.id) {
+            Ok(())
+        } else {
+            Err(BusError::Invalid(format!("message {} is not an open delivery of this consumer", d.message.id)))
         }
+    }
+}
+
+fn delivery_of(c: ClaimedMessage) -> Delivery {
+    Delivery {
+        partition: c.message.partition,
+        redelivered: c.deliveries > 1,
+        message: BusMessage {
+            id: c.message.id,
+            key: c.message.key,
+            idempotency_key: c.message.idempotency_key,
+            payload: c.message.payload,
+        },
+        tag: 0,
     }
 }
 
 #[async_trait]
 impl PartitionConsumer for EmbeddedConsumer {
-    async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>, BusError> {
-        if self.in_flight.is_some() {
+    async fn next_batch(&mut self, wait: Duration, max: usize) -> Result<Vec<Delivery>, BusError> {
+        if !self.in_flight.is_empty() {
             tokio::time::sleep(wait).await;
-            return Ok(None);
+            return Ok(Vec::new());
         }
+        let limit = u32::try_from(max.max(1)).unwrap_or(u32::MAX);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let now = Utc::now();
-            if let Some(c) = self.store.bus_claim(self.partition, &self.owner, after(self.lease), now).await? {
-                self.in_flight = Some(c.message.id);
-                return Ok(Some(Delivery {
-                    partition: c.message.partition,
-                    redelivered: c.deliveries > 1,
-                    message: BusMessage {
-                        id: c.message.id,
-                        key: c.message.key,
-                        idempotency_key: c.message.idempotency_key,
-                        payload: c.message.payload,
-                    },
-                    tag: 0,
-                }));
+            let claimed =
+                self.store.bus_claim(self.partition, &self.owner, after(self.lease), now, limit, &self.acked).await?;
+            self.acked.clear();
+            if !claimed.is_empty() {
+                let batch: Vec<Delivery> = claimed.into_iter().map(delivery_of).collect();
+                self.in_flight = batch.iter().map(|d| d.message.id).collect();
+                return Ok(batch);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             tokio::time::sleep(left.min(self.poll)).await;
         }
     }
 
-    async fn ack(&mut self, d: &Delivery) -> Result<(), BusError> {
-        self.check(d)?;
-        self.store.bus_ack(d.message.id).await?;
-        self.in_flight = None;
+    async fn ack_all(&mut self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        for d in deliveries {
+            self.ensure_open(d)?;
+        }
+        for d in deliveries {
+            self.in_flight.remove(&d.message.id);
+            self.acked.push(d.message.id);
+        }
         Ok(())
     }
 
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), BusError> {
-        self.check(d)?;
+        self.ensure_open(d)?;
         self.store.bus_dead_letter(d.message.id, reason, Utc::now()).await?;
-        self.in_flight = None;
+        self.in_flight.remove(&d.message.id);
         Ok(())
     }
 
     async fn retry_later(&mut self, d: &Delivery, delay: Duration) -> Result<(), BusError> {
-        self.check(d)?;
+        self.ensure_open(d)?;
         self.store.bus_retry(d.message.id, after(delay)).await?;
-        self.in_flight = None;
+        self.in_flight.remove(&d.message.id);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! `RabbitBus` uses RabbitMQ quorum queues (production, several replicas).
 //! Both give the same guarantees and run one shared test suite (`suite.rs`):
 //! messages are partitioned by key (`partition_of`), each partition is
-//! consumed by a single active consumer one delivery at a time in publish
+//! consumed by a single active consumer one batch at a time in publish
 //! order, an unacked delivery comes back (`redelivered`) when its consumer
 //! goes away, and a delivery ends acked, dead-lettered or retried later.
 
@@ -73,12 +73,25 @@ pub trait Bus: Send + Sync + 'static {
 
 #[async_trait]
 pub trait PartitionConsumer: Send {
-    /// The next delivery in the partition's publish order, or `None` when
-    /// nothing came within `wait`. One delivery at a time (prefetch 1): while
-    /// one is unsettled, this waits and returns `None`.
-    async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>, BusError>;
+    /// The next deliveries in the partition's publish order — at least one
+    /// and at most `max` — or none when nothing came within `wait`. One
+    /// batch at a time: while a delivery handed out earlier is unsettled,
+    /// this waits and returns none. A batch is whatever is ready at once;
+    /// it does not wait to fill up.
+    async fn next_batch(&mut self, wait: Duration, max: usize) -> Result<Vec<Delivery>, BusError>;
 
-    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError>;
+    /// The next delivery alone (`next_batch` of one).
+    async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>, BusError> {
+        Ok(self.next_batch(wait, 1).await?.into_iter().next())
+    }
+
+    /// Acks every delivery of `deliveries` (each unsettled, of this
+    /// consumer) at once.
+    async fn ack_all(&mut self, deliveries: &[Delivery]) -> Result<(), BusError>;
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
+        self.ack_all(std::slice::from_ref(delivery)).await
+    }
 
     /// Takes it out of the partition into the dead-letter place (RabbitMQ:
     /// reject without requeue → dead-letter exchange, at-least-once;

@@ -9,10 +9,13 @@
 //! the partition as routing key, `mandatory` set, on a channel in confirm
 //! mode; `publish` returns only after every confirm, and a nack or a
 //! returned (unroutable) message is an error. Consuming: one channel per
-//! partition consumer with prefetch 1 and manual acks on a single-active-
-//! consumer quorum queue; a dropped consumer closes its channel, so the
-//! broker requeues its unacked delivery and hands the partition to the next
-//! waiting consumer.
+//! partition consumer with manual acks on a single-active-consumer quorum
+//! queue; a dropped consumer closes its channel, so the broker requeues its
+//! unacked deliveries (in order) and hands the partition to the next
+//! waiting consumer. The prefetch (`with_prefetch`, default 128) lets the
+//! broker stream the next batch while the consumer works on this one; the
+//! consumer still hands out one batch at a time and acks a whole batch with
+//! one `multiple` ack.
 //!
 //! Reconnecting: when the broker restarts or the network drops, the
 //! connection closes; the next `publish`, `consume` or `ping` opens a new
@@ -20,11 +23,12 @@
 //! connection fail, and their owners consume again; what they had not
 //! acked is redelivered by the broker.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
@@ -58,7 +62,11 @@ pub struct RabbitBus {
     conn: RwLock<Arc<Connection>>,
     topology: Arc<Topology>,
     publisher: Mutex<Option<Channel>>,
+    prefetch: u16,
 }
+
+/// Unacked deliveries the broker may push to one partition consumer.
+const DEFAULT_PREFETCH: u16 = 128;
 
 impl RabbitBus {
     /// Connects, declares the topology and runs the start-up check; refuses
@@ -72,7 +80,16 @@ impl RabbitBus {
             conn: RwLock::new(Arc::new(conn)),
             topology: Arc::new(topology),
             publisher: Mutex::new(None),
+            prefetch: DEFAULT_PREFETCH,
         })
+    }
+
+    /// How many unacked deliveries the broker pushes to a partition
+    /// consumer (at least 1): twice the dispatcher's batch keeps the next
+    /// batch on its way while one is worked on.
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
     }
 
     /// A new connection with the topology declared and checked.
@@ -240,7 +257,7 @@ impl Bus for RabbitBus {
             return Err(BusError::Invalid(format!("partition {partition} of {}", self.topology.partitions())));
         }
         let channel = Self::confirm_channel(&*self.connection().await?).await?;
-        channel.basic_qos(1, BasicQosOptions::default()).await?;
+        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
         let tag = format!("dealbridge-{}", Uuid::new_v4().simple());
         let consumer = channel
             .basic_consume(
@@ -250,7 +267,13 @@ impl Bus for RabbitBus {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Box::new(RabbitConsumer { channel, consumer: Some(consumer), partition, topology: self.topology.clone() }))
+        Ok(Box::new(RabbitConsumer {
+            channel,
+            consumer: Some(consumer),
+            partition,
+            topology: self.topology.clone(),
+            unsettled: BTreeSet::new(),
+        }))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -279,39 +302,94 @@ struct RabbitConsumer {
     consumer: Option<lapin::Consumer>,
     partition: u32,
     topology: Arc<Topology>,
+    /// Delivery tags handed out and not yet settled.
+    unsettled: BTreeSet<u64>,
+}
+
+impl RabbitConsumer {
+    fn delivery_of(&self, d: &lapin::message::Delivery) -> Result<Delivery, BusError> {
+        Ok(Delivery {
+            message: message_of(d)?,
+            partition: self.partition,
+            redelivered: d.redelivered,
+            tag: d.delivery_tag,
+        })
+    }
+
+    /// Settling works only on this consumer's unsettled deliveries.
+    fn ensure_open(&self, d: &Delivery) -> Result<(), BusError> {
+        if self.unsettled.contains(&d.tag) {
+            Ok(())
+        } else {
+            Err(BusError::Invalid(format!("message {} is not an open delivery of this consumer", d.message.id)))
+        }
+    }
 }
 
 #[async_trait]
 impl PartitionConsumer for RabbitConsumer {
-    async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>, BusError> {
+    async fn next_batch(&mut self, wait: Duration, max: usize) -> Result<Vec<Delivery>, BusError> {
+        if !self.unsettled.is_empty() {
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
         let Some(consumer) = self.consumer.as_mut() else {
             return Err(BusError::Unavailable("consumer already closed".into()));
         };
-        match tokio::time::timeout(wait, consumer.next()).await {
-            Err(_) => Ok(None),
-            Ok(None) => Err(BusError::Unavailable(format!("consumer of partition {} was cancelled", self.partition))),
-            Ok(Some(Err(e))) => Err(e.into()),
-            Ok(Some(Ok(d))) => Ok(Some(Delivery {
-                message: message_of(&d)?,
-                partition: self.partition,
-                redelivered: d.redelivered,
-                tag: d.delivery_tag,
-            })),
+        let first = match tokio::time::timeout(wait, consumer.next()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => {
+                return Err(BusError::Unavailable(format!("consumer of partition {} was cancelled", self.partition)));
+            }
+            Ok(Some(delivery)) => delivery?,
+        };
+        let mut raw = vec![first];
+        // Whatever the broker has already pushed joins the batch; nothing
+        // waits for more.
+        while raw.len() < max.max(1) {
+            match consumer.next().now_or_never() {
+                Some(Some(delivery)) => raw.push(delivery?),
+                Some(None) | None => break,
+            }
         }
+        let batch = raw.iter().map(|d| self.delivery_of(d)).collect::<Result<Vec<_>, _>>()?;
+        self.unsettled.extend(batch.iter().map(|d| d.tag));
+        Ok(batch)
     }
 
-    async fn ack(&mut self, d: &Delivery) -> Result<(), BusError> {
-        Ok(self.channel.basic_ack(d.tag, BasicAckOptions::default()).await?)
+    async fn ack_all(&mut self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        for d in deliveries {
+            self.ensure_open(d)?;
+        }
+        let Some(last) = deliveries.iter().map(|d| d.tag).max() else { return Ok(()) };
+        let tags: BTreeSet<u64> = deliveries.iter().map(|d| d.tag).collect();
+        // One `multiple` ack settles every unsettled tag up to `last`; use
+        // it only when those are exactly the ones to ack.
+        if self.unsettled.range(..=last).all(|t| tags.contains(t)) {
+            self.channel.basic_ack(last, BasicAckOptions { multiple: true }).await?;
+        } else {
+            for tag in &tags {
+                self.channel.basic_ack(*tag, BasicAckOptions::default()).await?;
+            }
+        }
+        for tag in &tags {
+            self.unsettled.remove(tag);
+        }
+        Ok(())
     }
 
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), BusError> {
         // A reject carries no text: the broker records `rejected` in x-death,
         // and the reason goes to the log with the message id.
+        self.ensure_open(d)?;
         tracing::warn!(message_id = %d.message.id, partition = self.partition, reason, "dead-lettering bus message");
-        Ok(self.channel.basic_reject(d.tag, BasicRejectOptions { requeue: false }).await?)
+        self.channel.basic_reject(d.tag, BasicRejectOptions { requeue: false }).await?;
+        self.unsettled.remove(&d.tag);
+        Ok(())
     }
 
     async fn retry_later(&mut self, d: &Delivery, delay: Duration) -> Result<(), BusError> {
+        self.ensure_open(d)?;
         let bucket = self.topology.bucket_for(delay);
         let routing_key = self.partition.to_string();
         let bucket_ms = bucket.as_millis().to_string();
@@ -328,7 +406,9 @@ impl PartitionConsumer for RabbitConsumer {
         confirmed(confirm, d.message.id).await?;
         // Acked only after the copy is safe: a crash in between duplicates
         // (idempotency keys absorb that), never loses.
-        Ok(self.channel.basic_ack(d.tag, BasicAckOptions::default()).await?)
+        self.channel.basic_ack(d.tag, BasicAckOptions::default()).await?;
+        self.unsettled.remove(&d.tag);
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
-//! The dispatcher: one worker per bus partition takes commands in order and
-//! performs them, and the lane resumer carries on with the ones that could
-//! not go out at once.
+//! The dispatcher: one worker per bus partition takes commands in order, a
+//! batch at a time, and performs them (`batch`), and the lane resumer
+//! carries on with the ones that could not go out at once.
 //!
 //! A worker never sleeps on a failing deal: a command that fails (or whose
 //! target is out of budget for longer than a moment) becomes the head of
@@ -18,15 +18,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use std::collections::{HashMap, HashSet};
+
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::performer::{CommandPerformer, Prior, Step, admission_of, deferred};
+use super::batch::{Batch, Unreadable};
+use super::group_settle::SettlementCommitter;
+use super::performer::CommandPerformer;
 use super::resumer::LaneResumer;
+use super::sharing::Share;
 use crate::bus::{Bus, BusError, Delivery, PartitionConsumer};
-use crate::flow::effects::Command;
-use crate::store::{Admitted, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 pub struct Dispatcher {
     pub store: Arc<dyn Store>,
@@ -35,6 +39,10 @@ pub struct Dispatcher {
     /// Names this replica's leases on lane heads.
     pub owner: String,
     pub resume_poll: Duration,
+    /// Most commands a partition worker takes off the bus at once.
+    pub batch: usize,
+    /// Which partitions this replica consumes (see `sharing`).
+    pub share: watch::Receiver<Share>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,28 +54,56 @@ enum HandleError {
 }
 
 impl Dispatcher {
-    /// Runs a worker per partition and the lane resumer until `stop`.
+    /// Runs a worker per partition of this replica's share, and the lane
+    /// resumer, until `stop`; hands partitions over as the share changes.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tasks = JoinSet::new();
-        for partition in 0..self.bus.partitions() {
-            let me = self.clone();
-            let stop = stop.clone();
-            tasks.spawn(async move { me.work_partition(partition, stop).await });
-        }
         let resumer = LaneResumer {
             store: self.store.clone(),
             performer: self.performer.clone(),
             owner: self.owner.clone(),
             poll: self.resume_poll,
         };
-        let resume_stop = stop.clone();
-        tasks.spawn(async move { resumer.run(resume_stop).await });
+        tasks.spawn(resumer.run(stop.clone()));
+        let committer = SettlementCommitter::start(self.store.clone());
+        let mut share = self.share.clone();
+        let mut workers: HashMap<u32, CancellationToken> = HashMap::new();
+        loop {
+            let current = *share.borrow_and_update();
+            for partition in 0..self.bus.partitions() {
+                match (current.owns(partition), workers.contains_key(&partition)) {
+                    (true, false) => {
+                        let token = stop.child_token();
+                        let me = self.clone();
+                        let worker_stop = token.clone();
+                        let committer = committer.clone();
+                        tasks.spawn(async move { me.work_partition(partition, &committer, worker_stop).await });
+                        workers.insert(partition, token);
+                    }
+                    // It finishes its batch, then lets the partition go.
+                    (false, true) => workers.remove(&partition).into_iter().for_each(|t| t.cancel()),
+                    _ => {}
+                }
+            }
+            metrics::gauge!("dealbridge_delivery_partitions_owned").set(workers.len() as f64);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = share.changed() => {
+                    if changed.is_err() {
+                        // Nobody changes the share any more: keep it.
+                        stop.cancelled().await;
+                        break;
+                    }
+                }
+                Some(_) = tasks.join_next() => {}
+            }
+        }
         while tasks.join_next().await.is_some() {}
     }
 
     /// Consumes one partition, reconnecting (with backoff) when the bus
     /// drops it.
-    async fn work_partition(&self, partition: u32, stop: CancellationToken) {
+    async fn work_partition(&self, partition: u32, committer: &SettlementCommitter, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !stop.is_cancelled() {
             let mut consumer = match self.bus.consume(partition).await {
@@ -82,7 +118,7 @@ impl Dispatcher {
                 }
             };
             backoff = Duration::from_millis(200);
-            match self.consume(consumer.as_mut(), &stop).await {
+            match self.consume(consumer.as_mut(), committer, &stop).await {
                 Ok(()) => return,
                 Err(e) => {
                     // The unsettled delivery (if any) comes back to whoever
@@ -97,48 +133,40 @@ impl Dispatcher {
         }
     }
 
-    async fn consume(&self, consumer: &mut dyn PartitionConsumer, stop: &CancellationToken) -> Result<(), HandleError> {
+    async fn consume(
+        &self,
+        consumer: &mut dyn PartitionConsumer,
+        committer: &SettlementCommitter,
+        stop: &CancellationToken,
+    ) -> Result<(), HandleError> {
         loop {
-            let next = tokio::select! {
+            let deliveries = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                next = consumer.next(Duration::from_secs(1)) => next?,
+                next = consumer.next_batch(Duration::from_secs(1), self.batch.max(1)) => next?,
             };
-            if let Some(delivery) = next {
-                self.handle(consumer, &delivery).await?;
+            if !deliveries.is_empty() {
+                self.handle(consumer, committer, &deliveries).await?;
             }
         }
     }
 
-    async fn handle(&self, consumer: &mut dyn PartitionConsumer, delivery: &Delivery) -> Result<(), HandleError> {
-        let command: Command = match serde_json::from_slice(&delivery.message.payload) {
-            Ok(command) => command,
-            Err(e) => {
-                let reason = format!("not a command: {e}");
-                tracing::error!(message = %delivery.message.id, %reason, "Dead-lettering an unreadable bus message.");
-                metrics::counter!("dealbridge_delivery_unreadable_total").increment(1);
-                consumer.dead_letter(delivery, &reason).await?;
-                return Ok(());
-            }
-        };
-        let admission = admission_of(&command, delivery.message.key.clone());
-        match self.store.delivery_admit(&admission, Utc::now()).await? {
-            Admitted::Known(state) => {
-                tracing::debug!(command = %command.id, state = state.as_str(), "Already recorded; not performed again.");
-                metrics::counter!("dealbridge_delivery_duplicates_total").increment(1);
-            }
-            Admitted::Held => {
-                tracing::debug!(command = %command.id, lane = %admission.lane, "Held behind its lane's head.");
-            }
-            Admitted::Free => {
-                let prior = Prior { possibly_applied: delivery.redelivered, ..Prior::default() };
-                let settlement = match self.performer.attempt(&command, admission.clone(), prior).await {
-                    Step::Settle(settlement) => settlement,
-                    Step::Defer(due) => deferred(admission, prior, due),
-                };
-                self.store.delivery_settle(&settlement, None).await?;
-            }
+    async fn handle(
+        &self,
+        consumer: &mut dyn PartitionConsumer,
+        committer: &SettlementCommitter,
+        deliveries: &[Delivery],
+    ) -> Result<(), HandleError> {
+        let (batch, unreadable) = Batch::decode(deliveries);
+        let mut dead = HashSet::new();
+        for Unreadable { delivery, reason } in unreadable {
+            tracing::error!(message = %delivery.message.id, %reason, "Dead-lettering an unreadable bus message.");
+            metrics::counter!("dealbridge_delivery_unreadable_total").increment(1);
+            consumer.dead_letter(delivery, &reason).await?;
+            dead.insert(delivery.message.id);
         }
-        consumer.ack(delivery).await?;
+        batch.run(self.store.as_ref(), &self.performer, committer).await?;
+        let settled: Vec<Delivery> = deliveries.iter().filter(|d| !dead.contains(&d.message.id)).cloned().collect();
+        consumer.ack_all(&settled).await?;
         Ok(())
     }
 }

@@ -4,6 +4,11 @@
 //! partition workers and its lane resumer share these gates; each replica
 //! keeps its own, so a target's configured rate is per replica (see
 //! docs/operations.md for how to split it).
+//!
+//! When a pause ends the gate lets one call through and holds the rest
+//! until that call is back (`settled`): a target that is still overloaded
+//! sees one more call, not every call the workers had queued meanwhile
+//! (the half-open state of a circuit breaker).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -45,8 +50,23 @@ impl RateQuota {
 /// One rate key's gate.
 struct TargetGate {
     limiter: Option<DefaultDirectRateLimiter>,
-    paused_until: Mutex<Option<Instant>>,
+    pause: Mutex<Pause>,
 }
+
+/// A gate's pause, and the probe that ends it.
+#[derive(Default)]
+struct Pause {
+    until: Option<Instant>,
+    /// The one call let through after a pause, with when it stops holding
+    /// the others (if its result never comes back).
+    probe: Option<Instant>,
+}
+
+/// How long a probe call holds the gate at most: the performer reports
+/// every call's end, so this only matters when a call is abandoned.
+const PROBE_HOLD: Duration = Duration::from_secs(30);
+/// How often a call held behind a probe looks again.
+const PROBE_RECHECK: Duration = Duration::from_millis(50);
 
 /// Whether a call may go out now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +89,7 @@ impl TargetGates {
         gates
             .entry(key.to_owned())
             .or_insert_with(|| {
-                Arc::new(TargetGate { limiter: quota.and_then(|q| q.limiter()), paused_until: Mutex::new(None) })
+                Arc::new(TargetGate { limiter: quota.and_then(|q| q.limiter()), pause: Mutex::default() })
             })
             .clone()
     }
@@ -78,13 +98,29 @@ impl TargetGates {
     pub fn admit(&self, key: &str, quota: Option<RateQuota>) -> Admittance {
         let gate = self.gate(key, quota);
         let now = Instant::now();
-        {
-            let mut paused = gate.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-            match *paused {
-                Some(until) if until > now => return Admittance::WaitFor(until - now),
-                Some(_) => *paused = None,
-                None => {}
+        let probing = {
+            let mut pause = gate.pause.lock().unwrap_or_else(|p| p.into_inner());
+            match (pause.until, pause.probe) {
+                (Some(until), _) if until > now => return Admittance::WaitFor(until - now),
+                (_, Some(hold)) if hold > now => return Admittance::WaitFor(PROBE_RECHECK.min(hold - now)),
+                // The pause is over: this call is the probe.
+                (Some(_), _) => {
+                    *pause = Pause { until: None, probe: Some(now + PROBE_HOLD) };
+                    true
+                }
+                (None, _) => {
+                    pause.probe = None;
+                    false
+                }
             }
+        };
+        if probing {
+            // The probe goes out whatever the bucket says: it was emptied by
+            // the wait anyway, and holding it would hold every call.
+            if let Some(limiter) = &gate.limiter {
+                let _ = limiter.check();
+            }
+            return Admittance::Go;
         }
         match &gate.limiter {
             None => Admittance::Go,
@@ -100,10 +136,18 @@ impl TargetGates {
     pub fn pause(&self, key: &str, quota: Option<RateQuota>, pause: Duration) {
         let gate = self.gate(key, quota);
         let until = Instant::now() + pause;
-        let mut paused = gate.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        if paused.is_none_or(|current| current < until) {
-            *paused = Some(until);
+        let mut current = gate.pause.lock().unwrap_or_else(|p| p.into_inner());
+        if current.until.is_none_or(|u| u < until) {
+            current.until = Some(until);
         }
+        current.probe = None;
+    }
+
+    /// A call to `key` came back (call `pause` first if it asked for one):
+    /// a probe that did not pause the gate again opens it.
+    pub fn settled(&self, key: &str, quota: Option<RateQuota>) {
+        let gate = self.gate(key, quota);
+        gate.pause.lock().unwrap_or_else(|p| p.into_inner()).probe = None;
     }
 
     /// Rate keys that are paused now, with the time left.
@@ -113,7 +157,7 @@ impl TargetGates {
         let mut out: Vec<_> = gates
             .iter()
             .filter_map(|(key, gate)| {
-                let until = (*gate.paused_until.lock().unwrap_or_else(|p| p.into_inner()))?;
+                let until = gate.pause.lock().unwrap_or_else(|p| p.into_inner()).until?;
                 (until > now).then(|| (key.clone(), until - now))
             })
             .collect();
@@ -153,5 +197,23 @@ mod tests {
         }
         assert_eq!(gates.paused().len(), 1);
         assert_eq!(gates.admit("unlimited", None), Admittance::Go);
+    }
+
+    #[test]
+    fn after_a_pause_one_probe_goes_and_the_rest_wait_for_its_answer() {
+        let gates = TargetGates::default();
+        gates.pause("portal", None, Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(gates.admit("portal", None), Admittance::Go, "the probe");
+        assert!(matches!(gates.admit("portal", None), Admittance::WaitFor(_)), "held behind the probe");
+        // Still limited: the probe pauses the gate again, and the next pause
+        // ends with a probe too.
+        gates.pause("portal", None, Duration::from_millis(20));
+        assert!(matches!(gates.admit("portal", None), Admittance::WaitFor(_)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(gates.admit("portal", None), Admittance::Go, "the second probe");
+        gates.settled("portal", None);
+        assert_eq!(gates.admit("portal", None), Admittance::Go, "open again");
+        assert_eq!(gates.admit("portal", None), Admittance::Go);
     }
 }

@@ -7,17 +7,23 @@
 //! - `gate`: per-target token buckets and pauses (`governor`);
 //! - `performer`: one attempt, from gate to recorded outcome;
 //! - `dispatcher`: a worker per bus partition (first attempts);
+//! - `batch`: one batch off a partition, its deals side by side;
+//! - `group_settle`: the batches of all partitions written together;
 //! - `resumer`: retries, and the commands held behind them, in order;
+//! - `sharing`: which partitions each hub replica consumes;
 //! - `gauges`: delivery figures for `/metrics`.
 //!
 //! What the store keeps about deliveries is in `store::deliveries`.
 
+mod batch;
 mod dispatcher;
 mod gate;
 mod gauges;
+mod group_settle;
 mod performer;
 mod policy;
 mod resumer;
+mod sharing;
 mod target;
 #[cfg(test)]
 mod tests;
@@ -28,4 +34,5 @@ pub use gauges::DeliveryGauges;
 pub use performer::{CommandPerformer, OutboundTarget, OutboundTargets, Prior, Step};
 pub use policy::{DeliveryPolicy, PermanentAction, RetrySchedule, Verdict};
 pub use resumer::LaneResumer;
+pub use sharing::{ReplicaRoster, Share};
 pub use target::{AttemptContext, DeliveryFailure, FailureClass, OutboundConnector, Performed};

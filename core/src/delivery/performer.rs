@@ -108,6 +108,9 @@ impl CommandPerformer {
                 format!("no answer within {} s", self.policy.attempt_timeout.as_secs_f64()),
             ))
         });
+        // The call is back: a probe after a pause has its answer (a failure
+        // below may pause the gate again).
+        self.gates.settled(&key, target.quota);
         match result {
             Ok(performed) => Step::Settle(self.succeeded(admission, prior, &performed, latency)),
             Err(failure) => {
@@ -152,6 +155,7 @@ impl CommandPerformer {
             last_class: None,
             last_error: None,
             outcome: Some(outcome.to_owned()),
+            created: performed.created().cloned(),
             attempt: Some(attempt),
             at,
         }
@@ -206,6 +210,7 @@ impl CommandPerformer {
             last_class: Some(failure.class.as_str().into()),
             last_error: Some(failure.message.clone()),
             outcome: None,
+            created: None,
             attempt: Some(attempt),
             at,
         }
@@ -224,6 +229,25 @@ pub fn deferred(admission: Admission, prior: Prior, due_at: DateTime<Utc>) -> Se
         last_class: None,
         last_error: None,
         outcome: None,
+        created: None,
+        attempt: None,
+        at: Utc::now(),
+    }
+}
+
+/// A command recorded behind its lane's head without being tried (its
+/// lane's earlier command in the same batch could not go out).
+pub fn held(admission: Admission) -> Settlement {
+    Settlement {
+        admission,
+        state: DeliveryState::Held,
+        attempts: 0,
+        round_attempts: 0,
+        due_at: None,
+        last_class: None,
+        last_error: None,
+        outcome: None,
+        created: None,
         attempt: None,
         at: Utc::now(),
     }

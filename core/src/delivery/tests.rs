@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::*;
 use crate::bus::{Bus, BusMessage, EmbeddedBus};
 use crate::flow::effects::{Command, CommandOp};
+use crate::model::{Deal, ExternalRef};
 use crate::outbox::message_of;
 use crate::store::{AdminRefusal, ChangeSet, DeliveryState, Store};
 use crate::testing::{TestDatabase, pg_admin_url};
@@ -59,6 +60,11 @@ impl OutboundConnector for ScriptedTarget {
     }
 
     async fn perform(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
+        if let CommandOp::CreateDeal { .. } = &command.op {
+            self.calls.lock().unwrap().push(("new".into(), 0, context.possibly_applied));
+            let created = ExternalRef::new("scripted", "crm", format!("created-{}", command.id.simple()));
+            return Ok(Performed::Applied { created: Some(created) });
+        }
         let CommandOp::UpdateDeal { external_id, fields, .. } = &command.op else {
             return Err(DeliveryFailure::new(FailureClass::Permanent, "unexpected op"));
         };
@@ -130,6 +136,8 @@ impl Hub {
             performer,
             owner: "test-replica".into(),
             resume_poll: Duration::from_millis(20),
+            batch: 16,
+            share: tokio::sync::watch::channel(crate::delivery::Share::ALONE).1,
         });
         let stop = CancellationToken::new();
         let running = tokio::spawn(dispatcher.run(stop.clone()));
@@ -250,7 +258,8 @@ async fn a_permanent_failure_is_dead_lettered_and_its_deal_goes_on(store: Arc<dy
     let cmds: Vec<Command> = (0..3).map(|n| command(deal, "d", n)).collect();
     hub.send(&cmds).await;
     hub.wait_until("the rest goes out", async |h| h.target.applied().get("d") == Some(&vec![1, 2])).await;
-    assert_eq!(hub.state_of(&cmds[0]).await, Some(DeliveryState::Dead));
+    // A batch is recorded once all its calls are back.
+    hub.wait_until("it is dead", async |h| h.state_of(&cmds[0]).await == Some(DeliveryState::Dead)).await;
     let dead = hub.store.deliveries_in_state(DeliveryState::Dead, 10).await.unwrap();
     assert_eq!(dead[0].last_class.as_deref(), Some("permanent"));
     // Once the cause is fixed, an admin puts it back: it goes out once more.
@@ -298,6 +307,45 @@ async fn the_target_budget_spaces_calls_out(store: Arc<dyn Store>) {
     hub.wait_until("all go out", async |h| h.target.applied().len() == 25).await;
     // 5 at once, then 20 more at 50/s: at least 0.4 s.
     assert!(started.elapsed() >= Duration::from_millis(380), "{:?}", started.elapsed());
+    hub.stop().await;
+}
+
+async fn a_child_deal_created_in_the_target_is_linked_to_its_canonical_deal(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(3), None).await;
+    let child = Deal::new("logistics", "new", chrono::Utc::now(), "flow:spawn");
+    hub.store.apply(&ChangeSet { deals: vec![child.clone()], ..Default::default() }).await.unwrap();
+    let mut create = command(child.id, "unused", 0);
+    create.op = CommandOp::CreateDeal {
+        create: [("CATEGORY_ID".to_owned(), "2".to_owned())].into_iter().collect(),
+        parent_external_id: Some("101".into()),
+        stage: Some("C2:NEW".into()),
+        responsible: None,
+        fields: BTreeMap::new(),
+    };
+    hub.send(std::slice::from_ref(&create)).await;
+    hub.wait_until("the create is done", async |h| h.state_of(&create).await == Some(DeliveryState::Done)).await;
+    let created = ExternalRef::new("scripted", "crm", format!("created-{}", create.id.simple()));
+    let found = hub.store.find_deal(&created).await.unwrap().expect("the target's id finds the child deal");
+    assert_eq!(found.id, child.id);
+    assert_eq!(found.external_refs, vec![created], "the ref is in the deal's document too");
+    hub.stop().await;
+}
+
+async fn a_deal_blocked_mid_batch_holds_its_later_commands_of_the_batch_in_order(store: Arc<dyn Store>) {
+    let hub = Hub::start(store, fast_policy(8), None).await;
+    let (blocked, free) = (Uuid::now_v7(), Uuid::now_v7());
+    // Both deals' commands go out in one publish, so they share batches.
+    hub.target.fail("blocked", 1, DeliveryFailure::new(FailureClass::Retryable, "HTTP 503"));
+    let commands: Vec<Command> =
+        (0..6).flat_map(|n| [command(blocked, "blocked", n), command(free, "free", n)]).collect();
+    hub.send(&commands).await;
+    let expected: Vec<u32> = (0..6).collect();
+    hub.wait_until("both deals got everything", async |h| {
+        let applied = h.target.applied();
+        applied.get("blocked") == Some(&expected) && applied.get("free") == Some(&expected)
+    })
+    .await;
+    assert_eq!(hub.target.calls().iter().filter(|(r, _, _)| r == "blocked").count(), 7, "one failed call, then six");
     hub.stop().await;
 }
 
@@ -349,4 +397,6 @@ delivery_stories!(
     a_rate_limit_answer_pauses_the_target_without_using_up_retries,
     a_command_already_done_is_not_performed_again,
     the_target_budget_spaces_calls_out,
+    a_child_deal_created_in_the_target_is_linked_to_its_canonical_deal,
+    a_deal_blocked_mid_batch_holds_its_later_commands_of_the_batch_in_order,
 );

@@ -21,10 +21,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, Serde, Value};
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use super::native_text::NativeText;
 use super::plan::{Action, Expr, FlowPlan, Person};
 use super::world::DealTotals;
 use crate::model::{Deal, Money};
@@ -57,6 +58,9 @@ enum Kind {
 struct Compiled {
     name: String,
     reads: Reads,
+    /// The same text template without minijinja, when it only puts deal
+    /// attributes into fixed text (see `native_text`).
+    native: Option<NativeText>,
 }
 
 /// The parts of a scope an expression reads.
@@ -187,7 +191,11 @@ impl FlowRuntime {
         }
         let template = self.env.get_template(&name).map_err(|e| format!("{}: {e}", expr.span))?;
         let reads = Reads::of(&template, &source);
-        self.compiled.entry(kind).or_default().insert(expr.source.clone(), Compiled { name, reads });
+        let native = match minijinja::default_auto_escape_callback(&name) {
+            AutoEscape::None if kind == Kind::Text => NativeText::parse(&expr.source),
+            _ => None,
+        };
+        self.compiled.entry(kind).or_default().insert(expr.source.clone(), Compiled { name, reads, native });
         Ok(())
     }
 
@@ -222,6 +230,10 @@ impl FlowRuntime {
     fn render(&self, kind: Kind, expr: &Expr, scope: &Scope<'_>, numbers: Numbers) -> Result<String, String> {
         let not_compiled = || format!("{}: not compiled: `{}`", expr.span, expr.source);
         let compiled = self.compiled.get(&kind).and_then(|c| c.get(&expr.source)).ok_or_else(not_compiled)?;
+        // Without a deal, `deal.x` is an error minijinja words.
+        if let (Some(native), Some(deal)) = (&compiled.native, &scope.deal) {
+            return Ok(native.render(deal));
+        }
         let template =
             self.env.get_template(&compiled.name).map_err(|e| format!("{}: not compiled: {e}", expr.span))?;
         template
@@ -301,7 +313,7 @@ fn person_value(person: &Person) -> Value {
 /// An amount in the requested face.
 pub fn decimal(amount: Decimal, numbers: Numbers) -> Value {
     match numbers {
-        Numbers::Exact => Value::from(amount.to_string()),
+        Numbers::Exact => Value::from(crate::model::decimal_text(amount)),
         Numbers::Compare if amount.fract().is_zero() => {
             amount.to_i64().map(Value::from).unwrap_or_else(|| Value::from(amount.to_f64().unwrap_or(f64::NAN)))
         }
@@ -332,7 +344,7 @@ pub(crate) const DEAL_KEYS: [&str; 17] = [
 ];
 
 /// One attribute of a deal as templates see it; `None` for an unknown one.
-fn attribute(scope: &DealScope<'_>, key: &str, numbers: Numbers) -> Option<Value> {
+pub(crate) fn attribute(scope: &DealScope<'_>, key: &str, numbers: Numbers) -> Option<Value> {
     let (deal, totals) = (scope.deal, &scope.totals);
     Some(match key {
         "id" => Value::from(deal.id.to_string()),
@@ -461,6 +473,38 @@ mod tests {
         let rt = runtime(&[(&pick, "text"), (&whole, "text")]);
         assert_eq!(rt.text(&pick, &scope(&d)).unwrap(), "Котёл|1250.50|10.00|");
         assert_eq!(rt.text(&whole, &scope(&d)).unwrap(), rt.text(&pick, &scope(&d)).unwrap());
+    }
+
+    #[test]
+    fn native_texts_render_as_minijinja_does() {
+        let texts = [
+            "Сделка «{{ deal.title }}» ушла из новых в {{ deal.stage }}: {{ deal.amount }} {{ deal.currency }}",
+            "{{deal.id}}|{{ deal.pipeline }}|{{ deal.responsible }}|{{ deal.parent_id }}|{{ deal.created_at }}",
+            "{{ deal.updated_at }} {{ deal.invoiced }} {{ deal.paid }} {{ deal.shipped }} <b>&amp;</b> 'x' \"y\"",
+        ];
+        let exprs: Vec<Expr> = texts.iter().map(|t| expr(t)).collect();
+        let rt = runtime(&exprs.iter().map(|e| (e, "text")).collect::<Vec<_>>());
+        let mut bare = Deal::new("sales", "new", Utc::now(), "test");
+        bare.title = "Без суммы".into();
+        let mut full = deal("1250.50 RUB");
+        full.responsible = Some("ivanov".into());
+        full.parent_id = Some(uuid::Uuid::now_v7());
+        let totals =
+            DealTotals { invoiced: "100.5".parse().unwrap(), paid: "0".parse().unwrap(), ..Default::default() };
+        for e in &exprs {
+            let compiled = &rt.compiled[&Kind::Text][&e.source];
+            assert!(compiled.native.is_some(), "{}", e.source);
+            let template = rt.env.get_template(&compiled.name).unwrap();
+            for d in [&bare, &full] {
+                let scope = Scope { deal: Some(DealScope { deal: d, totals }), ..Scope::default() };
+                let by_minijinja = template.render(scope.value(&compiled.reads, Numbers::Exact)).unwrap();
+                assert_eq!(rt.text(e, &scope).unwrap(), by_minijinja, "{}", e.source);
+            }
+            assert!(rt.text(e, &Scope::default()).is_err(), "no deal: minijinja's error, {}", e.source);
+        }
+        let escaped = expr("{{ deal.title }}.html");
+        let rt = runtime(&[(&escaped, "text")]);
+        assert!(rt.compiled[&Kind::Text][&escaped.source].native.is_none(), "auto-escaped names stay with minijinja");
     }
 
     #[test]

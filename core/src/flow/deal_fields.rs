@@ -12,7 +12,7 @@ pub fn read(deal: &Deal, path: &str) -> Value {
     let client = deal.client.as_ref();
     match path {
         "title" => Value::from(deal.title.as_str()),
-        "amount" => deal.amount.as_ref().map_or(Value::Null, |m| serde_json::to_value(m).unwrap_or(Value::Null)),
+        "amount" => deal.amount.as_ref().map_or(Value::Null, money_json),
         "responsible" => deal.responsible.as_deref().map_or(Value::Null, Value::from),
         "client" => client.map_or(Value::Null, |c| serde_json::to_value(c).unwrap_or(Value::Null)),
         "client.name" => client.map_or(Value::Null, |c| Value::from(c.name.as_str())),
@@ -25,6 +25,15 @@ pub fn read(deal: &Deal, path: &str) -> Value {
             None => Value::Null,
         },
     }
+}
+
+/// Money as JSON, `{"amount": "1.50", "currency": "RUB"}`: what
+/// `serde_json::to_value` gives, without going through a serializer.
+pub(crate) fn money_json(money: &Money) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("amount".to_owned(), Value::String(crate::model::decimal_text(money.amount)));
+    object.insert("currency".to_owned(), Value::String(money.currency.clone()));
+    Value::Object(object)
 }
 
 /// Sets a field; returns whether the value changed. `Null` clears it.
@@ -131,6 +140,14 @@ mod tests {
         }
         assert_eq!(parent.amount, child.amount);
         assert_eq!(parent.custom_fields["services"], json!(["Монтаж"]));
+    }
+
+    #[test]
+    fn money_json_is_the_serialized_form() {
+        for text in ["1250.50 RUB", "0 USD", "-0.01 EUR", "1234567.8900 RUB", "79228162514264337593543950335 RUB"] {
+            let money: Money = text.parse().unwrap();
+            assert_eq!(money_json(&money), serde_json::to_value(&money).unwrap(), "{text}");
+        }
     }
 
     #[test]

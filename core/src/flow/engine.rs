@@ -80,7 +80,9 @@ impl<'a> Engine<'a> {
             world,
             cause,
             ids: IdSource::new(cause.seed(), cause.at),
-            effects: Effects::default(),
+            // Room for what a typical event records, so the lists do not
+            // grow step by step (a trace step is a few hundred bytes).
+            effects: Effects { changes: Vec::with_capacity(4), trace: Vec::with_capacity(8), ..Effects::default() },
             queue: VecDeque::new(),
             occurrences: Default::default(),
             event_scope: super::actions::EventScope::of(event),

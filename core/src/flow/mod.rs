@@ -17,6 +17,7 @@ pub mod deal_fields;
 pub mod effects;
 pub mod engine;
 mod guards;
+mod native_text;
 mod observe;
 pub mod outbound;
 pub mod plan;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::deal_fields;
 use super::effects::{Change, Problem};
 use super::engine::{EngineError, Run};
-use crate::model::{Deal, DealObservation, ExternalRef, Money};
+use crate::model::{Deal, DealObservation, ExternalRef, Inn, Money};
 
 impl Run<'_, '_> {
     pub(crate) fn observe(&mut self, source: &ExternalRef, observed: &DealObservation) -> Result<(), EngineError> {
@@ -32,6 +32,9 @@ impl Run<'_, '_> {
             );
         }
         observed_fields(observed, |field, value| self.observe_field(deal, field, value));
+        for (name, value) in changed_custom_fields(&self.world.deals[&deal].custom_fields, &observed.custom_fields) {
+            self.observe_field(deal, ObservedField::Custom(name), ObservedValue::Json(value));
+        }
         self.observe_stage(deal, source, observed);
         Ok(())
     }
@@ -91,6 +94,7 @@ impl Run<'_, '_> {
         if value.is_held_by(&self.world.deals[&deal], &field) {
             return;
         }
+        let (observed_field, typed) = (field, value);
         let (field, value) = (field.path(), value.to_json());
         let field = field.as_str();
         // The field's JSON form decides, as `deal_fields::write` would.
@@ -99,7 +103,14 @@ impl Run<'_, '_> {
             return;
         }
         let target = self.world.deal_mut(deal).expect("exists");
-        match deal_fields::write_different(target, field, value.clone()) {
+        // The typed value is written as it is; `write_different` would parse
+        // its JSON form back into the same thing.
+        let written = if typed.write_to(target, &observed_field) {
+            Ok(())
+        } else {
+            deal_fields::write_different(target, field, value.clone())
+        };
+        match written {
             Ok(()) => {
                 target.updated_at = self.cause.at;
                 self.changed(Change::FieldChanged { deal, field: field.to_owned(), from: current, to: value }, 0);
@@ -145,7 +156,7 @@ impl ObservedField<'_> {
     fn path(&self) -> String {
         match self {
             ObservedField::Fixed(path) => (*path).to_owned(),
-            ObservedField::Custom(name) => format!("custom.{name}"),
+            ObservedField::Custom(name) => ["custom.", name].concat(),
         }
     }
 }
@@ -164,10 +175,37 @@ impl ObservedValue<'_> {
     fn to_json(self) -> serde_json::Value {
         match self {
             ObservedValue::Text(text) => text.into(),
-            ObservedValue::Money(money) => serde_json::to_value(money).unwrap_or_default(),
+            ObservedValue::Money(money) => deal_fields::money_json(money),
             ObservedValue::List(items) => items.to_vec().into(),
             ObservedValue::Json(value) => value.clone(),
         }
+    }
+
+    /// Writes the value into `deal` as `deal_fields::write_different` would
+    /// write its JSON form; false (and nothing written) for a combination
+    /// it does not know, which the caller then writes the JSON way.
+    fn write_to(&self, deal: &mut Deal, field: &ObservedField<'_>) -> bool {
+        fn client(deal: &mut Deal) -> &mut crate::model::Client {
+            deal.client.get_or_insert_with(Default::default)
+        }
+        match (field, *self) {
+            (ObservedField::Fixed("title"), ObservedValue::Text(t)) => deal.title = t.to_owned(),
+            (ObservedField::Fixed("responsible"), ObservedValue::Text(t)) => deal.responsible = Some(t.to_owned()),
+            (ObservedField::Fixed("amount"), ObservedValue::Money(m)) => deal.amount = Some(m.clone()),
+            (ObservedField::Fixed("client.name"), ObservedValue::Text(t)) => client(deal).name = t.to_owned(),
+            (ObservedField::Fixed("client.inn"), ObservedValue::Text(t)) => client(deal).inn = Some(Inn::new(t)),
+            (ObservedField::Fixed("client.kpp"), ObservedValue::Text(t)) => client(deal).kpp = Some(t.to_owned()),
+            (ObservedField::Fixed("client.emails"), ObservedValue::List(l)) => client(deal).emails = l.to_vec(),
+            (ObservedField::Fixed("client.phones"), ObservedValue::List(l)) => client(deal).phones = l.to_vec(),
+            (ObservedField::Custom(name), ObservedValue::Json(serde_json::Value::Null)) => {
+                deal.custom_fields.remove(*name);
+            }
+            (ObservedField::Custom(name), ObservedValue::Json(v)) => {
+                deal.custom_fields.insert((*name).to_owned(), v.clone());
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// True only when `deal_fields::read(deal, field)` is certainly equal
@@ -231,7 +269,30 @@ fn observed_fields<'o>(observed: &'o DealObservation, mut each: impl FnMut(Obser
             each(Fixed("client.phones"), ObservedValue::List(&client.phones));
         }
     }
-    for (name, value) in &observed.custom_fields {
-        each(ObservedField::Custom(name), ObservedValue::Json(value));
+}
+
+/// The observed custom fields whose value may differ from the held one
+/// (a field the deal does not have holds `null`). Both maps are sorted by
+/// name, so one walk pairs them instead of a search per field.
+fn changed_custom_fields<'o>(
+    held: &crate::model::CustomFields,
+    observed: &'o crate::model::CustomFields,
+) -> Vec<(&'o str, &'o serde_json::Value)> {
+    let mut changed = Vec::new();
+    let mut held = held.iter().peekable();
+    for (name, value) in observed {
+        let current = loop {
+            match held.peek().map(|(h, v)| (h.as_str().cmp(name), *v)) {
+                Some((std::cmp::Ordering::Less, _)) => {
+                    held.next();
+                }
+                Some((std::cmp::Ordering::Equal, v)) => break v,
+                _ => break &serde_json::Value::Null,
+            }
+        };
+        if current != value {
+            changed.push((name.as_str(), value));
+        }
     }
+    changed
 }

@@ -48,7 +48,7 @@ impl FieldValue {
     pub fn to_text(&self) -> String {
         match self {
             FieldValue::Text(s) => s.clone(),
-            FieldValue::Number(d) => d.to_string(),
+            FieldValue::Number(d) => crate::model::decimal_text(*d),
             FieldValue::Date(d) => iso_date(*d),
             FieldValue::DateTime(t) => t.to_rfc3339(),
             FieldValue::Bool(b) => b.to_string(),
@@ -94,7 +94,7 @@ impl FieldValue {
     pub fn from_json(value: &serde_json::Value) -> Result<Option<FieldValue>, String> {
         match value {
             serde_json::Value::Null => Ok(None),
-            serde_json::Value::String(s) if s.trim_matches(is_blank).is_empty() => Ok(None),
+            serde_json::Value::String(s) if trim_blank(s).is_empty() => Ok(None),
             serde_json::Value::String(s) => Ok(Some(FieldValue::Text(s.clone()))),
             serde_json::Value::Bool(b) => Ok(Some(FieldValue::Bool(*b))),
             // Integers convert exactly, as their text would (scale 0).
@@ -124,6 +124,24 @@ fn is_blank(c: char) -> bool {
     c.is_whitespace() || c == '\u{00A0}' || c == '\u{202F}' || c == '\u{2007}'
 }
 
+/// `text.trim_matches(is_blank)`. Most ends are ASCII, which is trimmed
+/// byte by byte; a non-ASCII end (NBSP, …) takes the char-wise rule.
+fn trim_blank(text: &str) -> &str {
+    // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form
+    // feed, carriage return and space.
+    let ascii_blank = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !ascii_blank(*b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !ascii_blank(*b)).map_or(start, |last| last + 1);
+    // ASCII bytes never sit inside a UTF-8 sequence: both ends are char
+    // boundaries.
+    let rest = &text[start..end.max(start)];
+    match (rest.as_bytes().first(), rest.as_bytes().last()) {
+        (Some(first), Some(last)) if !first.is_ascii() || !last.is_ascii() => rest.trim_matches(is_blank),
+        _ => rest,
+    }
+}
+
 /// `yyyy-mm-dd`, as chrono's `%Y-%m-%d` writes it, without parsing the
 /// format string for every value.
 fn iso_date(date: NaiveDate) -> String {
@@ -146,7 +164,7 @@ fn iso_date(date: NaiveDate) -> String {
 
 /// Trims blanks in place: no new string when there is nothing to trim.
 fn trim_in_place(mut text: String) -> String {
-    let trimmed = text.trim_matches(is_blank);
+    let trimmed = trim_blank(&text);
     if trimmed.len() == text.len() {
         return text;
     }
@@ -235,16 +253,19 @@ pub fn convert_text(
     lookups: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<Option<FieldValue>, ConvertError> {
     use std::borrow::Cow;
-    if raw.trim_matches(is_blank).is_empty() {
+    let trimmed = trim_blank(raw);
+    if trimmed.is_empty() {
         return Ok(None);
     }
     let mut text: Cow<'_, str> = Cow::Borrowed(raw);
     for (position, conversion) in conversions.iter().enumerate() {
         text = match conversion {
+            // The usual first step: the blank check has trimmed already.
+            Conversion::Trim if position == 0 => Cow::Borrowed(trimmed),
             Conversion::EmptyIf(marker) if text == marker.as_str() => return Ok(None),
             Conversion::EmptyIf(_) => text,
             Conversion::Trim => match text {
-                Cow::Borrowed(t) => Cow::Borrowed(t.trim_matches(is_blank)),
+                Cow::Borrowed(t) => Cow::Borrowed(trim_blank(t)),
                 Cow::Owned(t) => Cow::Owned(trim_in_place(t)),
             },
             Conversion::Upper | Conversion::Lower => {
@@ -401,7 +422,7 @@ fn parse_decimal_general(raw: &str) -> Result<Decimal, ConvertError> {
 /// Parses `dd.mm.yyyy`, `yyyy-mm-dd`, or takes the date of a date-time as
 /// written (in its own offset).
 pub fn parse_date(raw: &str) -> Result<NaiveDate, ConvertError> {
-    let text = raw.trim_matches(is_blank);
+    let text = trim_blank(raw);
     if let Some(date) = exact_date(text) {
         return Ok(date);
     }
@@ -439,7 +460,7 @@ fn exact_date(text: &str) -> Option<NaiveDate> {
 
 /// Parses a date-time that carries its offset.
 pub fn parse_datetime(raw: &str) -> Result<DateTime<FixedOffset>, ConvertError> {
-    let text = raw.trim_matches(is_blank);
+    let text = trim_blank(raw);
     DateTime::parse_from_rfc3339(text)
         .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%:z"))
         .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%z"))
@@ -465,8 +486,7 @@ pub fn parse_local_datetime(raw: &str, zone: &str) -> Result<DateTime<FixedOffse
     if let Ok(t) = parse_datetime(raw) {
         return Ok(t);
     }
-    let naive = parse_naive_datetime(raw.trim_matches(is_blank))
-        .map_err(|_| ConvertError::NotALocalDateTime(raw.to_owned()))?;
+    let naive = parse_naive_datetime(trim_blank(raw)).map_err(|_| ConvertError::NotALocalDateTime(raw.to_owned()))?;
     // In an autumn overlap the earlier instant is taken: it is the one the
     // clock showed first.
     tz.from_local_datetime(&naive)
@@ -477,7 +497,7 @@ pub fn parse_local_datetime(raw: &str, zone: &str) -> Result<DateTime<FixedOffse
 
 /// Parses yes/no values as Bitrix24 (`Y`/`N`), 1C and people write them.
 pub fn parse_bool(raw: &str) -> Result<bool, ConvertError> {
-    match raw.trim_matches(is_blank).to_lowercase().as_str() {
+    match trim_blank(raw).to_lowercase().as_str() {
         "y" | "yes" | "true" | "1" | "да" => Ok(true),
         "n" | "no" | "false" | "0" | "нет" => Ok(false),
         _ => Err(ConvertError::NotABoolean(raw.to_owned())),
@@ -508,8 +528,37 @@ mod tests {
         assert_eq!(parse_decimal("\u{2212}5,5").unwrap(), dec("-5.5"));
         let long = format!("{},5", "1".repeat(70));
         assert_eq!(parse_decimal(&long), parse_decimal_general(&long), "long values take the general path");
-        for raw in ["1 234 567,89", "1,234.5", "1.234,5", "12,34,56.7.8", "+7", "-0,00", "1.", "١٢"] {
-            assert_eq!(parse_decimal(raw), parse_decimal_general(raw), "{raw:?}");
+        let samples = "1 234 567,89|1,234.5|1.234,5|12,34,56.7.8|+7|-0,00|1.|١٢|0|-0|0.000|007,50|-5|+0,5|\
+                       999999999999999999|9999999999999999999|-123456789012345678|1.0000000000000000000000000001";
+        for raw in samples.split('|') {
+            let (fast, general) = (parse_decimal(raw), parse_decimal_general(raw));
+            assert_eq!(fast, general, "{raw:?}");
+            if let (Ok(fast), Ok(general)) = (fast, general) {
+                assert_eq!((fast.scale(), fast.is_sign_negative()), (general.scale(), general.is_sign_negative()));
+            }
+        }
+    }
+
+    #[test]
+    fn blank_trimming_is_the_char_rule() {
+        let samples = [
+            "",
+            " ",
+            "  a  ",
+            "\t\n\x0b\x0c\r x \r\n",
+            "\u{00A0}1 234\u{00A0}",
+            " \u{00A0} x \u{202F} ",
+            "\u{2007}",
+            "\u{0085}x\u{3000}",
+            "ООО «Ромашка» ",
+            " Сделка",
+            "x\u{00A0}",
+            "\u{00A0}",
+            "a b",
+            "\x1f x \x1f",
+        ];
+        for sample in samples {
+            assert_eq!(trim_blank(sample), sample.trim_matches(is_blank), "{sample:?}");
         }
     }
 

@@ -16,6 +16,7 @@ pub mod fields;
 mod filters;
 mod merge;
 mod record;
+mod record_keys;
 pub mod schema;
 mod set;
 pub mod source_path;

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 
 use super::convert::{self, FieldValue};
 use super::fields::BindingTarget;
+use super::record_keys::{RecordKeys, TopValues};
 use super::source_path::SourcePath;
 use super::spec::Conversion;
 use crate::model::{CanonicalEvent, Client, DealObservation, ExternalRef, Inn, Money};
@@ -26,6 +27,8 @@ pub(crate) struct CompiledBinding {
     pub stage: Option<(SourcePath, String)>,
     pub fields: Vec<CompiledField>,
     pub create_with: BTreeMap<String, String>,
+    /// The first keys of all the paths above (`index_keys`).
+    pub keys: RecordKeys,
 }
 
 /// How one canonical field is filled.
@@ -99,9 +102,11 @@ impl CompiledBinding {
 
     /// Maps a record this binding accepts into a deal observation.
     pub fn map(&self, record: &serde_json::Value, ctx: &MappingContext<'_>) -> Result<MappedRecord, MappingError> {
+        let top = self.keys.resolve(record);
+        let record = &Record { value: record, top };
         let id = self
             .id
-            .get(record)
+            .get_in(record.value, &record.top)
             .and_then(|v| FieldValue::from_json(v).ok().flatten())
             .map(FieldValue::into_text)
             .ok_or_else(|| MappingError::MissingId { binding: self.name.clone(), path: self.id.to_string() })?;
@@ -110,26 +115,32 @@ impl CompiledBinding {
         if let Some((path, map_name)) = &self.stage {
             self.map_stage(record, path, map_name, ctx, &mut observed)?;
         }
+        // Custom fields are collected and put in their map at once: sorting
+        // a few names is cheaper than searching the map for each.
+        let mut custom = Vec::with_capacity(self.fields.len());
         if let Some(parent_source) = &self.parent
             && let Some(parent_id) = self.single(parent_source, "parent", record, ctx)?
         {
             observed.parent = Some(ExternalRef::new(&self.system, &self.connector, parent_id.into_text()));
         }
         for field in &self.fields {
-            self.map_field(field, record, ctx, &mut observed)?;
+            self.map_field(field, record, ctx, &mut observed, &mut custom)?;
         }
+        observed.custom_fields = custom.into_iter().collect();
         Ok(MappedRecord { binding: self.name.clone(), event: CanonicalEvent::DealObserved { source, observed } })
     }
 
     fn map_stage(
         &self,
-        record: &serde_json::Value,
+        record: &Record<'_>,
         path: &SourcePath,
         map_name: &str,
         ctx: &MappingContext<'_>,
         observed: &mut DealObservation,
     ) -> Result<(), MappingError> {
-        let Some(system_stage) = path.get(record).and_then(|v| FieldValue::from_json(v).ok().flatten()) else {
+        let Some(system_stage) =
+            path.get_in(record.value, &record.top).and_then(|v| FieldValue::from_json(v).ok().flatten())
+        else {
             return Ok(());
         };
         let system_stage = system_stage.as_text();
@@ -149,17 +160,19 @@ impl CompiledBinding {
     fn map_field(
         &self,
         field: &CompiledField,
-        record: &serde_json::Value,
+        record: &Record<'_>,
         ctx: &MappingContext<'_>,
         observed: &mut DealObservation,
+        custom: &mut Vec<(String, serde_json::Value)>,
     ) -> Result<(), MappingError> {
         let list = field.value.from.as_ref().is_some_and(SourcePath::is_list);
-        let values: Vec<FieldValue> = if list {
-            self.list(&field.value, &field.name, record, ctx)?
+        // A single value, the usual case, is not put in a list of one.
+        let found = if list {
+            Found::Many(self.list(&field.value, &field.name, record, ctx)?)
         } else {
-            self.single(&field.value, &field.name, record, ctx)?.into_iter().collect()
+            self.single(&field.value, &field.name, record, ctx)?.map_or(Found::Many(Vec::new()), Found::One)
         };
-        if values.is_empty() {
+        if found.is_empty() {
             if field.required {
                 return Err(MappingError::Required {
                     binding: self.name.clone(),
@@ -169,30 +182,34 @@ impl CompiledBinding {
             }
             return Ok(());
         }
-        let values = if field.person { self.people(field, values, ctx)? } else { values };
+        let found = match found {
+            Found::One(value) if field.person => Found::One(self.person(field, value, ctx)?),
+            Found::Many(values) if field.person => {
+                Found::Many(values.into_iter().map(|v| self.person(field, v, ctx)).collect::<Result<_, _>>()?)
+            }
+            other => other,
+        };
         // The values are moved into the observation: no text is copied.
-        let texts = |values: Vec<FieldValue>| values.into_iter().map(FieldValue::into_text).collect::<Vec<_>>();
-        let first = |values: Vec<FieldValue>| values.into_iter().next().expect("not empty");
         fn client(observed: &mut DealObservation) -> &mut Client {
             observed.client.get_or_insert_with(Client::default)
         }
         match &field.target {
-            BindingTarget::Title => observed.title = Some(first(values).into_text()),
-            BindingTarget::Amount => observed.amount = Some(self.money(field, first(values), record, ctx)?),
-            BindingTarget::ClientName => client(observed).name = first(values).into_text(),
-            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&first(values).as_text())),
-            BindingTarget::ClientKpp => client(observed).kpp = Some(first(values).into_text()),
-            BindingTarget::ClientEmails => client(observed).emails = texts(values),
-            BindingTarget::ClientPhones => client(observed).phones = texts(values),
-            BindingTarget::Responsible => observed.responsible = Some(first(values).into_text()),
-            BindingTarget::Actor => observed.actor = Some(first(values).into_text()),
+            BindingTarget::Title => observed.title = Some(found.first().into_text()),
+            BindingTarget::Amount => observed.amount = Some(self.money(field, found.first(), record, ctx)?),
+            BindingTarget::ClientName => client(observed).name = found.first().into_text(),
+            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&found.first().as_text())),
+            BindingTarget::ClientKpp => client(observed).kpp = Some(found.first().into_text()),
+            BindingTarget::ClientEmails => client(observed).emails = found.texts(),
+            BindingTarget::ClientPhones => client(observed).phones = found.texts(),
+            BindingTarget::Responsible => observed.responsible = Some(found.first().into_text()),
+            BindingTarget::Actor => observed.actor = Some(found.first().into_text()),
             BindingTarget::Custom(name) => {
                 let json = if list {
-                    serde_json::Value::Array(values.into_iter().map(FieldValue::into_json).collect())
+                    serde_json::Value::Array(found.into_vec().into_iter().map(FieldValue::into_json).collect())
                 } else {
-                    first(values).into_json()
+                    found.first().into_json()
                 };
-                observed.custom_fields.insert(name.clone(), json);
+                custom.push((name.clone(), json));
             }
         }
         Ok(())
@@ -202,7 +219,7 @@ impl CompiledBinding {
         &self,
         field: &CompiledField,
         value: FieldValue,
-        record: &serde_json::Value,
+        record: &Record<'_>,
         ctx: &MappingContext<'_>,
     ) -> Result<Money, MappingError> {
         // An amount is always a number, so `decimal` is implied.
@@ -226,27 +243,22 @@ impl CompiledBinding {
         })
     }
 
-    /// Translates system user ids into canonical person ids.
-    fn people(
+    /// Translates a system user id into a canonical person id.
+    fn person(
         &self,
         field: &CompiledField,
-        values: Vec<FieldValue>,
+        value: FieldValue,
         ctx: &MappingContext<'_>,
-    ) -> Result<Vec<FieldValue>, MappingError> {
+    ) -> Result<FieldValue, MappingError> {
+        let user = value.as_text();
         let people = ctx.people_by_system_id.get(&self.connector);
-        values
-            .into_iter()
-            .map(|v| {
-                let user = v.as_text();
-                people.and_then(|p| p.get(user.as_ref())).map(|id| FieldValue::Text(id.clone())).ok_or_else(|| {
-                    self.field_error(
-                        &field.name,
-                        &field.value,
-                        format!("user `{user}` of `{}` is not declared under `people`", self.connector),
-                    )
-                })
-            })
-            .collect()
+        people.and_then(|p| p.get(user.as_ref())).map(|id| FieldValue::Text(id.clone())).ok_or_else(|| {
+            self.field_error(
+                &field.name,
+                &field.value,
+                format!("user `{user}` of `{}` is not declared under `people`", self.connector),
+            )
+        })
     }
 
     /// Reads, defaults and converts a single value; `None` = not set.
@@ -254,10 +266,10 @@ impl CompiledBinding {
         &self,
         source: &ValueSource,
         field: &str,
-        record: &serde_json::Value,
+        record: &Record<'_>,
         ctx: &MappingContext<'_>,
     ) -> Result<Option<FieldValue>, MappingError> {
-        let converted = match source.from.as_ref().and_then(|p| p.get(record)) {
+        let converted = match source.from.as_ref().and_then(|p| p.get_in(record.value, &record.top)) {
             // Text, the usual case, is converted borrowed.
             Some(serde_json::Value::String(text)) => convert::convert_text(text, &source.convert, ctx.lookups)
                 .map_err(|e| self.field_error(field, source, e.to_string()))?,
@@ -291,20 +303,47 @@ impl CompiledBinding {
         &self,
         source: &ValueSource,
         field: &str,
-        record: &serde_json::Value,
+        record: &Record<'_>,
         ctx: &MappingContext<'_>,
     ) -> Result<Vec<FieldValue>, MappingError> {
-        let path = source.from.as_ref().map(|p| p.get_all(record)).unwrap_or_default();
         let mut values = Vec::new();
-        for item in path {
-            if let Some(raw) = FieldValue::from_json(item).map_err(|e| self.field_error(field, source, e))? {
-                values.extend(self.convert(source, field, raw, ctx)?);
-            }
+        let mut failed = None;
+        if let Some(path) = &source.from {
+            path.for_each_in(record.value, &record.top, &mut |item| {
+                if failed.is_some() {
+                    return;
+                }
+                match self.item(source, field, item, ctx) {
+                    Ok(value) => values.extend(value),
+                    Err(e) => failed = Some(e),
+                }
+            });
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if values.is_empty() {
             values.extend(self.default(source, field, ctx)?);
         }
         Ok(values)
+    }
+
+    /// One item of a list, converted like a single value (text borrowed).
+    fn item(
+        &self,
+        source: &ValueSource,
+        field: &str,
+        item: &serde_json::Value,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Option<FieldValue>, MappingError> {
+        if let serde_json::Value::String(text) = item {
+            return convert::convert_text(text, &source.convert, ctx.lookups)
+                .map_err(|e| self.field_error(field, source, e.to_string()));
+        }
+        match FieldValue::from_json(item).map_err(|e| self.field_error(field, source, e))? {
+            Some(raw) => self.convert(source, field, raw, ctx),
+            None => Ok(None),
+        }
     }
 
     fn convert(
@@ -331,6 +370,64 @@ impl CompiledBinding {
             path: path_text(source),
             reason: reason.into(),
         }
+    }
+}
+
+/// The values a field map found: one, or a list (possibly empty).
+enum Found {
+    One(FieldValue),
+    Many(Vec<FieldValue>),
+}
+
+impl Found {
+    fn is_empty(&self) -> bool {
+        matches!(self, Found::Many(values) if values.is_empty())
+    }
+
+    /// The first value (the caller checked there is one).
+    fn first(self) -> FieldValue {
+        match self {
+            Found::One(value) => value,
+            Found::Many(values) => values.into_iter().next().expect("not empty"),
+        }
+    }
+
+    fn into_vec(self) -> Vec<FieldValue> {
+        match self {
+            Found::One(value) => vec![value],
+            Found::Many(values) => values,
+        }
+    }
+
+    fn texts(self) -> Vec<String> {
+        self.into_vec().into_iter().map(FieldValue::into_text).collect()
+    }
+}
+
+/// A record with its binding's top-level keys looked up.
+struct Record<'v> {
+    value: &'v serde_json::Value,
+    top: TopValues<'v>,
+}
+
+impl CompiledBinding {
+    /// Gives every path of the binding its slot among the record keys the
+    /// binding reads, so `map` looks them all up in one walk.
+    pub(crate) fn index_keys(&mut self) {
+        let mut paths: Vec<&mut SourcePath> = vec![&mut self.id];
+        paths.extend(self.parent.as_mut().and_then(|p| p.from.as_mut()));
+        paths.extend(self.stage.as_mut().map(|(p, _)| p));
+        for field in &mut self.fields {
+            paths.extend(field.value.from.as_mut());
+            paths.extend(field.currency.as_mut().and_then(|c| c.from.as_mut()));
+        }
+        let keys = RecordKeys::new(paths.iter().filter_map(|p| p.first_key()));
+        for path in paths {
+            if let Some(slot) = path.first_key().and_then(|k| keys.slot(k)) {
+                path.set_slot(slot);
+            }
+        }
+        self.keys = keys;
     }
 }
 

@@ -12,11 +12,24 @@ enum Segment {
 }
 
 /// A parsed source path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SourcePath {
     text: String,
     segments: Vec<Segment>,
+    /// Position of the first key in its binding's `RecordKeys`, when the
+    /// binding looked the key up for all its paths in one walk.
+    slot: Option<usize>,
 }
+
+/// Two paths are equal when they read the same place; where a binding
+/// keeps the first key is not part of that.
+impl PartialEq for SourcePath {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.segments == other.segments
+    }
+}
+
+impl Eq for SourcePath {}
 
 impl SourcePath {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -60,12 +73,12 @@ impl SourcePath {
         if segments.is_empty() {
             return Err("source path is empty".to_owned());
         }
-        Ok(Self { text: text.to_owned(), segments })
+        Ok(Self { text: text.to_owned(), segments, slot: None })
     }
 
     /// A path of one key, taken literally.
     pub fn key(name: &str) -> Self {
-        Self { text: name.to_owned(), segments: vec![Segment::Key(name.to_owned())] }
+        Self { text: name.to_owned(), segments: vec![Segment::Key(name.to_owned())], slot: None }
     }
 
     /// Whether the path has `[*]` and so yields a list.
@@ -78,17 +91,53 @@ impl SourcePath {
         &self.text
     }
 
+    /// The top-level key the path starts with, if it starts with one.
+    pub(crate) fn first_key(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Key(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Tells the path where its binding's `RecordKeys` keep its first key.
+    pub(crate) fn set_slot(&mut self, slot: usize) {
+        self.slot = Some(slot);
+    }
+
     /// The single value at the path, if any (for paths without `[*]`; for
     /// one with `[*]`, the first value it reaches).
     pub fn get<'v>(&self, record: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
-        // Every record field of every binding goes through here, so a path
-        // without `[*]` is walked in place rather than through `get_all`.
-        let mut current = record;
-        for (position, segment) in self.segments.iter().enumerate() {
+        self.walk(0, record)
+    }
+
+    /// `get`, with the first key already looked up in `top` (the values of
+    /// the binding's record keys) when the path has a slot there.
+    pub(crate) fn get_in<'v>(
+        &self,
+        record: &'v serde_json::Value,
+        top: &super::record_keys::TopValues<'v>,
+    ) -> Option<&'v serde_json::Value> {
+        match top.get(self.slot) {
+            Some(first) => self.walk(1, first?),
+            None => self.get(record),
+        }
+    }
+
+    /// Walks the segments from `start` on, in place: every record field of
+    /// every binding goes through here, so nothing is collected.
+    fn walk<'v>(&self, start: usize, value: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        let mut current = value;
+        for (position, segment) in self.segments.iter().enumerate().skip(start) {
             current = match (segment, current) {
                 (Segment::Key(k), serde_json::Value::Object(map)) => map.get(k)?,
                 (Segment::Index(i), serde_json::Value::Array(items)) => items.get(*i)?,
-                (Segment::Every, _) => return self.get_all_from(position, current).into_iter().next(),
+                (Segment::Every, _) => {
+                    let mut first = None;
+                    self.visit(position, current, &mut |v| {
+                        first.get_or_insert(v);
+                    });
+                    return first;
+                }
                 _ => return None,
             };
         }
@@ -97,26 +146,50 @@ impl SourcePath {
 
     /// Every value the path reaches; missing branches are skipped.
     pub fn get_all<'v>(&self, record: &'v serde_json::Value) -> Vec<&'v serde_json::Value> {
-        self.get_all_from(0, record)
+        let mut all = Vec::new();
+        self.visit(0, record, &mut |v| all.push(v));
+        all
     }
 
-    /// Every value the segments from `start` on reach from `value`.
-    fn get_all_from<'v>(&self, start: usize, value: &'v serde_json::Value) -> Vec<&'v serde_json::Value> {
-        let mut current = vec![value];
-        for segment in &self.segments[start..] {
-            current = current
-                .into_iter()
-                .flat_map(|value| -> Vec<&serde_json::Value> {
-                    match (segment, value) {
-                        (Segment::Key(k), serde_json::Value::Object(map)) => map.get(k).into_iter().collect(),
-                        (Segment::Index(i), serde_json::Value::Array(items)) => items.get(*i).into_iter().collect(),
-                        (Segment::Every, serde_json::Value::Array(items)) => items.iter().collect(),
-                        _ => Vec::new(),
-                    }
-                })
-                .collect();
+    /// `get_all`, one value at a time, with the first key looked up in
+    /// `top` as `get_in` does.
+    pub(crate) fn for_each_in<'v>(
+        &self,
+        record: &'v serde_json::Value,
+        top: &super::record_keys::TopValues<'v>,
+        each: &mut dyn FnMut(&'v serde_json::Value),
+    ) {
+        match top.get(self.slot) {
+            Some(Some(first)) => self.visit(1, first, each),
+            Some(None) => {}
+            None => self.visit(0, record, each),
         }
-        current
+    }
+
+    /// Calls `each` with every value the segments from `start` on reach
+    /// from `value`, in order, without building a list per segment.
+    fn visit<'v>(&self, start: usize, value: &'v serde_json::Value, each: &mut dyn FnMut(&'v serde_json::Value)) {
+        let mut current = value;
+        for (position, segment) in self.segments.iter().enumerate().skip(start) {
+            current = match (segment, current) {
+                (Segment::Key(k), serde_json::Value::Object(map)) => match map.get(k) {
+                    Some(v) => v,
+                    None => return,
+                },
+                (Segment::Index(i), serde_json::Value::Array(items)) => match items.get(*i) {
+                    Some(v) => v,
+                    None => return,
+                },
+                (Segment::Every, serde_json::Value::Array(items)) => {
+                    for item in items {
+                        self.visit(position + 1, item, each);
+                    }
+                    return;
+                }
+                _ => return,
+            };
+        }
+        each(current);
     }
 }
 

@@ -84,8 +84,13 @@ impl Deal {
         if self.pipeline == pipeline && self.stage == stage {
             return false;
         }
-        self.pipeline = pipeline.to_owned();
-        self.stage = stage.to_owned();
+        // Most moves stay in the pipeline: its name is not copied again,
+        // and the stage's text reuses the old one's buffer.
+        if self.pipeline != pipeline {
+            self.pipeline = pipeline.to_owned();
+        }
+        self.stage.clear();
+        self.stage.push_str(stage);
         self.stage_history.push(StageEntry {
             pipeline: pipeline.to_owned(),
             stage: stage.to_owned(),

@@ -50,6 +50,45 @@ impl Money {
     }
 }
 
+/// `amount.to_string()` (the same text: every digit of the scale, `-` for a
+/// negative amount, `0.5` not `.5`), without going through `fmt`: amounts
+/// are written to text for every mapped and compared value.
+pub fn decimal_text(amount: Decimal) -> String {
+    // 29 digits, a point, a leading `0` and a sign at most.
+    let mut buf = [0u8; 40];
+    let mut pos = buf.len();
+    let mut push = |b: u8| {
+        pos -= 1;
+        buf[pos] = b;
+    };
+    let scale = amount.scale();
+    let mantissa = amount.mantissa().unsigned_abs();
+    // Nearly every amount fits 64 bits, whose division is far cheaper.
+    match u64::try_from(mantissa) {
+        Ok(mut n) => {
+            for _ in 0..scale {
+                push(b'0' + (n % 10) as u8);
+                n /= 10;
+            }
+            if scale > 0 {
+                push(b'.');
+            }
+            loop {
+                push(b'0' + (n % 10) as u8);
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        Err(_) => return amount.to_string(),
+    }
+    if amount.is_sign_negative() {
+        push(b'-');
+    }
+    std::str::from_utf8(&buf[pos..]).map_or_else(|_| amount.to_string(), str::to_owned)
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.amount, self.currency)
@@ -86,6 +125,43 @@ mod tests {
         let b: Money = "1 EUR".parse().unwrap();
         assert!(a.checked_add(&b).is_err());
         assert_eq!(a.checked_add(&a).unwrap().amount, Decimal::from(2));
+    }
+
+    #[test]
+    fn decimal_text_is_display() {
+        let mut values: Vec<Decimal> = [
+            "0",
+            "-0",
+            "0.00",
+            "-0.00",
+            "1",
+            "-1",
+            "0.5",
+            "0.05",
+            "-0.05",
+            "10",
+            "1250.50",
+            "1234567.89",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-18446744073709551617.5",
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+            "0.0000000000000000000000000001",
+            "7.9228162514264337593543950335",
+        ]
+        .iter()
+        .map(|s| Decimal::from_str(s).unwrap())
+        .collect();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mantissa = i64::from_ne_bytes(seed.to_ne_bytes()) >> (seed % 60);
+            values.push(Decimal::new(mantissa, (seed >> 59) as u32 % 29));
+        }
+        for value in values {
+            assert_eq!(decimal_text(value), value.to_string(), "{value:?}");
+        }
     }
 
     #[test]

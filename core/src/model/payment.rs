@@ -38,3 +38,70 @@ pub struct Payment {
     pub external_refs: Vec<ExternalRef>,
     pub recorded_at: DateTime<Utc>,
 }
+
+/// How a payment found its invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMethod {
+    /// The matcher was sure enough on its own.
+    Automatic,
+    /// A person chose the invoice.
+    Manual,
+}
+
+/// One piece of evidence for or against pairing a payment with an invoice.
+/// `points` is what it added to (or took from) the candidate's score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct MatchReason {
+    /// Stable code, e.g. `number_exact`, `inn_equal`, `amount_partial`.
+    pub code: String,
+    /// What was compared, for people.
+    pub detail: String,
+    pub points: i32,
+}
+
+/// A payment applied to an invoice, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct PaymentMatch {
+    pub invoice_id: Uuid,
+    pub invoice_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deal_id: Option<Uuid>,
+    pub method: MatchMethod,
+    /// 0–100: the matcher's score (capped), 100 for a manual match.
+    pub confidence: u8,
+    pub reasons: Vec<MatchReason>,
+    /// What the invoice had been paid before this payment.
+    pub paid_before: Money,
+    /// What it has been paid with this payment.
+    pub paid_total: Money,
+    pub invoice_total: Money,
+    /// The part of the payment beyond what the invoice still owed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overpaid: Option<Money>,
+    /// Who matched it by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<String>,
+    pub matched_at: DateTime<Utc>,
+}
+
+/// An invoice a payment might belong to, with its score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct MatchCandidate {
+    pub invoice_id: Uuid,
+    pub invoice_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deal_id: Option<Uuid>,
+    pub score: i32,
+    pub reasons: Vec<MatchReason>,
+}
+
+/// Why a payment waits for a person, with the invoices it might belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct ReviewNote {
+    /// `no_reference`, `no_open_invoice`, `ambiguous` or `weak`.
+    pub reason: String,
+    pub detail: String,
+    #[serde(default)]
+    pub candidates: Vec<MatchCandidate>,
+}

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::flow::effects::Command;
+use crate::model::ExternalRef;
 
 /// Where a command stands in delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
@@ -147,6 +148,10 @@ pub struct Settlement {
     pub last_class: Option<String>,
     pub last_error: Option<String>,
     pub outcome: Option<String>,
+    /// The record the command created in the target (a child deal's new
+    /// id): settling it `Done` links it to the command's deal as an
+    /// external ref, in the same transaction.
+    pub created: Option<ExternalRef>,
     pub attempt: Option<AttemptRecord>,
     pub at: DateTime<Utc>,
 }
@@ -181,6 +186,21 @@ pub trait DeliveryLog: Send + Sync {
         settlement: &Settlement,
         next_lease: Option<&Lease>,
     ) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    /// `delivery_admit` for a batch of one partition's commands, answered
+    /// as if each were admitted in turn (a lane's later command in the
+    /// batch is `Free` when its earlier one is: the caller performs them in
+    /// order). The ids must be distinct.
+    async fn delivery_admit_all(
+        &self,
+        admissions: &[Admission],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Admitted>, StoreError>;
+
+    /// `delivery_settle` for several commands in one transaction, in slice
+    /// order (a lane's head before the commands held behind it), without a
+    /// next lease.
+    async fn delivery_settle_all(&self, settlements: &[Settlement]) -> Result<(), StoreError>;
 
     /// Leases up to `limit` lane heads whose attempt is due (and whose
     /// lease, if any, ran out) to `lease.owner`.

@@ -8,14 +8,21 @@
 //! written.
 
 mod changeset;
+mod cursors;
 mod deliveries;
 mod doc;
 mod error;
 mod event;
+mod payments;
 mod postgres;
 mod postgres_deliveries;
+mod postgres_delivery_batch;
+mod postgres_payments;
+mod replicas;
 mod sqlite;
 mod sqlite_deliveries;
+mod sqlite_delivery_batch;
+mod sqlite_payments;
 #[cfg(test)]
 mod suite;
 mod world;
@@ -31,12 +38,18 @@ use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub use changeset::{ChangeSet, EventOutcome};
+pub use cursors::SourceCursors;
 pub use deliveries::{
     AdminRefusal, Admission, Admitted, AttemptRecord, DeliveryLog, DeliveryRecord, DeliveryState, Lease, Settlement,
 };
 pub use error::StoreError;
 pub use event::{Appended, EventState, NewRawEvent, RawEvent};
+pub use payments::{
+    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
+    StoredPayment,
+};
 pub use postgres::PgStore;
+pub use replicas::ReplicaRoll;
 pub use sqlite::SqliteStore;
 pub use world::{change_set_from_world, extend_world, load_world};
 
@@ -57,9 +70,11 @@ impl Backend {
 }
 
 #[async_trait]
-/// Delivery bookkeeping (`DeliveryLog`) is part of every store; its methods
-/// live in their own trait and files to keep this one readable.
-pub trait Store: DeliveryLog + Send + Sync + 'static {
+/// Delivery bookkeeping (`DeliveryLog`), source cursors (`SourceCursors`),
+/// payments (`PaymentLedger`) and the replica roll (`ReplicaRoll`) are part
+/// of every store; their methods live in their own traits and
+/// files to keep this one readable.
+pub trait Store: DeliveryLog + SourceCursors + PaymentLedger + ReplicaRoll + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations. Idempotent.
@@ -164,19 +179,25 @@ pub trait Store: DeliveryLog + Send + Sync + 'static {
     /// Gives up `owner`'s lease of `partition` (no-op when not its owner).
     async fn bus_release(&self, partition: u32, owner: &str) -> Result<(), StoreError>;
 
-    /// In one transaction: takes or renews the lease (as `bus_lease`) and,
-    /// when it holds it, returns the partition's head message visible at
-    /// `now`, counting the delivery. `None` when not the owner or empty.
+    /// In one transaction: removes the `acked` messages (the consumer's
+    /// previous batch), takes or renews the lease (as `bus_lease`) and,
+    /// when it holds it, returns up to `limit` of the partition's first
+    /// messages visible at `now`, in partition order, counting the delivery
+    /// of each. Empty when not the owner or nothing is visible; with
+    /// nothing to remove and nothing visible it writes nothing.
     async fn bus_claim(
         &self,
         partition: u32,
         owner: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<ClaimedMessage>, StoreError>;
+        limit: u32,
+        acked: &[Uuid],
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
 
-    /// Removes an acknowledged message; unknown ids are ignored.
-    async fn bus_ack(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Removes acknowledged messages in one statement; unknown ids are
+    /// ignored.
+    async fn bus_ack(&self, ids: &[Uuid]) -> Result<(), StoreError>;
 
     /// Moves a message to the dead letters with a reason.
     async fn bus_dead_letter(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<(), StoreError>;

@@ -69,7 +69,7 @@ fn event_from_row(row: &PgRow) -> Result<RawEvent, StoreError> {
     })
 }
 
-fn deal_from_row(row: &PgRow) -> Result<Deal, StoreError> {
+pub(super) fn deal_from_row(row: &PgRow) -> Result<Deal, StoreError> {
     doc_from_row(row, "deal")
 }
 
@@ -283,6 +283,36 @@ struct EventColumns {
     bodies: Vec<Vec<u8>>,
 }
 
+/// Writes a change set inside the caller's transaction (`apply`, and the
+/// payment ledger that commits an import together with its engine output).
+pub(super) async fn write_change_set(
+    tx: &mut Transaction<'_, Postgres>,
+    changes: &ChangeSet,
+) -> Result<(), StoreError> {
+    for deal in &changes.deals {
+        write_deal(tx, deal).await?;
+    }
+    for invoice in &changes.invoices {
+        write_invoice(tx, invoice).await?;
+    }
+    for task in &changes.tasks {
+        write_task(tx, task).await?;
+    }
+    for timer in &changes.timers {
+        write_timer(tx, timer).await?;
+    }
+    for command in &changes.commands {
+        insert_command(tx, command).await?;
+    }
+    for step in &changes.trace {
+        append_trace(tx, step).await?;
+    }
+    for (team, position) in &changes.team_cursors {
+        write_team_cursor(tx, team, *position).await?;
+    }
+    record_outcomes(tx, &changes.event_outcomes).await
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -317,6 +347,10 @@ impl Store for PgStore {
              SELECT u.id, u.connector, u.delivery_key, u.received_at, u.headers::jsonb, u.body
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[])
                   AS u(id, connector, delivery_key, received_at, headers, body)
+             -- A repeat filtered here takes no sequence number: a gap in
+             -- `seq` holds the event processor (see GAP_GRACE there).
+             WHERE NOT EXISTS (SELECT 1 FROM inbox_events e
+                               WHERE e.connector = u.connector AND e.delivery_key = u.delivery_key)
              ON CONFLICT (connector, delivery_key) DO NOTHING
              RETURNING id",
         )
@@ -391,28 +425,7 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for deal in &changes.deals {
-            write_deal(&mut tx, deal).await?;
-        }
-        for invoice in &changes.invoices {
-            write_invoice(&mut tx, invoice).await?;
-        }
-        for task in &changes.tasks {
-            write_task(&mut tx, task).await?;
-        }
-        for timer in &changes.timers {
-            write_timer(&mut tx, timer).await?;
-        }
-        for command in &changes.commands {
-            insert_command(&mut tx, command).await?;
-        }
-        for step in &changes.trace {
-            append_trace(&mut tx, step).await?;
-        }
-        for (team, position) in &changes.team_cursors {
-            write_team_cursor(&mut tx, team, *position).await?;
-        }
-        record_outcomes(&mut tx, &changes.event_outcomes).await?;
+        write_change_set(&mut tx, changes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -680,36 +693,61 @@ impl Store for PgStore {
         owner: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<ClaimedMessage>, StoreError> {
+        limit: u32,
+        acked: &[Uuid],
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        // An idle partition is polled often: answer "empty" without a write.
+        if acked.is_empty() {
+            let visible: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM bus_messages WHERE partition = $1 AND visible_at <= $2 LIMIT 1")
+                    .bind(partition_i32(partition)?)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if visible.is_none() {
+                return Ok(Vec::new());
+            }
+        }
         let mut tx = self.pool.begin().await?;
+        if !acked.is_empty() {
+            sqlx::query("DELETE FROM bus_messages WHERE id = ANY($1)").bind(acked).execute(&mut *tx).await?;
+        }
         if !bus_take_lease(&mut tx, partition, owner, until, now).await? {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let row = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE bus_messages SET deliveries = deliveries + 1
-             WHERE seq = (SELECT seq FROM bus_messages WHERE partition = $1 AND visible_at <= $2
-                          ORDER BY seq LIMIT 1)
-             RETURNING id, partition, key, idempotency_key, payload, visible_at, attempts, deliveries",
+             WHERE seq IN (SELECT seq FROM bus_messages WHERE partition = $1 AND visible_at <= $2
+                           ORDER BY seq LIMIT $3)
+             RETURNING seq, id, partition, key, idempotency_key, payload, visible_at, attempts, deliveries",
         )
         .bind(partition_i32(partition)?)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.as_ref()
-            .map(|r| {
-                Ok(ClaimedMessage {
-                    message: queued_from_row(r)?,
-                    attempts: small(r.try_get("attempts")?)?,
-                    deliveries: small(r.try_get("deliveries")?)?,
-                })
-            })
-            .transpose()
+        // RETURNING gives no order: put them back in partition order.
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let seq: i64 = r.try_get("seq")?;
+            let message = ClaimedMessage {
+                message: queued_from_row(r)?,
+                attempts: small(r.try_get("attempts")?)?,
+                deliveries: small(r.try_get("deliveries")?)?,
+            };
+            claimed.push((seq, message));
+        }
+        claimed.sort_by_key(|(seq, _)| *seq);
+        Ok(claimed.into_iter().map(|(_, m)| m).collect())
     }
 
-    async fn bus_ack(&self, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM bus_messages WHERE id = $1").bind(id).execute(&self.pool).await?;
+    async fn bus_ack(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM bus_messages WHERE id = ANY($1)").bind(ids).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -15,15 +15,16 @@ use super::StoreError;
 use super::deliveries::{
     AdminRefusal, Admission, Admitted, AttemptRecord, DeliveryLog, DeliveryRecord, DeliveryState, Lease, Settlement,
 };
+use super::doc::to_doc;
 use super::error::corrupt;
-use super::postgres::{PgStore, doc_from_row};
+use super::postgres::{PgStore, deal_from_row, doc_from_row};
 
 const RECORD_COLUMNS: &str = "d.lane, d.state, d.attempts, d.round_attempts, d.due_at, d.last_class, d.last_error, \
                               d.outcome, d.created_at, d.updated_at, c.doc::text AS doc";
 const FROM_JOINED: &str = "FROM deliveries d JOIN outbox_commands c ON c.id = d.command_id";
-const OCCUPYING: &str = "('waiting', 'parked', 'held')";
+pub(super) const OCCUPYING: &str = "('waiting', 'parked', 'held')";
 
-fn parse_state(text: &str) -> Result<DeliveryState, StoreError> {
+pub(super) fn parse_state(text: &str) -> Result<DeliveryState, StoreError> {
     DeliveryState::parse(text).ok_or_else(|| corrupt(format!("delivery state `{text}`")))
 }
 
@@ -61,7 +62,7 @@ fn small(v: i32) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt(format!("count {v} out of range")))
 }
 
-fn int(v: u32) -> i32 {
+pub(super) fn int(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
@@ -185,6 +186,98 @@ async fn reenter(
     Ok(())
 }
 
+/// Links the record a done command created to the command's deal: an
+/// external ref in `external_refs` and in the deal's document, so the
+/// target's events about it find the deal. A ref that already belongs to
+/// another deal is left there (and logged): the settlement still counts.
+pub(super) async fn link_created(tx: &mut Transaction<'_, Postgres>, s: &Settlement) -> Result<(), StoreError> {
+    let (Some(created), Some(deal_id), DeliveryState::Done) = (&s.created, s.admission.deal_id, s.state) else {
+        return Ok(());
+    };
+    let row = sqlx::query("SELECT doc::text AS doc FROM deals WHERE id = $1 FOR UPDATE")
+        .bind(deal_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        tracing::warn!(deal = %deal_id, external = %created.id, "The deal of a created record is gone; not linked.");
+        return Ok(());
+    };
+    // `DO UPDATE` (a no-op) rather than `DO NOTHING`, so the row comes back
+    // either way and says whose it is; a unique violation would abort the
+    // whole transaction.
+    let owner: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO external_refs (system, instance, record_kind, external_id, canonical_id)
+         VALUES ($1, $2, 'deal', $3, $4)
+         ON CONFLICT (system, instance, record_kind, external_id)
+         DO UPDATE SET canonical_id = external_refs.canonical_id RETURNING canonical_id",
+    )
+    .bind(&created.system)
+    .bind(&created.instance)
+    .bind(&created.id)
+    .bind(deal_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if owner != Some(deal_id) {
+        tracing::warn!(deal = %deal_id, external = %created.id, owner = ?owner, "A created record's id already belongs to another deal; not linked.");
+        return Ok(());
+    }
+    let mut deal = deal_from_row(&row)?;
+    if !deal.external_refs.contains(created) {
+        deal.external_refs.push(created.clone());
+        sqlx::query("UPDATE deals SET doc = $1::jsonb WHERE id = $2")
+            .bind(to_doc("deal", &deal)?)
+            .bind(deal_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes one settlement inside `tx`, under its lane's lock (see
+/// `DeliveryLog::delivery_settle`).
+pub(super) async fn settle_in(
+    tx: &mut Transaction<'_, Postgres>,
+    s: &Settlement,
+    next_lease: Option<&Lease>,
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    lock_lane(tx, &s.admission.lane).await?;
+    let before = state_of(tx, s.admission.command_id).await?;
+    sqlx::query(
+        "INSERT INTO deliveries (command_id, lane, deal_id, connector, state, attempts, round_attempts, due_at,
+                                     last_class, last_error, outcome, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+             ON CONFLICT (command_id) DO UPDATE SET
+                 state = excluded.state, attempts = excluded.attempts, round_attempts = excluded.round_attempts,
+                 due_at = excluded.due_at, last_class = excluded.last_class, last_error = excluded.last_error,
+                 outcome = excluded.outcome, lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
+    )
+    .bind(s.admission.command_id)
+    .bind(&s.admission.lane)
+    .bind(s.admission.deal_id)
+    .bind(&s.admission.connector)
+    .bind(s.state.as_str())
+    .bind(int(s.attempts))
+    .bind(int(s.round_attempts))
+    .bind(s.due_at)
+    .bind(&s.last_class)
+    .bind(&s.last_error)
+    .bind(&s.outcome)
+    .bind(s.at)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(attempt) = &s.attempt {
+        insert_attempt(tx, attempt).await?;
+    }
+    // A command performed straight from the bus had no row: nothing can
+    // be held behind it.
+    let next = if s.state.is_final() && before.is_some_and(DeliveryState::occupies_lane) {
+        promote_next(tx, &s.admission.lane, s.at, next_lease).await?
+    } else {
+        None
+    };
+    Ok(next)
+}
+
 impl PgStore {
     /// A transaction holding the lock of the command's lane, with the
     /// command's row as it stands under that lock.
@@ -253,43 +346,21 @@ impl DeliveryLog for PgStore {
         next_lease: Option<&Lease>,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        lock_lane(&mut tx, &s.admission.lane).await?;
-        let before = state_of(&mut tx, s.admission.command_id).await?;
-        sqlx::query(
-            "INSERT INTO deliveries (command_id, lane, deal_id, connector, state, attempts, round_attempts, due_at,
-                                     last_class, last_error, outcome, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
-             ON CONFLICT (command_id) DO UPDATE SET
-                 state = excluded.state, attempts = excluded.attempts, round_attempts = excluded.round_attempts,
-                 due_at = excluded.due_at, last_class = excluded.last_class, last_error = excluded.last_error,
-                 outcome = excluded.outcome, lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
-        )
-        .bind(s.admission.command_id)
-        .bind(&s.admission.lane)
-        .bind(s.admission.deal_id)
-        .bind(&s.admission.connector)
-        .bind(s.state.as_str())
-        .bind(int(s.attempts))
-        .bind(int(s.round_attempts))
-        .bind(s.due_at)
-        .bind(&s.last_class)
-        .bind(&s.last_error)
-        .bind(&s.outcome)
-        .bind(s.at)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(attempt) = &s.attempt {
-            insert_attempt(&mut tx, attempt).await?;
-        }
-        // A command performed straight from the bus had no row: nothing can
-        // be held behind it.
-        let next = if s.state.is_final() && before.is_some_and(DeliveryState::occupies_lane) {
-            promote_next(&mut tx, &s.admission.lane, s.at, next_lease).await?
-        } else {
-            None
-        };
+        let next = settle_in(&mut tx, s, next_lease).await?;
         tx.commit().await?;
         Ok(next)
+    }
+
+    async fn delivery_admit_all(
+        &self,
+        admissions: &[Admission],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Admitted>, StoreError> {
+        super::postgres_delivery_batch::admit_all(self, admissions, now).await
+    }
+
+    async fn delivery_settle_all(&self, settlements: &[Settlement]) -> Result<(), StoreError> {
+        super::postgres_delivery_batch::settle_all(self, settlements).await
     }
 
     async fn delivery_claim_due(

@@ -100,7 +100,7 @@ fn event_from_row(row: &SqliteRow) -> Result<RawEvent, StoreError> {
     })
 }
 
-fn deal_from_row(row: &SqliteRow) -> Result<Deal, StoreError> {
+pub(super) fn deal_from_row(row: &SqliteRow) -> Result<Deal, StoreError> {
     doc_from_row(row, "deal")
 }
 
@@ -337,6 +337,34 @@ async fn write_team_cursor(tx: &mut Transaction<'_, Sqlite>, team: &str, positio
     Ok(())
 }
 
+/// Writes a change set inside the caller's transaction (`apply`, and the
+/// payment ledger that commits an import together with its engine output).
+pub(super) async fn write_change_set(tx: &mut Transaction<'_, Sqlite>, changes: &ChangeSet) -> Result<(), StoreError> {
+    let now = micros(Utc::now());
+    for deal in &changes.deals {
+        write_deal(tx, deal).await?;
+    }
+    for invoice in &changes.invoices {
+        write_invoice(tx, invoice).await?;
+    }
+    for task in &changes.tasks {
+        write_task(tx, task).await?;
+    }
+    for timer in &changes.timers {
+        write_timer(tx, timer).await?;
+    }
+    for command in &changes.commands {
+        insert_command(tx, command, now).await?;
+    }
+    for step in &changes.trace {
+        append_trace(tx, step).await?;
+    }
+    for (team, position) in &changes.team_cursors {
+        write_team_cursor(tx, team, *position).await?;
+    }
+    record_outcomes(tx, &changes.event_outcomes, now).await
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -427,30 +455,8 @@ impl Store for SqliteStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let now = micros(Utc::now());
         let mut tx = self.writer.begin().await?;
-        for deal in &changes.deals {
-            write_deal(&mut tx, deal).await?;
-        }
-        for invoice in &changes.invoices {
-            write_invoice(&mut tx, invoice).await?;
-        }
-        for task in &changes.tasks {
-            write_task(&mut tx, task).await?;
-        }
-        for timer in &changes.timers {
-            write_timer(&mut tx, timer).await?;
-        }
-        for command in &changes.commands {
-            insert_command(&mut tx, command, now).await?;
-        }
-        for step in &changes.trace {
-            append_trace(&mut tx, step).await?;
-        }
-        for (team, position) in &changes.team_cursors {
-            write_team_cursor(&mut tx, team, *position).await?;
-        }
-        record_outcomes(&mut tx, &changes.event_outcomes, now).await?;
+        write_change_set(&mut tx, changes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -711,35 +717,73 @@ impl Store for SqliteStore {
         owner: &str,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<ClaimedMessage>, StoreError> {
+        limit: u32,
+        acked: &[Uuid],
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        // An idle partition is polled often: answer "empty" from a reader
+        // instead of queueing a write (and its fsync) on the one writer.
+        if acked.is_empty() {
+            let visible: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM bus_messages WHERE partition = ? AND visible_at <= ? LIMIT 1")
+                    .bind(i64::from(partition))
+                    .bind(micros(now))
+                    .fetch_optional(&self.reader)
+                    .await?;
+            if visible.is_none() {
+                return Ok(Vec::new());
+            }
+        }
         let mut tx = self.writer.begin().await?;
+        if !acked.is_empty() {
+            let mut query = sqlx::QueryBuilder::new("DELETE FROM bus_messages WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in acked {
+                list.push_bind(id.to_string());
+            }
+            query.push(")");
+            query.build().execute(&mut *tx).await?;
+        }
         if !bus_take_lease(&mut tx, partition, owner, until, now).await? {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let row = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE bus_messages SET deliveries = deliveries + 1
-             WHERE seq = (SELECT seq FROM bus_messages WHERE partition = ? AND visible_at <= ? ORDER BY seq LIMIT 1)
-             RETURNING id, partition, key, idempotency_key, payload, visible_at, attempts, deliveries",
+             WHERE seq IN (SELECT seq FROM bus_messages WHERE partition = ? AND visible_at <= ? ORDER BY seq LIMIT ?)
+             RETURNING seq, id, partition, key, idempotency_key, payload, visible_at, attempts, deliveries",
         )
         .bind(i64::from(partition))
         .bind(micros(now))
-        .fetch_optional(&mut *tx)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.as_ref()
-            .map(|r| {
-                Ok(ClaimedMessage {
-                    message: queued_from_row(r)?,
-                    attempts: small(r.try_get("attempts")?)?,
-                    deliveries: small(r.try_get("deliveries")?)?,
-                })
-            })
-            .transpose()
+        // RETURNING gives no order: put them back in partition order.
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let seq: i64 = r.try_get("seq")?;
+            let message = ClaimedMessage {
+                message: queued_from_row(r)?,
+                attempts: small(r.try_get("attempts")?)?,
+                deliveries: small(r.try_get("deliveries")?)?,
+            };
+            claimed.push((seq, message));
+        }
+        claimed.sort_by_key(|(seq, _)| *seq);
+        Ok(claimed.into_iter().map(|(_, m)| m).collect())
     }
 
-    async fn bus_ack(&self, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM bus_messages WHERE id = ?").bind(id.to_string()).execute(&self.writer).await?;
+    async fn bus_ack(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut query = sqlx::QueryBuilder::new("DELETE FROM bus_messages WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id.to_string());
+        }
+        query.push(")");
+        query.build().execute(&self.writer).await?;
         Ok(())
     }
 

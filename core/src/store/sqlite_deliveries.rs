@@ -14,17 +14,18 @@ use super::StoreError;
 use super::deliveries::{
     AdminRefusal, Admission, Admitted, AttemptRecord, DeliveryLog, DeliveryRecord, DeliveryState, Lease, Settlement,
 };
+use super::doc::to_doc;
 use super::error::corrupt;
-use super::sqlite::{SqliteStore, doc_from_row, from_micros, micros, parse_uuid};
+use super::sqlite::{SqliteStore, deal_from_row, doc_from_row, from_micros, micros, parse_uuid};
 
 const RECORD_COLUMNS: &str = "d.lane, d.state, d.attempts, d.round_attempts, d.due_at, d.last_class, d.last_error, \
                               d.outcome, d.created_at, d.updated_at, c.doc";
-const OCCUPYING: &str = "('waiting', 'parked', 'held')";
+pub(super) const OCCUPYING: &str = "('waiting', 'parked', 'held')";
 /// Takes the write lock at the start: these transactions read, then write,
 /// and an admin command (`dealbridge deliveries`) may write from another
 /// process, so a deferred transaction could fail to upgrade (`SQLITE_BUSY`)
 /// instead of waiting its turn.
-const IMMEDIATE: &str = "BEGIN IMMEDIATE";
+pub(super) const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 fn record_from_row(row: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
     let state: String = row.try_get("state")?;
@@ -146,6 +147,91 @@ async fn insert_attempt(tx: &mut Transaction<'_, Sqlite>, a: &AttemptRecord) -> 
     Ok(())
 }
 
+/// Links the record a done command created to the command's deal: an
+/// external ref in `external_refs` and in the deal's document, so the
+/// target's events about it find the deal. A ref that already belongs to
+/// another deal is left there (and logged): the settlement still counts.
+pub(super) async fn link_created(tx: &mut Transaction<'_, Sqlite>, s: &Settlement) -> Result<(), StoreError> {
+    let (Some(created), Some(deal_id), DeliveryState::Done) = (&s.created, s.admission.deal_id, s.state) else {
+        return Ok(());
+    };
+    let id = deal_id.to_string();
+    let Some(row) = sqlx::query("SELECT doc FROM deals WHERE id = ?").bind(&id).fetch_optional(&mut **tx).await? else {
+        tracing::warn!(deal = %deal_id, external = %created.id, "The deal of a created record is gone; not linked.");
+        return Ok(());
+    };
+    let owner: Option<String> = sqlx::query_scalar(
+        "INSERT INTO external_refs (system, instance, record_kind, external_id, canonical_id)
+         VALUES (?, ?, 'deal', ?, ?)
+         ON CONFLICT (system, instance, record_kind, external_id)
+         DO UPDATE SET canonical_id = canonical_id RETURNING canonical_id",
+    )
+    .bind(&created.system)
+    .bind(&created.instance)
+    .bind(&created.id)
+    .bind(&id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if owner.as_deref() != Some(id.as_str()) {
+        tracing::warn!(deal = %deal_id, external = %created.id, owner = ?owner, "A created record's id already belongs to another deal; not linked.");
+        return Ok(());
+    }
+    let mut deal = deal_from_row(&row)?;
+    if !deal.external_refs.contains(created) {
+        deal.external_refs.push(created.clone());
+        sqlx::query("UPDATE deals SET doc = ? WHERE id = ?")
+            .bind(to_doc("deal", &deal)?)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes one settlement inside `tx` (see `DeliveryLog::delivery_settle`).
+pub(super) async fn settle_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    s: &Settlement,
+    next_lease: Option<&Lease>,
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    let before = state_of(tx, s.admission.command_id).await?;
+    sqlx::query(
+        "INSERT INTO deliveries (command_id, lane, deal_id, connector, state, attempts, round_attempts, due_at,
+                                     last_class, last_error, outcome, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (command_id) DO UPDATE SET
+                 state = excluded.state, attempts = excluded.attempts, round_attempts = excluded.round_attempts,
+                 due_at = excluded.due_at, last_class = excluded.last_class, last_error = excluded.last_error,
+                 outcome = excluded.outcome, lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
+    )
+    .bind(s.admission.command_id.to_string())
+    .bind(&s.admission.lane)
+    .bind(s.admission.deal_id.map(|d| d.to_string()))
+    .bind(&s.admission.connector)
+    .bind(s.state.as_str())
+    .bind(i64::from(s.attempts))
+    .bind(i64::from(s.round_attempts))
+    .bind(s.due_at.map(micros))
+    .bind(&s.last_class)
+    .bind(&s.last_error)
+    .bind(&s.outcome)
+    .bind(micros(s.at))
+    .bind(micros(s.at))
+    .execute(&mut **tx)
+    .await?;
+    if let Some(attempt) = &s.attempt {
+        insert_attempt(tx, attempt).await?;
+    }
+    // A command performed straight from the bus had no row: nothing can
+    // be held behind it.
+    let next = if s.state.is_final() && before.is_some_and(DeliveryState::occupies_lane) {
+        promote_next(tx, &s.admission.lane, s.at, next_lease).await?
+    } else {
+        None
+    };
+    Ok(next)
+}
+
 impl SqliteStore {
     /// A write transaction (the single writer serialises every lane), with
     /// the command's row as it stands in it.
@@ -215,43 +301,21 @@ impl DeliveryLog for SqliteStore {
         next_lease: Option<&Lease>,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
         let mut tx = self.writer.begin_with(IMMEDIATE).await?;
-        let before = state_of(&mut tx, s.admission.command_id).await?;
-        sqlx::query(
-            "INSERT INTO deliveries (command_id, lane, deal_id, connector, state, attempts, round_attempts, due_at,
-                                     last_class, last_error, outcome, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (command_id) DO UPDATE SET
-                 state = excluded.state, attempts = excluded.attempts, round_attempts = excluded.round_attempts,
-                 due_at = excluded.due_at, last_class = excluded.last_class, last_error = excluded.last_error,
-                 outcome = excluded.outcome, lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at",
-        )
-        .bind(s.admission.command_id.to_string())
-        .bind(&s.admission.lane)
-        .bind(s.admission.deal_id.map(|d| d.to_string()))
-        .bind(&s.admission.connector)
-        .bind(s.state.as_str())
-        .bind(i64::from(s.attempts))
-        .bind(i64::from(s.round_attempts))
-        .bind(s.due_at.map(micros))
-        .bind(&s.last_class)
-        .bind(&s.last_error)
-        .bind(&s.outcome)
-        .bind(micros(s.at))
-        .bind(micros(s.at))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(attempt) = &s.attempt {
-            insert_attempt(&mut tx, attempt).await?;
-        }
-        // A command performed straight from the bus had no row: nothing can
-        // be held behind it.
-        let next = if s.state.is_final() && before.is_some_and(DeliveryState::occupies_lane) {
-            promote_next(&mut tx, &s.admission.lane, s.at, next_lease).await?
-        } else {
-            None
-        };
+        let next = settle_in(&mut tx, s, next_lease).await?;
         tx.commit().await?;
         Ok(next)
+    }
+
+    async fn delivery_admit_all(
+        &self,
+        admissions: &[Admission],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Admitted>, StoreError> {
+        super::sqlite_delivery_batch::admit_all(self, admissions, now).await
+    }
+
+    async fn delivery_settle_all(&self, settlements: &[Settlement]) -> Result<(), StoreError> {
+        super::sqlite_delivery_batch::settle_all(self, settlements).await
     }
 
     async fn delivery_claim_due(

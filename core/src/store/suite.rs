@@ -681,3 +681,7 @@ store_suite!(
     deals_are_read_in_bulk,
     migrations_can_run_twice,
 );
+
+// The payment ledger scenarios (`payments_suite.rs`) use `store_suite!` above.
+#[path = "payments_suite.rs"]
+mod payments_suite;

@@ -8,7 +8,10 @@
 mod deals;
 mod deliveries;
 mod events;
+mod invoices;
 mod mappings;
+mod payments;
+mod statements;
 mod tasks;
 
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::app::AppState;
 pub use deals::DealView;
 pub use deliveries::DeliveryView;
 pub use events::EventView;
+pub use statements::{importer as statement_importer, watched_folder as statement_folder};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +41,7 @@ pub use events::EventView;
         (name = "deals", description = "Canonical deals, their children and history"),
         (name = "deliveries", description = "Commands on their way out: parked deals, dead letters, retry and discard"),
         (name = "mappings", description = "The mapping set in force, and reloading it"),
+        (name = "payments", description = "Bank statements, payments matched to invoices, the review queue, invoices to match against"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -65,6 +70,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::retry_delivery))
         .routes(routes!(deliveries::discard_delivery))
+        .routes(routes!(statements::upload_statement))
+        .routes(routes!(payments::list_payments))
+        .routes(routes!(payments::get_payment))
+        .routes(routes!(payments::match_payment))
+        .routes(routes!(invoices::import_invoices))
+        .routes(routes!(invoices::get_invoice))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(hooks::receive)).nest("/api", api)
 }

@@ -45,6 +45,10 @@ pub struct EmulatorConfig {
     /// The incoming webhook's user id and code: `/rest/<user>/<code>/`.
     pub webhook_user: u64,
     pub webhook_code: String,
+    /// More incoming webhooks, `(user id, code)`: a change made through one
+    /// shows that user as `MODIFY_BY_ID` (e.g. a manager moving a deal by
+    /// hand, while the hub's webhook belongs to the integration user).
+    pub user_webhooks: Vec<(u64, String)>,
     /// Where outgoing-webhook events are POSTed; none: events are only logged.
     pub handler: Option<reqwest::Url>,
     pub application_token: String,
@@ -63,6 +67,7 @@ impl Default for EmulatorConfig {
         Self {
             webhook_user: 1,
             webhook_code: "emulator".into(),
+            user_webhooks: Vec::new(),
             handler: None,
             application_token: "emulator-application-token".into(),
             drop_share: 0.0,
@@ -86,6 +91,10 @@ pub struct CallRecord {
     /// Run as a command of a `batch` call.
     #[serde(default)]
     pub in_batch: bool,
+    /// The user whose incoming webhook made the call (0: refused before
+    /// the webhook was known).
+    #[serde(default)]
+    pub user: u64,
 }
 
 /// One outgoing-webhook event.
@@ -273,7 +282,9 @@ async fn rest(
     let outcome = {
         let mut portal = shared.portal.lock().expect("portal");
         let log_params = params.clone().unwrap_or(Value::Null);
-        let result = if user != shared.config.webhook_user.to_string() || code != shared.config.webhook_code {
+        let caller = shared.caller(&user, &code);
+        portal.acting_user = caller.unwrap_or(0);
+        let result = if caller.is_none() {
             Err(ApiError::new(401, "NO_AUTH_FOUND", "Wrong authorization data"))
         } else if !shared.admit() {
             Err(ApiError::new(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"))
@@ -305,6 +316,15 @@ async fn rest(
 }
 
 impl Shared {
+    /// The user whose incoming webhook `/rest/<user>/<code>/` is.
+    fn caller(&self, user: &str, code: &str) -> Option<u64> {
+        let config = &self.config;
+        std::iter::once((config.webhook_user, config.webhook_code.as_str()))
+            .chain(config.user_webhooks.iter().map(|(u, c)| (*u, c.as_str())))
+            .find(|(u, c)| u.to_string() == user && *c == code)
+            .map(|(u, _)| u)
+    }
+
     /// The leaky bucket: every request adds 1, `per_second` drains; a
     /// request that would pass `burst` is refused (and adds nothing).
     fn admit(&self) -> bool {

@@ -76,7 +76,8 @@ struct Status {
 }
 
 pub struct Portal {
-    user: u64,
+    /// The user of the incoming webhook the current call came through.
+    pub acting_user: u64,
     deals: BTreeMap<u64, Map<String, Value>>,
     items: BTreeMap<(u64, u64), Map<String, Value>>,
     categories: Vec<(u64, String)>,
@@ -225,7 +226,7 @@ impl Portal {
             });
         }
         Self {
-            user,
+            acting_user: user,
             deals: BTreeMap::new(),
             items: BTreeMap::new(),
             categories: vec![(0, "Продажи".into()), (1, "Логистика".into())],
@@ -253,7 +254,8 @@ impl Portal {
             Ok(_) => (200, None),
             Err(e) => (e.status, Some(e.code.clone())),
         };
-        self.calls.push(CallRecord { method: method.to_owned(), params, status, error, in_batch });
+        let user = self.acting_user;
+        self.calls.push(CallRecord { method: method.to_owned(), params, status, error, in_batch, user });
     }
 
     pub fn take_fault(&mut self, method: &str) -> Option<ApiError> {
@@ -387,7 +389,7 @@ impl Portal {
         };
         let (stage_id, semantics) = (stage.status_id.clone(), stage.semantics.unwrap_or("P"));
         let id = self.new_id();
-        let user = self.user.to_string();
+        let user = self.acting_user.to_string();
         let now = now();
         deal.insert("ID".into(), json!(id.to_string()));
         deal.insert("CATEGORY_ID".into(), json!(category.to_string()));
@@ -428,7 +430,7 @@ impl Portal {
             None => None,
         };
         let stage = stage.map(|s| (s.status_id.clone(), s.semantics.unwrap_or("P")));
-        let user = self.user.to_string();
+        let user = self.acting_user.to_string();
         let now = now();
         let deal = self.deals.get_mut(&id).expect("checked above");
         for (k, v) in fields {
@@ -586,7 +588,7 @@ impl Portal {
         let id = self.new_id();
         let task = json!({
             "id": id.to_string(), "title": title, "responsibleId": responsible,
-            "createdBy": self.user.to_string(), "description": fields.get("DESCRIPTION").cloned().unwrap_or(json!("")),
+            "createdBy": self.acting_user.to_string(), "description": fields.get("DESCRIPTION").cloned().unwrap_or(json!("")),
             "deadline": fields.get("DEADLINE").cloned().unwrap_or(Value::Null),
             "ufCrmTask": fields.get("UF_CRM_TASK").cloned().unwrap_or(json!([])),
         });

@@ -291,6 +291,29 @@ impl RestClient {
         Ok(e.result.get("item").cloned().unwrap_or(e.result))
     }
 
+    /// `crm.item.get` (camelCase fields): the item.
+    pub async fn item_get(&self, entity_type_id: u32, id: &str) -> Result<Map<String, Value>, RestError> {
+        let e = self.call("crm.item.get", &json!({ "entityTypeId": entity_type_id, "id": id })).await?;
+        match e.result.get("item").cloned().unwrap_or(e.result) {
+            Value::Object(map) => Ok(map),
+            other => Err(RestError::new("crm.item.get", None, "", &format!("result is not an item: {other}"))),
+        }
+    }
+
+    /// `crm.category.list` for deals (`entityTypeId` 2): `(id, name)` of
+    /// each pipeline.
+    pub async fn deal_categories(&self) -> Result<Vec<(String, String)>, RestError> {
+        let e = self.call("crm.category.list", &json!({ "entityTypeId": 2 })).await?;
+        let items = e.result.get("categories").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(items
+            .iter()
+            .filter_map(|c| {
+                let id = c.get("id").and_then(id_text)?;
+                Some((id, c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned()))
+            })
+            .collect())
+    }
+
     /// `crm.status.list` for one `ENTITY_ID` (`DEAL_STAGE`, `DEAL_STAGE_<n>`).
     pub async fn status_list(&self, entity_id: &str) -> Result<Vec<Value>, RestError> {
         let params = json!({ "filter": { "ENTITY_ID": entity_id }, "order": { "SORT": "ASC" } });

@@ -61,7 +61,7 @@ fn binding(
         (path(def, &s.from, false, diags), s.map.value.clone())
     });
     let fields = b.fields.iter().filter_map(|(name, field)| compile_field(def, name, field, lookups, diags)).collect();
-    CompiledBinding {
+    let mut binding = CompiledBinding {
         name: b.name.value.clone(),
         connector: b.connector.value.clone(),
         system: b.system.value.clone(),
@@ -72,7 +72,10 @@ fn binding(
         stage,
         fields,
         create_with: b.create_with.clone(),
-    }
+        keys: Default::default(),
+    };
+    binding.index_keys();
+    binding
 }
 
 fn compile_field(

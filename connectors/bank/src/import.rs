@@ -1,0 +1,450 @@
+//! Importing a statement for real, and matching a payment by hand.
+//!
+//! An import reads the file (a broken one is rejected whole), derives each
+//! document's payment id from its identity (see [`crate::payments`]), skips
+//! payments an earlier statement brought, matches the new incoming ones to
+//! open invoices ([`crate::matching`]), applies the matches
+//! ([`crate::apply`]) and commits the statement, its payments and the
+//! engine's output in one transaction. The same file again (by SHA-256) is
+//! answered with the first import's result and writes nothing.
+//!
+//! A manual match takes a payment from the review queue and applies it to
+//! the invoice a person chose, exactly as an automatic match would.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use dealbridge_core::mapping::MappingSet;
+use dealbridge_core::model::{InvoiceStatus, MatchMethod, MatchReason, Money, Payment, PaymentDirection, PaymentMatch};
+use dealbridge_core::runner::EngineRunner;
+use dealbridge_core::store::{
+    CommitOutcome, NewStatement, PaymentCommit, PaymentState, StatementRecord, Store, StoreError, StoredPayment,
+};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::apply::{Application, apply};
+use crate::matching::{Decision, MatchRules, PaymentMatcher};
+use crate::payments::to_payments;
+use crate::{StatementError, Summary, parse_statement};
+
+/// How often a commit is recomputed when another import got there first.
+const COMMIT_ATTEMPTS: usize = 5;
+/// At most this many payments are listed one by one in a report.
+pub const PAYMENTS_LISTED: usize = 1000;
+
+/// Where a statement came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportSource {
+    Upload,
+    Cli,
+    Watch,
+}
+
+impl ImportSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportSource::Upload => "upload",
+            ImportSource::Cli => "cli",
+            ImportSource::Watch => "watch",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file is not a statement this hub reads; nothing was imported.
+    #[error("rejected, nothing imported: {0}")]
+    Rejected(#[from] StatementError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Other imports kept changing the same invoices; nothing was imported.
+    #[error("the invoices kept changing while importing ({0}); nothing imported, try again")]
+    Busy(String),
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    pub statement_id: Uuid,
+    /// The same file was imported before: nothing was written now, and the
+    /// figures are those of the first import.
+    pub already_imported: bool,
+    /// What the statement holds (as `import-statement --dry-run --json`).
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+    pub payments: PaymentTally,
+    /// The statement's new payments one by one (at most 1000).
+    pub results: Vec<PaymentResult>,
+}
+
+/// Counts of an import's payments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PaymentTally {
+    /// Credits and debits in the file (transfers between own accounts and
+    /// documents of unknown direction are not payments).
+    pub in_file: u32,
+    /// Stored by this import.
+    pub new: u32,
+    /// Brought by an earlier statement (or repeated in this file): skipped.
+    pub known: u32,
+    pub matched: u32,
+    pub review: u32,
+    pub outgoing: u32,
+    /// Matched payments that pay more than their invoice still owed.
+    pub overpaid: u32,
+}
+
+/// One new payment and what happened to it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PaymentResult {
+    pub payment_id: Uuid,
+    pub document_number: String,
+    pub date: chrono::NaiveDate,
+    pub amount: Money,
+    pub direction: PaymentDirection,
+    pub payer: String,
+    pub state: PaymentState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deal_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overpaid: Option<Money>,
+    /// Why it waits for review: `no_reference`, `no_open_invoice`, `ambiguous`, `weak`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl PaymentResult {
+    pub fn of(stored: &StoredPayment) -> Self {
+        let p = &stored.payment;
+        Self {
+            payment_id: p.id,
+            document_number: p.document_number.clone(),
+            date: p.date,
+            amount: p.amount.clone(),
+            direction: p.direction,
+            payer: p.payer.name.clone(),
+            state: stored.state,
+            invoice_id: stored.matched.as_ref().map(|m| m.invoice_id),
+            invoice_number: stored.matched.as_ref().map(|m| m.invoice_number.clone()),
+            deal_id: stored.matched.as_ref().and_then(|m| m.deal_id),
+            confidence: stored.matched.as_ref().map(|m| m.confidence),
+            overpaid: stored.matched.as_ref().and_then(|m| m.overpaid.clone()),
+            review_reason: stored.review.as_ref().map(|r| r.reason.clone()),
+            notes: stored.notes.clone(),
+        }
+    }
+}
+
+/// Why a manual match was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManualMatchError {
+    #[error("no payment {0}")]
+    PaymentNotFound(Uuid),
+    #[error("payment {0} is {1}, not waiting for review")]
+    NotInReview(Uuid, &'static str),
+    #[error("no invoice {0}")]
+    InvoiceNotFound(Uuid),
+    #[error("invoice № {number} is {status}: it takes no payment")]
+    InvoiceClosed { number: String, status: &'static str },
+    #[error("the payment is in {payment}, invoice № {number} in {invoice}")]
+    CurrencyDiffers { number: String, payment: String, invoice: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the invoice kept changing while matching ({0}); try again")]
+    Busy(String),
+}
+
+/// Imports statements and applies manual matches against one store.
+#[derive(Clone)]
+pub struct StatementImporter {
+    pub store: Arc<dyn Store>,
+    pub runner: EngineRunner,
+    pub rules: MatchRules,
+}
+
+/// SHA-256 of a file's bytes, hex.
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl StatementImporter {
+    /// Imports one statement file; see the module documentation.
+    pub async fn import(
+        &self,
+        set: &MappingSet,
+        bytes: &[u8],
+        file_name: Option<&str>,
+        source: ImportSource,
+    ) -> Result<ImportReport, ImportError> {
+        let digest = digest(bytes);
+        let statement = parse_statement(bytes)?;
+        let summary = serde_json::to_value(Summary::of(&statement)).unwrap_or_default();
+        let mut last_conflict = String::new();
+        for _ in 0..COMMIT_ATTEMPTS {
+            if let Some(known) = self.store.statement_by_digest(&digest).await? {
+                return self.report_of(known, true).await;
+            }
+            let at = Utc::now();
+            let statement_id = Uuid::now_v7();
+            let (payments, repeated_in_file) = unique(to_payments(&statement, at));
+            let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
+            let known: BTreeSet<Uuid> = self.store.known_payments(&ids).await?.into_iter().collect();
+            let fresh: Vec<Payment> = payments.iter().filter(|p| !known.contains(&p.id)).cloned().collect();
+            let (stored, applied_changes, invoices_read) = self.decide_and_apply(set, fresh, statement_id, at).await?;
+            let record = StatementRecord {
+                id: statement_id,
+                digest: digest.clone(),
+                file_name: file_name.map(str::to_owned),
+                source: source.as_str().to_owned(),
+                format: statement.format.to_string(),
+                imported_at: at,
+                summary: summary.clone(),
+                payments_new: stored.len() as u32,
+                payments_known: (known.len() + repeated_in_file) as u32,
+            };
+            let commit = PaymentCommit {
+                statement: Some(NewStatement { record: record.clone(), body: bytes.to_vec() }),
+                new_payments: stored.clone(),
+                updated_payments: Vec::new(),
+                invoices_read,
+                changes: applied_changes,
+            };
+            match self.store.commit_payments(&commit).await? {
+                CommitOutcome::Committed => {
+                    if !commit.changes.commands.is_empty() {
+                        self.runner.commands_committed().notify_one();
+                    }
+                    metrics::counter!("dealbridge_payments_imported_total").increment(stored.len() as u64);
+                    return Ok(report(record, false, payments.len() as u32, &stored));
+                }
+                CommitOutcome::StatementKnown(id) => {
+                    let known = self.store.get_statement(id).await?.ok_or_else(|| {
+                        StoreError::Conflict(format!("statement {id} vanished while importing the same file"))
+                    })?;
+                    return self.report_of(known, true).await;
+                }
+                CommitOutcome::Stale(why) => last_conflict = why,
+            }
+        }
+        Err(ImportError::Busy(last_conflict))
+    }
+
+    /// Matches the new payments and applies the matches. Returns the
+    /// payments to store, the change set and the invoice amounts read.
+    async fn decide_and_apply(
+        &self,
+        set: &MappingSet,
+        fresh: Vec<Payment>,
+        statement_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<(Vec<StoredPayment>, dealbridge_core::store::ChangeSet, Vec<(Uuid, Decimal)>), StoreError> {
+        let any_incoming = fresh.iter().any(|p| p.direction == PaymentDirection::Incoming);
+        let open = if any_incoming { self.store.open_invoices().await? } else { Vec::new() };
+        let mut matcher = PaymentMatcher::new(&open, self.rules.clone());
+        let mut stored = Vec::with_capacity(fresh.len());
+        let mut applications = Vec::new();
+        for mut payment in fresh {
+            let mut record = StoredPayment {
+                payment: payment.clone(),
+                statement_id,
+                state: PaymentState::Outgoing,
+                matched: None,
+                review: None,
+                notes: inn_notes(&payment),
+                updated_at: at,
+            };
+            match matcher.decide(&payment) {
+                Decision::NotIncoming => {}
+                Decision::Review(note) => {
+                    record.state = PaymentState::Review;
+                    record.review = Some(note);
+                }
+                Decision::Matched { invoice, confidence, reasons, paid_before, paid_after, overpaid } => {
+                    let invoice = &matcher.invoices()[invoice];
+                    let currency = invoice.total.currency.clone();
+                    payment.invoice_id = Some(invoice.id);
+                    record.payment = payment.clone();
+                    record.state = PaymentState::Matched;
+                    record.matched = Some(PaymentMatch {
+                        invoice_id: invoice.id,
+                        invoice_number: invoice.number.clone(),
+                        deal_id: invoice.deal_id,
+                        method: MatchMethod::Automatic,
+                        confidence,
+                        reasons,
+                        paid_before: Money { amount: paid_before, currency: currency.clone() },
+                        paid_total: Money { amount: paid_after, currency: currency.clone() },
+                        invoice_total: invoice.total.clone(),
+                        overpaid: overpaid.map(|amount| Money { amount, currency }),
+                        matched_by: None,
+                        matched_at: at,
+                    });
+                    if let Some(over) = overpaid {
+                        record.notes.push(format!("overpayment: {over} more than invoice № {} owed", invoice.number));
+                    }
+                    applications.push(Application {
+                        payment_id: payment.id,
+                        invoice_id: invoice.id,
+                        amount: payment.amount.clone(),
+                        paid_before,
+                        paid_after,
+                    });
+                }
+            }
+            stored.push(record);
+        }
+        let applied = apply(self.store.as_ref(), &self.runner, set, &applications, at).await?;
+        for record in &mut stored {
+            if let Some(notes) = applied.notes.get(&record.payment.id) {
+                record.notes.extend(notes.iter().cloned());
+            }
+        }
+        Ok((stored, applied.changes, applied.invoices_read))
+    }
+
+    /// The report of a statement imported before.
+    async fn report_of(&self, record: StatementRecord, already: bool) -> Result<ImportReport, ImportError> {
+        let stored = self.store.payments_of_statement(record.id).await?;
+        let in_file = record.payments_new + record.payments_known;
+        Ok(report(record, already, in_file, &stored))
+    }
+
+    /// Applies a payment waiting for review to `invoice_id`, as an
+    /// automatic match would, recording who matched it.
+    pub async fn match_by_hand(
+        &self,
+        set: &MappingSet,
+        payment_id: Uuid,
+        invoice_id: Uuid,
+        by: &str,
+    ) -> Result<StoredPayment, ManualMatchError> {
+        let mut last_conflict = String::new();
+        for _ in 0..COMMIT_ATTEMPTS {
+            let stored =
+                self.store.get_payment(payment_id).await?.ok_or(ManualMatchError::PaymentNotFound(payment_id))?;
+            if stored.state != PaymentState::Review {
+                return Err(ManualMatchError::NotInReview(payment_id, stored.state.as_str()));
+            }
+            let invoice = self
+                .store
+                .invoices_by_ids(&[invoice_id])
+                .await?
+                .pop()
+                .ok_or(ManualMatchError::InvoiceNotFound(invoice_id))?;
+            if matches!(invoice.status, InvoiceStatus::Cancelled) {
+                return Err(ManualMatchError::InvoiceClosed { number: invoice.number, status: "cancelled" });
+            }
+            let amount = stored.payment.amount.clone();
+            if amount.currency != invoice.total.currency {
+                return Err(ManualMatchError::CurrencyDiffers {
+                    number: invoice.number,
+                    payment: amount.currency,
+                    invoice: invoice.total.currency,
+                });
+            }
+            let at = Utc::now();
+            let paid_before = invoice.paid.amount;
+            let paid_after = paid_before + amount.amount;
+            let owed = (invoice.total.amount - paid_before).max(Decimal::ZERO);
+            let overpaid = (amount.amount > owed).then(|| amount.amount - owed);
+            let application = Application { payment_id, invoice_id, amount: amount.clone(), paid_before, paid_after };
+            let applied = apply(self.store.as_ref(), &self.runner, set, &[application], at).await?;
+            let currency = invoice.total.currency.clone();
+            let mut updated = stored.clone();
+            updated.payment.invoice_id = Some(invoice_id);
+            updated.state = PaymentState::Matched;
+            updated.matched = Some(PaymentMatch {
+                invoice_id,
+                invoice_number: invoice.number.clone(),
+                deal_id: invoice.deal_id,
+                method: MatchMethod::Manual,
+                confidence: 100,
+                reasons: vec![MatchReason { code: "manual".into(), detail: format!("matched by {by}"), points: 0 }],
+                paid_before: Money { amount: paid_before, currency: currency.clone() },
+                paid_total: Money { amount: paid_after, currency: currency.clone() },
+                invoice_total: invoice.total.clone(),
+                overpaid: overpaid.map(|amount| Money { amount, currency }),
+                matched_by: Some(by.to_owned()),
+                matched_at: at,
+            });
+            if let Some(over) = overpaid {
+                updated.notes.push(format!("overpayment: {over} more than invoice № {} owed", invoice.number));
+            }
+            updated.notes.extend(applied.notes.get(&payment_id).into_iter().flatten().cloned());
+            updated.updated_at = at;
+            let commit = PaymentCommit {
+                statement: None,
+                new_payments: Vec::new(),
+                updated_payments: vec![(updated.clone(), PaymentState::Review)],
+                invoices_read: applied.invoices_read,
+                changes: applied.changes,
+            };
+            match self.store.commit_payments(&commit).await? {
+                CommitOutcome::Committed => {
+                    if !commit.changes.commands.is_empty() {
+                        self.runner.commands_committed().notify_one();
+                    }
+                    return Ok(updated);
+                }
+                CommitOutcome::Stale(why) => last_conflict = why,
+                // A manual match commits no statement.
+                CommitOutcome::StatementKnown(_) => {}
+            }
+        }
+        Err(ManualMatchError::Busy(last_conflict))
+    }
+}
+
+/// Payments with distinct ids, in file order, and how many repeats were dropped.
+fn unique(payments: Vec<Payment>) -> (Vec<Payment>, usize) {
+    let mut seen = std::collections::HashSet::with_capacity(payments.len());
+    let total = payments.len();
+    let kept: Vec<Payment> = payments.into_iter().filter(|p| seen.insert(p.id)).collect();
+    let repeated = total - kept.len();
+    (kept, repeated)
+}
+
+/// A note when the payer's INN fails its check digits.
+fn inn_notes(payment: &Payment) -> Vec<String> {
+    match payment.payer.inn.as_ref().map(|i| (i, i.verify())) {
+        Some((inn, Err(_))) if payment.direction == PaymentDirection::Incoming => {
+            vec![format!("the payer's INN `{}` fails its length or check digits: not used for matching", inn.as_str())]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn report(record: StatementRecord, already: bool, in_file: u32, stored: &[StoredPayment]) -> ImportReport {
+    let mut tally = PaymentTally { in_file, new: stored.len() as u32, ..Default::default() };
+    tally.known = in_file.saturating_sub(tally.new);
+    let mut counted: HashMap<PaymentState, u32> = HashMap::new();
+    for p in stored {
+        *counted.entry(p.state).or_default() += 1;
+        if p.matched.as_ref().is_some_and(|m| m.overpaid.is_some()) {
+            tally.overpaid += 1;
+        }
+    }
+    tally.matched = counted.get(&PaymentState::Matched).copied().unwrap_or(0);
+    tally.review = counted.get(&PaymentState::Review).copied().unwrap_or(0);
+    tally.outgoing = counted.get(&PaymentState::Outgoing).copied().unwrap_or(0);
+    ImportReport {
+        statement_id: record.id,
+        already_imported: already,
+        summary: record.summary,
+        payments: tally,
+        results: stored.iter().take(PAYMENTS_LISTED).map(PaymentResult::of).collect(),
+    }
+}

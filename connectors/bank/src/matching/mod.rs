@@ -1,0 +1,535 @@
+//! Matching incoming payments to open invoices and orders.
+//!
+//! [`PaymentMatcher`] indexes the open invoices once — by number, by the
+//! digits their number ends in, by client INN — so each payment looks up
+//! only its few candidates. Every candidate is scored from evidence, each
+//! piece a [`MatchReason`] with its points:
+//!
+//! | code | points | evidence |
+//! | --- | ---: | --- |
+//! | `number_exact` | +50 | a number in the purpose text is the invoice's number (case, `-`/`/`/spaces and Latin/Cyrillic look-alike letters ignored) |
+//! | `number_digits` | +35 | a number in the text is the digits the invoice's number ends in («123» ~ «ТД00-000123») |
+//! | `date_equal` / `date_differs` | +10 / −25 | the text dates the number («№ 123 от 01.02.2024») and the invoice has that date / another one |
+//! | `inn_equal` / `inn_differs` | +30 / −30 | the payer's INN (check digits valid) is / is not the invoice client's |
+//! | `amount_exact` | +20 | the amount is what the invoice still owes |
+//! | `amount_partial` | +5 | the amount is less than what it owes |
+//! | `amount_over` | 0 | the amount is more than what it owes (an overpayment, flagged) |
+//! | `date_window` / `date_outside` | +5 / −10 | the payment is dated from 3 days before the invoice to `window_days` after it / outside that |
+//!
+//! An invoice is a candidate when a number in the text points at it, or —
+//! when the text names no number of an open invoice — when its client has
+//! the payer's INN. The best candidate is matched when it scores at least
+//! `min_score` and leads the next by `min_margin`; otherwise the payment
+//! goes to review with the candidates and their scores. Confidence is the
+//! score capped at 100. An invalid payer INN is never used (a note says so).
+
+pub mod purpose;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use chrono::Duration;
+use dealbridge_core::model::{MatchCandidate, MatchReason, Payment, PaymentDirection, ReviewNote};
+use dealbridge_core::store::OpenInvoice;
+use rust_decimal::Decimal;
+
+use purpose::{NumberReference, number_references};
+
+/// Thresholds of automatic matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchRules {
+    /// How many days after its invoice a payment is still expected.
+    pub window_days: i64,
+    /// The least score an automatic match needs.
+    pub min_score: i32,
+    /// How far the best candidate must lead the second.
+    pub min_margin: i32,
+    /// A payer with more open invoices than this is not matched by INN alone.
+    pub max_invoices_per_payer: usize,
+}
+
+impl Default for MatchRules {
+    fn default() -> Self {
+        Self { window_days: 120, min_score: 55, min_margin: 15, max_invoices_per_payer: 50 }
+    }
+}
+
+/// What the matcher decided for one payment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Apply the payment to `invoices[invoice]`.
+    Matched {
+        invoice: usize,
+        confidence: u8,
+        reasons: Vec<MatchReason>,
+        paid_before: Decimal,
+        paid_after: Decimal,
+        /// The part of the payment beyond what the invoice still owed.
+        overpaid: Option<Decimal>,
+    },
+    /// A person must decide.
+    Review(ReviewNote),
+    /// Not an incoming payment: nothing to match.
+    NotIncoming,
+}
+
+const NONE: u32 = u32::MAX;
+const DAYS_BEFORE_INVOICE: i64 = 3;
+const NUMBER_EXACT: i32 = 50;
+const NUMBER_DIGITS: i32 = 35;
+const DATE_EQUAL: i32 = 10;
+const DATE_DIFFERS: i32 = -25;
+const INN_EQUAL: i32 = 30;
+const INN_DIFFERS: i32 = -30;
+const AMOUNT_EXACT: i32 = 20;
+const AMOUNT_PARTIAL: i32 = 5;
+const AMOUNT_OVER: i32 = 0;
+const DATE_WINDOW: i32 = 5;
+const DATE_OUTSIDE: i32 = -10;
+
+/// Hashing for keys that are already hashes or numbers: one folded
+/// multiply instead of SipHash (the index is built over a million keys).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        let product = u128::from(self.0) * 0x9e37_79b9_7f4a_7c15;
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+type KeyMap = HashMap<u64, u32, BuildHasherDefault<KeyHasher>>;
+
+/// Open invoices indexed for matching, and what this run has applied to
+/// them so far (two payments of one statement to one invoice add up).
+pub struct PaymentMatcher<'a> {
+    invoices: &'a [OpenInvoice],
+    rules: MatchRules,
+    paid: Vec<Decimal>,
+    by_number: KeyMap,
+    by_digits: KeyMap,
+    by_inn: KeyMap,
+    /// Chains of invoices sharing a key, per index: the next one, or `NONE`.
+    next_number: Vec<u32>,
+    next_digits: Vec<u32>,
+    next_inn: Vec<u32>,
+}
+
+/// One character of a number as matching compares it: upper case, Cyrillic
+/// letters that look Latin as the Latin ones; `None` for separators.
+fn fold_number_char(c: char) -> Option<char> {
+    if c.is_ascii_alphanumeric() {
+        return Some(c.to_ascii_uppercase());
+    }
+    let folded = match c {
+        'а' | 'А' => 'A',
+        'в' | 'В' => 'B',
+        'е' | 'Е' | 'ё' | 'Ё' => 'E',
+        'к' | 'К' => 'K',
+        'м' | 'М' => 'M',
+        'н' | 'Н' => 'H',
+        'о' | 'О' => 'O',
+        'р' | 'Р' => 'P',
+        'с' | 'С' => 'C',
+        'т' | 'Т' => 'T',
+        'у' | 'У' => 'Y',
+        'х' | 'Х' => 'X',
+        'б'..='я' => char::from_u32(c as u32 - 0x20).unwrap_or(c),
+        c if c.is_alphanumeric() => c.to_uppercase().next().unwrap_or(c),
+        _ => return None,
+    };
+    Some(folded)
+}
+
+/// Case-, separator- and script-insensitive form of a number: «А-123»,
+/// «a123» and «A 123» are all `A123`.
+pub fn number_key(number: &str) -> String {
+    number.chars().filter_map(fold_number_char).collect()
+}
+
+/// The hash of a number's key and the digits it ends in (leading zeros
+/// dropped; `None` when it ends in a letter, the digits are all zeros or
+/// more than 18), in one pass without allocating.
+fn number_hash_and_digits(number: &str) -> (u64, Option<u64>) {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    let (mut value, mut significant) = (0_u64, 0_u32);
+    let mut buf = [0_u8; 4];
+    for c in number.chars().filter_map(fold_number_char) {
+        for b in c.encode_utf8(&mut buf).bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        match c.to_digit(10) {
+            Some(d) => {
+                if significant > 0 || d != 0 {
+                    significant += 1;
+                }
+                if significant <= 18 {
+                    value = value * 10 + u64::from(d);
+                }
+            }
+            None => (value, significant) = (0, 0),
+        }
+    }
+    (hash, (1..=18).contains(&significant).then_some(value))
+}
+
+/// The digits a number key ends in, without leading zeros.
+#[cfg(test)]
+fn trailing_digits(key: &str) -> Option<u64> {
+    number_hash_and_digits(key).1
+}
+
+/// An INN of 10 or 12 digits as one number (its length kept apart).
+fn inn_key(inn: &str) -> Option<u64> {
+    let inn = inn.trim();
+    if !(inn.len() == 10 || inn.len() == 12) || !inn.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    inn.parse::<u64>().ok().map(|v| v * 16 + inn.len() as u64)
+}
+
+fn push(map: &mut KeyMap, next: &mut [u32], key: u64, index: u32) {
+    next[index as usize] = map.insert(key, index).unwrap_or(NONE);
+}
+
+fn chain<'m>(map: &KeyMap, next: &'m [u32], key: u64) -> impl Iterator<Item = usize> + 'm {
+    let mut at = map.get(&key).copied().unwrap_or(NONE);
+    std::iter::from_fn(move || {
+        (at != NONE).then(|| {
+            let here = at as usize;
+            at = next[here];
+            here
+        })
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NumberFit {
+    Exact,
+    Digits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AmountFit {
+    Exact,
+    Partial,
+    Over,
+}
+
+/// What was found for one candidate; its reasons are written out only
+/// for the candidates a person or the match record will see.
+#[derive(Debug, Clone)]
+struct Evidence {
+    invoice: usize,
+    /// How a number of the text fits, and which reference it was.
+    number: Option<(NumberFit, usize)>,
+    date_equal: Option<bool>,
+    inn_equal: Option<bool>,
+    amount: AmountFit,
+    in_window: bool,
+    score: i32,
+}
+
+fn reason(code: &str, points: i32, detail: String) -> MatchReason {
+    MatchReason { code: code.to_owned(), detail, points }
+}
+
+impl<'a> PaymentMatcher<'a> {
+    /// Indexes `invoices` (at most `u32::MAX - 1`).
+    pub fn new(invoices: &'a [OpenInvoice], rules: MatchRules) -> Self {
+        let n = invoices.len();
+        let mut m = Self {
+            invoices,
+            rules,
+            paid: invoices.iter().map(|i| i.paid.amount).collect(),
+            by_number: KeyMap::with_capacity_and_hasher(n, Default::default()),
+            by_digits: KeyMap::with_capacity_and_hasher(n, Default::default()),
+            by_inn: KeyMap::with_capacity_and_hasher(n / 4, Default::default()),
+            next_number: vec![NONE; n],
+            next_digits: vec![NONE; n],
+            next_inn: vec![NONE; n],
+        };
+        for (i, invoice) in invoices.iter().enumerate() {
+            let index = i as u32;
+            let (hash, digits) = number_hash_and_digits(&invoice.number);
+            push(&mut m.by_number, &mut m.next_number, hash, index);
+            if let Some(digits) = digits {
+                push(&mut m.by_digits, &mut m.next_digits, digits, index);
+            }
+            if let Some(inn) = invoice.client_inn.as_deref().and_then(inn_key) {
+                push(&mut m.by_inn, &mut m.next_inn, inn, index);
+            }
+        }
+        m
+    }
+
+    pub fn invoices(&self) -> &'a [OpenInvoice] {
+        self.invoices
+    }
+
+    /// Decides one payment and, when it matches, counts it as paid so the
+    /// next payment to the same invoice sees it.
+    pub fn decide(&mut self, payment: &Payment) -> Decision {
+        if payment.direction != PaymentDirection::Incoming {
+            return Decision::NotIncoming;
+        }
+        let references = number_references(&payment.purpose);
+        let payer_inn = payment.payer.inn.as_ref().filter(|i| i.verify().is_ok()).map(|i| i.as_str());
+        let mut candidates = self.by_reference(&references);
+        let mut from_inn = false;
+        if candidates.is_empty()
+            && let Some(inn) = payer_inn.and_then(inn_key)
+        {
+            let of_payer: Vec<usize> = chain(&self.by_inn, &self.next_inn, inn).collect();
+            if of_payer.len() > self.rules.max_invoices_per_payer {
+                return Decision::Review(ReviewNote {
+                    reason: "weak".into(),
+                    detail: format!(
+                        "the purpose names no open invoice and the payer has {} open invoices: too many to choose \
+                         by amount",
+                        of_payer.len()
+                    ),
+                    candidates: Vec::new(),
+                });
+            }
+            candidates = of_payer.into_iter().map(|i| Evidence::new(i, None, None)).collect();
+            from_inn = true;
+        }
+        let currency = &payment.amount.currency;
+        candidates.retain(|c| {
+            let invoice = &self.invoices[c.invoice];
+            invoice.total.currency == *currency && invoice.total.amount > self.paid[c.invoice]
+        });
+        if candidates.is_empty() {
+            return Decision::Review(self.nothing_found(&references, from_inn));
+        }
+        for c in &mut candidates {
+            self.weigh(c, payment, payer_inn);
+        }
+        candidates.sort_by(|a, b| {
+            b.score.cmp(&a.score).then_with(|| self.invoices[a.invoice].date.cmp(&self.invoices[b.invoice].date))
+        });
+        let best = &candidates[0];
+        let review = |reason: &str, detail: String| {
+            Decision::Review(ReviewNote {
+                reason: reason.into(),
+                detail,
+                candidates: candidates
+                    .iter()
+                    .take(5)
+                    .map(|c| self.candidate(c, &references, payment, payer_inn))
+                    .collect(),
+            })
+        };
+        if best.score < self.rules.min_score {
+            let detail = format!(
+                "the best invoice, № {}, scores {} (at least {} needed)",
+                self.invoices[best.invoice].number, best.score, self.rules.min_score
+            );
+            return review("weak", detail);
+        }
+        if let Some(second) = candidates.get(1).filter(|s| best.score - s.score < self.rules.min_margin) {
+            let detail = format!(
+                "invoices № {} and № {} score {} and {}: too close to choose",
+                self.invoices[best.invoice].number, self.invoices[second.invoice].number, best.score, second.score
+            );
+            return review("ambiguous", detail);
+        }
+        let reasons = self.reasons(best, &references, payment, payer_inn);
+        let (index, confidence) = (best.invoice, best.score.clamp(0, 100) as u8);
+        let total = self.invoices[index].total.amount;
+        let paid_before = self.paid[index];
+        let paid_after = paid_before + payment.amount.amount;
+        self.paid[index] = paid_after;
+        let overpaid = (paid_after > total).then(|| paid_after - total);
+        Decision::Matched { invoice: index, confidence, reasons, paid_before, paid_after, overpaid }
+    }
+
+    /// Candidates a number in the text points at: exact numbers first, then
+    /// numbers ending in the same digits; one entry per invoice.
+    fn by_reference(&self, references: &[NumberReference]) -> Vec<Evidence> {
+        let mut found: Vec<Evidence> = Vec::new();
+        for (k, r) in references.iter().enumerate() {
+            let key = number_key(&r.text);
+            let (hash, digits) = number_hash_and_digits(&r.text);
+            for i in chain(&self.by_number, &self.next_number, hash) {
+                if !found.iter().any(|f| f.invoice == i) && number_key(&self.invoices[i].number) == key {
+                    found.push(Evidence::new(i, Some((NumberFit::Exact, k)), self.date_fit(i, r)));
+                }
+            }
+            let only_digits = key.bytes().all(|b| b.is_ascii_digit());
+            if let Some(digits) = digits.filter(|_| only_digits) {
+                for i in chain(&self.by_digits, &self.next_digits, digits) {
+                    if !found.iter().any(|f| f.invoice == i) {
+                        found.push(Evidence::new(i, Some((NumberFit::Digits, k)), self.date_fit(i, r)));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn date_fit(&self, invoice: usize, r: &NumberReference) -> Option<bool> {
+        r.date.map(|d| d == self.invoices[invoice].date)
+    }
+
+    /// Adds the INN, amount and date evidence and the score.
+    fn weigh(&self, c: &mut Evidence, payment: &Payment, payer_inn: Option<&str>) {
+        let invoice = &self.invoices[c.invoice];
+        c.inn_equal = match (payer_inn, invoice.client_inn.as_deref()) {
+            (Some(payer), Some(client)) => Some(payer == client.trim()),
+            _ => None,
+        };
+        let owed = invoice.total.amount - self.paid[c.invoice];
+        let amount = payment.amount.amount;
+        c.amount = if amount == owed {
+            AmountFit::Exact
+        } else if amount < owed {
+            AmountFit::Partial
+        } else {
+            AmountFit::Over
+        };
+        let from = invoice.date - Duration::days(DAYS_BEFORE_INVOICE);
+        let to = invoice.date + Duration::days(self.rules.window_days);
+        c.in_window = payment.date >= from && payment.date <= to;
+        c.score = match c.number {
+            Some((NumberFit::Exact, _)) => NUMBER_EXACT,
+            Some((NumberFit::Digits, _)) => NUMBER_DIGITS,
+            None => 0,
+        } + match c.date_equal {
+            Some(true) => DATE_EQUAL,
+            Some(false) => DATE_DIFFERS,
+            None => 0,
+        } + match c.inn_equal {
+            Some(true) => INN_EQUAL,
+            Some(false) => INN_DIFFERS,
+            None => 0,
+        } + match c.amount {
+            AmountFit::Exact => AMOUNT_EXACT,
+            AmountFit::Partial => AMOUNT_PARTIAL,
+            AmountFit::Over => AMOUNT_OVER,
+        } + if c.in_window { DATE_WINDOW } else { DATE_OUTSIDE };
+    }
+
+    /// The evidence for one candidate as reasons people read.
+    fn reasons(
+        &self,
+        c: &Evidence,
+        references: &[NumberReference],
+        payment: &Payment,
+        payer_inn: Option<&str>,
+    ) -> Vec<MatchReason> {
+        let invoice = &self.invoices[c.invoice];
+        let mut reasons = Vec::with_capacity(5);
+        if let Some((fit, k)) = c.number {
+            let text = &references[k].text;
+            reasons.push(match fit {
+                NumberFit::Exact => reason(
+                    "number_exact",
+                    NUMBER_EXACT,
+                    format!("«{text}» in the purpose is invoice № {}", invoice.number),
+                ),
+                NumberFit::Digits => reason(
+                    "number_digits",
+                    NUMBER_DIGITS,
+                    format!("«{text}» in the purpose is the digits of invoice № {}", invoice.number),
+                ),
+            });
+            if let (Some(equal), Some(date)) = (c.date_equal, references[k].date) {
+                let date = date.format("%d.%m.%Y");
+                reasons.push(if equal {
+                    reason("date_equal", DATE_EQUAL, format!("the purpose dates it {date}, as the invoice"))
+                } else {
+                    let actual = invoice.date.format("%d.%m.%Y");
+                    reason(
+                        "date_differs",
+                        DATE_DIFFERS,
+                        format!("the purpose dates it {date}, the invoice is of {actual}"),
+                    )
+                });
+            }
+        }
+        if let (Some(equal), Some(payer)) = (c.inn_equal, payer_inn) {
+            reasons.push(if equal {
+                reason("inn_equal", INN_EQUAL, format!("the payer's INN {payer} is the client's"))
+            } else {
+                let client = invoice.client_inn.as_deref().unwrap_or_default();
+                reason("inn_differs", INN_DIFFERS, format!("the payer's INN {payer} is not the client's {client}"))
+            });
+        }
+        let owed = invoice.total.amount - self.paid[c.invoice];
+        let amount = payment.amount.amount;
+        reasons.push(match c.amount {
+            AmountFit::Exact => {
+                reason("amount_exact", AMOUNT_EXACT, format!("{amount} is what the invoice still owes"))
+            }
+            AmountFit::Partial => {
+                reason("amount_partial", AMOUNT_PARTIAL, format!("{amount} is part of the {owed} still owed"))
+            }
+            AmountFit::Over => reason(
+                "amount_over",
+                AMOUNT_OVER,
+                format!("{amount} is more than the {owed} still owed (by {})", amount - owed),
+            ),
+        });
+        let days = (payment.date - invoice.date).num_days();
+        reasons.push(if c.in_window {
+            reason("date_window", DATE_WINDOW, format!("paid {days} days after the invoice"))
+        } else {
+            reason("date_outside", DATE_OUTSIDE, format!("paid {days} days after the invoice"))
+        });
+        reasons
+    }
+
+    fn candidate(
+        &self,
+        c: &Evidence,
+        references: &[NumberReference],
+        payment: &Payment,
+        payer_inn: Option<&str>,
+    ) -> MatchCandidate {
+        let invoice = &self.invoices[c.invoice];
+        MatchCandidate {
+            invoice_id: invoice.id,
+            invoice_number: invoice.number.clone(),
+            deal_id: invoice.deal_id,
+            score: c.score,
+            reasons: self.reasons(c, references, payment, payer_inn),
+        }
+    }
+
+    fn nothing_found(&self, references: &[NumberReference], from_inn: bool) -> ReviewNote {
+        let (reason, detail) = if !references.is_empty() {
+            let numbers: Vec<&str> = references.iter().map(|r| r.text.as_str()).collect();
+            (
+                "no_open_invoice",
+                format!("no open invoice in this currency is numbered {} (or it is paid already)", numbers.join(", ")),
+            )
+        } else if from_inn {
+            ("no_open_invoice", "the payer's invoices are all paid or in another currency".to_owned())
+        } else {
+            ("no_reference", "the purpose names no invoice number and no open invoice has the payer's INN".to_owned())
+        };
+        ReviewNote { reason: reason.into(), detail, candidates: Vec::new() }
+    }
+}
+
+impl Evidence {
+    fn new(invoice: usize, number: Option<(NumberFit, usize)>, date_equal: Option<bool>) -> Self {
+        Self { invoice, number, date_equal, inn_equal: None, amount: AmountFit::Partial, in_window: true, score: 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+-- Hub replicas that share this store, each with the time its last
+-- heartbeat runs out (unix microseconds). The live ones, sorted by id,
+-- split the bus partitions between them (see `delivery::sharing`).
+CREATE TABLE hub_replicas (
+    id               TEXT    PRIMARY KEY,
+    heartbeat_until  INTEGER NOT NULL,
+    started_at       INTEGER NOT NULL
+);

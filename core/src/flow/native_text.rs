@@ -1,0 +1,124 @@
+//! Text templates that only put deal attributes into fixed text
+//! (`Сделка «{{ deal.title }}»: {{ deal.amount }} {{ deal.currency }}`),
+//! rendered without minijinja.
+//!
+//! Most notification and task texts look like this, and for them a
+//! minijinja render (context, VM, output) is most of an action's cost. The
+//! shape is recognised strictly: `{{ deal.<attribute> }}` with plain spaces
+//! around a scalar attribute, no tags, comments, filters or whitespace
+//! control, no trailing newline, no auto-escaping. Anything else is left to
+//! minijinja, and `FlowRuntime` tests pin both renders to the same text.
+
+use std::fmt::Write;
+
+use super::context::{DealScope, Numbers, attribute};
+
+/// A template of text and deal attributes.
+#[derive(Debug)]
+pub(crate) struct NativeText {
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Deal(&'static str),
+}
+
+/// Deal attributes minijinja shows as their text, or `none` when unset.
+const SCALARS: [&str; 13] = [
+    "id",
+    "pipeline",
+    "stage",
+    "title",
+    "amount",
+    "currency",
+    "responsible",
+    "parent_id",
+    "created_at",
+    "updated_at",
+    "invoiced",
+    "paid",
+    "shipped",
+];
+
+impl NativeText {
+    /// The template's pieces, when it has the shape described above.
+    pub(crate) fn parse(source: &str) -> Option<Self> {
+        // minijinja drops one trailing newline; `{%`/`{#` open tags and
+        // comments (raw blocks included).
+        if source.ends_with('\n') || source.contains("{%") || source.contains("{#") {
+            return None;
+        }
+        let mut pieces = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find("{{") {
+            let (text, after) = (&rest[..open], &rest[open + 2..]);
+            if text.contains("}}") {
+                return None;
+            }
+            if !text.is_empty() {
+                pieces.push(Piece::Text(text.to_owned()));
+            }
+            let close = after.find("}}")?;
+            let name = after[..close].trim_matches(' ').strip_prefix("deal.")?;
+            pieces.push(Piece::Deal(SCALARS.iter().find(|a| **a == name)?));
+            rest = &after[close + 2..];
+        }
+        if rest.contains("}}") {
+            return None;
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Some(Self { pieces })
+    }
+
+    /// The text, as minijinja renders it for `deal` (amounts exact).
+    pub(crate) fn render(&self, deal: &DealScope<'_>) -> String {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Deal(name) => {
+                    let value = attribute(deal, name, Numbers::Exact).unwrap_or_default();
+                    match value.as_str() {
+                        Some(text) => out.push_str(text),
+                        None => {
+                            let _ = write!(out, "{value}");
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_substitutions_are_native() {
+        for native in ["{{ deal.title }}", "a {{deal.amount}} b {{  deal.currency  }}", "без подстановок", ""]
+        {
+            assert!(NativeText::parse(native).is_some(), "{native}");
+        }
+        for other in [
+            "{{ deal.title | upper }}",
+            "{{ deal.custom.cost }}",
+            "{{ deal.client }}",
+            "{{ parent.title }}",
+            "{{- deal.title }}",
+            "{% if deal.title %}x{% endif %}",
+            "{# note #}{{ deal.title }}",
+            "{{ deal.title }}\n",
+            "a }} b",
+            "{{ deal.title",
+            "{{ deal.nonsense }}",
+        ] {
+            assert!(NativeText::parse(other).is_none(), "{other}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! What the store keeps for bank statements: each imported file, each
+//! payment it held (once, however many statements repeat it), how the
+//! payment was matched to an invoice or why it waits for a person, and the
+//! open invoices payments are matched against.
+//!
+//! Importing is one call, [`PaymentLedger::commit_payments`], and one
+//! transaction: the statement, its new payments, their matches and the
+//! engine's output (invoice totals, deal moves, tasks, outbox commands)
+//! land together or not at all. The caller computed all of it from what it
+//! read before; the commit refuses with [`CommitOutcome::Stale`] when that
+//! changed meanwhile (another import or a manual match got there first),
+//! and the caller computes again.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ChangeSet, StoreError};
+use crate::model::{Invoice, InvoiceKind, Money, Payment, PaymentMatch, ReviewNote};
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// Applied to an invoice (automatically or by hand).
+    Matched,
+    /// An incoming payment no invoice was found for with confidence: it
+    /// waits for a person.
+    Review,
+    /// Money the company paid: recorded, never matched to customer invoices.
+    Outgoing,
+}
+
+impl PaymentState {
+    pub const ALL: [PaymentState; 3] = [PaymentState::Matched, PaymentState::Review, PaymentState::Outgoing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Matched => "matched",
+            PaymentState::Review => "review",
+            PaymentState::Outgoing => "outgoing",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A payment as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoredPayment {
+    pub payment: Payment,
+    /// The statement that brought it first.
+    pub statement_id: Uuid,
+    pub state: PaymentState,
+    /// How it was applied, when `matched`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<PaymentMatch>,
+    /// Why it waits, when `review`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewNote>,
+    /// Things about this payment a person should know (an invalid payer
+    /// INN, an overpayment, flows that could not run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One imported statement file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementRecord {
+    pub id: Uuid,
+    /// SHA-256 of the file's bytes, hex.
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// `upload`, `cli` or `watch`.
+    pub source: String,
+    /// Format and version as read, e.g. `1CClientBankExchange 1.03`.
+    pub format: String,
+    pub imported_at: DateTime<Utc>,
+    /// What the statement holds (the dry-run summary), as JSON.
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+    /// Payments this statement brought first.
+    pub payments_new: u32,
+    /// Payments of this statement that an earlier one had brought already.
+    pub payments_known: u32,
+}
+
+/// A statement to store, with its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStatement {
+    pub record: StatementRecord,
+    pub body: Vec<u8>,
+}
+
+/// An invoice or order that still expects money: what matching reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenInvoice {
+    pub id: Uuid,
+    pub deal_id: Option<Uuid>,
+    pub kind: InvoiceKind,
+    pub number: String,
+    pub date: NaiveDate,
+    /// The client's INN as stored (not verified).
+    pub client_inn: Option<String>,
+    pub total: Money,
+    pub paid: Money,
+}
+
+impl OpenInvoice {
+    pub fn of(invoice: &Invoice) -> Self {
+        Self {
+            id: invoice.id,
+            deal_id: invoice.deal_id,
+            kind: invoice.kind,
+            number: invoice.number.clone(),
+            date: invoice.date,
+            client_inn: invoice.client.as_ref().and_then(|c| c.inn.as_ref()).map(|i| i.as_str().to_owned()),
+            total: invoice.total.clone(),
+            paid: invoice.paid.clone(),
+        }
+    }
+}
+
+/// Everything one import or one manual match writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PaymentCommit {
+    /// The statement file, for an import.
+    pub statement: Option<NewStatement>,
+    /// Payments not stored before. One that is stored already makes the
+    /// commit stale.
+    pub new_payments: Vec<StoredPayment>,
+    /// Stored payments to replace, each with the state it must still be in.
+    pub updated_payments: Vec<(StoredPayment, PaymentState)>,
+    /// The paid amount of every invoice the commit was computed from, as
+    /// read; any other amount stored now makes the commit stale.
+    pub invoices_read: Vec<(Uuid, Decimal)>,
+    /// Invoice totals, deal moves, tasks, outbox commands and trail.
+    pub changes: ChangeSet,
+}
+
+/// What `commit_payments` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// A statement with the same digest is stored (this id); nothing written.
+    StatementKnown(Uuid),
+    /// What the commit was computed from changed; nothing written. Read
+    /// again and recompute.
+    Stale(String),
+}
+
+#[async_trait]
+pub trait PaymentLedger: Send + Sync {
+    /// Writes the commit in one transaction, or nothing (see [`CommitOutcome`]).
+    async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError>;
+
+    /// The statement whose file has this SHA-256 digest, if imported.
+    async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError>;
+
+    async fn get_statement(&self, id: Uuid) -> Result<Option<StatementRecord>, StoreError>;
+
+    /// Which of these payment ids are stored.
+    async fn known_payments(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+
+    async fn get_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError>;
+
+    /// Payments in `state`, oldest first, at most `limit`.
+    async fn payments_in_state(&self, state: PaymentState, limit: u32) -> Result<Vec<StoredPayment>, StoreError>;
+
+    /// Payments a statement brought first, in file order.
+    async fn payments_of_statement(&self, statement: Uuid) -> Result<Vec<StoredPayment>, StoreError>;
+
+    /// How many payments are in each state (every state present).
+    async fn payment_counts(&self) -> Result<BTreeMap<PaymentState, u64>, StoreError>;
+
+    /// Invoices and orders that are `open` or `partially_paid`.
+    async fn open_invoices(&self) -> Result<Vec<OpenInvoice>, StoreError>;
+
+    /// The invoices with these ids, by id; unknown ids are skipped.
+    async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::doc::tag;
+
+    /// The queries filter on these literals.
+    #[test]
+    fn state_names_are_what_the_columns_hold() {
+        for state in PaymentState::ALL {
+            assert_eq!(tag(&state).unwrap(), state.as_str());
+            assert_eq!(PaymentState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(tag(&crate::model::InvoiceStatus::PartiallyPaid).unwrap(), "partially_paid");
+    }
+}

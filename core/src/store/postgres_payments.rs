@@ -1,0 +1,270 @@
+//! `PaymentLedger` on PostgreSQL. Replicas may import at once: a commit
+//! locks the invoice rows it computed from (`FOR UPDATE`) before comparing
+//! their paid amounts, a payment inserted concurrently makes `ON CONFLICT DO
+//! NOTHING` insert nothing, and a state update names the state it expects —
+//! so the loser of a race sees `Stale` and recomputes.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::doc::{from_doc, tag, to_doc};
+use super::error::corrupt;
+use super::payments::{
+    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
+    StoredPayment,
+};
+use super::postgres::{PgStore, doc_from_row, write_change_set};
+use crate::model::{Invoice, Money};
+
+const STATEMENT_COLUMNS: &str =
+    "id, digest, file_name, source, format, imported_at, summary::text AS summary, payments_new, payments_known";
+
+fn statement_from_row(row: &PgRow) -> Result<StatementRecord, StoreError> {
+    let count = |name: &str| -> Result<u32, StoreError> {
+        let v: i32 = row.try_get(name)?;
+        u32::try_from(v).map_err(|_| corrupt(format!("{name} {v}")))
+    };
+    Ok(StatementRecord {
+        id: row.try_get("id")?,
+        digest: row.try_get("digest")?,
+        file_name: row.try_get("file_name")?,
+        source: row.try_get("source")?,
+        format: row.try_get("format")?,
+        imported_at: row.try_get("imported_at")?,
+        summary: from_doc("statement summary", row.try_get("summary")?)?,
+        payments_new: count("payments_new")?,
+        payments_known: count("payments_known")?,
+    })
+}
+
+fn decimal(text: Option<String>, what: &str) -> Result<Decimal, StoreError> {
+    let text = text.ok_or_else(|| corrupt(format!("invoice without {what}")))?;
+    Decimal::from_str(&text).map_err(|e| corrupt(format!("invoice {what} `{text}`: {e}")))
+}
+
+fn open_invoice_from_row(row: &PgRow) -> Result<OpenInvoice, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let date: String = row.try_get("date")?;
+    let currency: String = row.try_get("currency")?;
+    let money = |amount: Decimal| Money { amount, currency: currency.clone() };
+    Ok(OpenInvoice {
+        id: row.try_get("id")?,
+        deal_id: row.try_get("deal_id")?,
+        kind: from_doc("invoice kind", &format!("\"{kind}\""))?,
+        number: row.try_get("number")?,
+        date: NaiveDate::from_str(&date).map_err(|e| corrupt(format!("invoice date `{date}`: {e}")))?,
+        client_inn: row.try_get("inn")?,
+        total: money(decimal(row.try_get("total")?, "total")?),
+        paid: money(decimal(row.try_get("paid")?, "paid amount")?),
+    })
+}
+
+async fn insert_statement(tx: &mut Transaction<'_, Postgres>, statement: &NewStatement) -> Result<bool, StoreError> {
+    let r = &statement.record;
+    let inserted = sqlx::query(
+        "INSERT INTO bank_statements (id, digest, file_name, source, format, imported_at, summary, payments_new,
+             payments_known, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10) ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(r.id)
+    .bind(&r.digest)
+    .bind(&r.file_name)
+    .bind(&r.source)
+    .bind(&r.format)
+    .bind(r.imported_at)
+    .bind(to_doc("statement summary", &r.summary)?)
+    .bind(i32::try_from(r.payments_new).unwrap_or(i32::MAX))
+    .bind(i32::try_from(r.payments_known).unwrap_or(i32::MAX))
+    .bind(&statement.body)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+async fn insert_payment(tx: &mut Transaction<'_, Postgres>, p: &StoredPayment) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(p.payment.id)
+    .bind(p.statement_id)
+    .bind(tag(&p.payment.direction)?)
+    .bind(p.state.as_str())
+    .bind(p.payment.invoice_id)
+    .bind(p.payment.date)
+    .bind(to_doc("payment", p)?)
+    .bind(p.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+async fn update_payment(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &StoredPayment,
+    expected: PaymentState,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE payments SET state = $1, invoice_id = $2, doc = $3::jsonb, updated_at = $4
+         WHERE id = $5 AND state = $6",
+    )
+    .bind(p.state.as_str())
+    .bind(p.payment.invoice_id)
+    .bind(to_doc("payment", p)?)
+    .bind(p.updated_at)
+    .bind(p.payment.id)
+    .bind(expected.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Locks the invoices read and returns the first whose stored paid amount
+/// is not the one read, if any.
+async fn changed_invoice(
+    tx: &mut Transaction<'_, Postgres>,
+    read: &[(Uuid, Decimal)],
+) -> Result<Option<Uuid>, StoreError> {
+    if read.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<Uuid> = read.iter().map(|(id, _)| *id).collect();
+    let rows = sqlx::query(
+        "SELECT id, doc -> 'paid' ->> 'amount' AS paid FROM invoices WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut stored = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: Uuid = row.try_get("id")?;
+        stored.insert(id, decimal(row.try_get("paid")?, "paid amount")?);
+    }
+    Ok(read.iter().find(|(id, paid)| stored.get(id) != Some(paid)).map(|(id, _)| *id))
+}
+
+#[async_trait]
+impl PaymentLedger for PgStore {
+    async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(statement) = &commit.statement
+            && !insert_statement(&mut tx, statement).await?
+        {
+            let id: Uuid = sqlx::query_scalar("SELECT id FROM bank_statements WHERE digest = $1")
+                .bind(&statement.record.digest)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(CommitOutcome::StatementKnown(id));
+        }
+        for payment in &commit.new_payments {
+            if !insert_payment(&mut tx, payment).await? {
+                return Ok(CommitOutcome::Stale(format!("payment {} is stored already", payment.payment.id)));
+            }
+        }
+        for (payment, expected) in &commit.updated_payments {
+            if !update_payment(&mut tx, payment, *expected).await? {
+                return Ok(CommitOutcome::Stale(format!(
+                    "payment {} is no longer {}",
+                    payment.payment.id,
+                    expected.as_str()
+                )));
+            }
+        }
+        if let Some(id) = changed_invoice(&mut tx, &commit.invoices_read).await? {
+            return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
+        }
+        write_change_set(&mut tx, &commit.changes).await?;
+        tx.commit().await?;
+        Ok(CommitOutcome::Committed)
+    }
+
+    async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError> {
+        let sql = format!("SELECT {STATEMENT_COLUMNS} FROM bank_statements WHERE digest = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(digest).fetch_optional(&self.pool).await?;
+        row.as_ref().map(statement_from_row).transpose()
+    }
+
+    async fn get_statement(&self, id: Uuid) -> Result<Option<StatementRecord>, StoreError> {
+        let sql = format!("SELECT {STATEMENT_COLUMNS} FROM bank_statements WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(statement_from_row).transpose()
+    }
+
+    async fn known_payments(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let mut known = Vec::new();
+        for chunk in ids.chunks(10_000) {
+            let rows: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM payments WHERE id = ANY($1)")
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await?;
+            known.extend(rows);
+        }
+        Ok(known)
+    }
+
+    async fn get_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        let row = sqlx::query("SELECT doc::text AS doc FROM payments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|r| doc_from_row(r, "payment")).transpose()
+    }
+
+    async fn payments_in_state(&self, state: PaymentState, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
+        let rows = sqlx::query("SELECT doc::text AS doc FROM payments WHERE state = $1 ORDER BY seq LIMIT $2")
+            .bind(state.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "payment")).collect()
+    }
+
+    async fn payments_of_statement(&self, statement: Uuid) -> Result<Vec<StoredPayment>, StoreError> {
+        let rows = sqlx::query("SELECT doc::text AS doc FROM payments WHERE statement_id = $1 ORDER BY seq")
+            .bind(statement)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "payment")).collect()
+    }
+
+    async fn payment_counts(&self) -> Result<BTreeMap<PaymentState, u64>, StoreError> {
+        let mut counts: BTreeMap<PaymentState, u64> = PaymentState::ALL.into_iter().map(|s| (s, 0)).collect();
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM payments GROUP BY state").fetch_all(&self.pool).await?;
+        for row in &rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            let state = PaymentState::parse(&state).ok_or_else(|| corrupt(format!("payment state `{state}`")))?;
+            counts.insert(state, u64::try_from(n).map_err(|_| corrupt(format!("count {n}")))?);
+        }
+        Ok(counts)
+    }
+
+    async fn open_invoices(&self) -> Result<Vec<OpenInvoice>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, deal_id, kind, number, doc ->> 'date' AS date, doc -> 'client' ->> 'inn' AS inn,
+                    doc -> 'total' ->> 'amount' AS total, doc -> 'total' ->> 'currency' AS currency,
+                    doc -> 'paid' ->> 'amount' AS paid
+             FROM invoices WHERE status IN ('open', 'partially_paid') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(open_invoice_from_row).collect()
+    }
+
+    async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {
+        let rows = sqlx::query("SELECT doc::text AS doc FROM invoices WHERE id = ANY($1) ORDER BY id")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| doc_from_row(r, "invoice")).collect()
+    }
+}
