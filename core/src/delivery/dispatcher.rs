@@ -15,10 +15,9 @@
 //! `possibly_applied`, so the connector checks the target first; and every
 //! call carries the command's idempotency key.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::{HashMap, HashSet};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
