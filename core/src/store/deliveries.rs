@@ -11,7 +11,7 @@
 //! transaction-level advisory lock), so a command is never held behind a
 //! head that has just finished.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -255,4 +255,28 @@ pub trait DeliveryLog: Send + Sync {
         command_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Result<DeliveryRecord, AdminRefusal>, StoreError>;
+}
+
+/// `delivery_admit_all`'s answers once a backend has read which commands of
+/// the batch it knows and which of their lanes have a head: a known command
+/// is `Known`; one on a lane with a head is decided by `delivery_admit`
+/// (under the lane's lock: the head may have just finished); any other is
+/// `Free`, which holds without a lock because only this partition's
+/// consumer adds rows to a free lane.
+pub(super) async fn decide_admissions<L: DeliveryLog + ?Sized>(
+    log: &L,
+    admissions: &[Admission],
+    known: &HashMap<Uuid, DeliveryState>,
+    busy: &HashSet<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Admitted>, StoreError> {
+    let mut out = Vec::with_capacity(admissions.len());
+    for a in admissions {
+        out.push(match known.get(&a.command_id) {
+            Some(state) => Admitted::Known(*state),
+            None if busy.contains(&a.lane) => log.delivery_admit(a, now).await?,
+            None => Admitted::Free,
+        });
+    }
+    Ok(out)
 }

@@ -9,7 +9,7 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::deliveries::{Admission, Admitted, DeliveryLog, Settlement};
+use super::deliveries::{Admission, Admitted, Settlement, decide_admissions};
 use super::postgres::PgStore;
 use super::postgres_deliveries::{OCCUPYING, int, link_created, parse_state, settle_in};
 
@@ -45,16 +45,7 @@ pub(super) async fn admit_all(
     .await?
     .into_iter()
     .collect();
-    let mut out = Vec::with_capacity(admissions.len());
-    for a in admissions {
-        out.push(match known.get(&a.command_id) {
-            Some(state) => Admitted::Known(*state),
-            // A lane with a head: decide under its lock, one by one.
-            None if busy.contains(&a.lane) => store.delivery_admit(a, now).await?,
-            None => Admitted::Free,
-        });
-    }
-    Ok(out)
+    decide_admissions(store, admissions, &known, &busy, now).await
 }
 
 pub(super) async fn settle_all(store: &PgStore, settlements: &[Settlement]) -> Result<(), StoreError> {

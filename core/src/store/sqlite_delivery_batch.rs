@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::StoreError;
-use super::deliveries::{Admission, Admitted, DeliveryLog, DeliveryState, Settlement};
+use super::deliveries::{Admission, Admitted, DeliveryState, Settlement, decide_admissions};
 use super::error::corrupt;
 use super::sqlite::{SqliteStore, micros, parse_uuid};
 use super::sqlite_deliveries::{IMMEDIATE, OCCUPYING, link_created, settle_in};
@@ -52,16 +52,7 @@ pub(super) async fn admit_all(
             busy.insert(row.try_get::<String, _>("lane")?);
         }
     }
-    let mut out = Vec::with_capacity(admissions.len());
-    for a in admissions {
-        out.push(match known.get(&a.command_id) {
-            Some(state) => Admitted::Known(*state),
-            // A lane with a head: decide under the writer, one by one.
-            None if busy.contains(&a.lane) => store.delivery_admit(a, now).await?,
-            None => Admitted::Free,
-        });
-    }
-    Ok(out)
+    decide_admissions(store, admissions, &known, &busy, now).await
 }
 
 pub(super) async fn settle_all(store: &SqliteStore, settlements: &[Settlement]) -> Result<(), StoreError> {
