@@ -287,11 +287,7 @@ fn start_engine_loops(state: &AppState, stop: &CancellationToken) -> JoinSet<()>
     // Shared with the connectors' own reads (e.g. Bitrix24 fetches), so a
     // portal's budget covers every call the hub makes to it.
     let gates = state.connectors.gates();
-    let performer = Arc::new(CommandPerformer {
-        targets: state.connectors.outbound(),
-        gates: gates.clone(),
-        policy: state.delivery.clone(),
-    });
+    let performer = Arc::new(CommandPerformer::new(state.connectors.outbound(), gates.clone(), state.delivery.clone()));
     let dispatcher = Arc::new(Dispatcher {
         store: state.store.clone(),
         bus: state.bus.clone(),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use dealbridge_connector_amocrm::{AccessToken, AmocrmConfig, AmocrmInbound, AmocrmTarget, ApiClient, WebhookToken};
 use dealbridge_connector_bitrix24::{
     ApplicationToken, Bitrix24Config, Bitrix24Inbound, Bitrix24Target, PortalReader, ReadBudget, RestClient, WebhookUrl,
 };
@@ -68,10 +69,19 @@ impl ConnectorRegistry {
                     let (inbound, target) = build_bitrix24(name, c, budget, env)?;
                     (Arc::new(inbound), Some(Arc::new(target) as _))
                 }
+                ConnectorSettings::Amocrm(c) => {
+                    let (inbound, target) = build_amocrm(name, c, env)?;
+                    (Arc::new(inbound), Some(Arc::new(target) as _))
+                }
+                ConnectorSettings::Onec(c) => {
+                    let (inbound, target) = build_onec(name, c, env)?;
+                    (Arc::new(inbound), Some(Arc::new(target) as _))
+                }
             };
             by_name.insert(name.clone(), connector);
             if let Some(connector) = target {
-                outbound.insert(name.clone(), OutboundTarget { connector, quota: quotas.get(name).copied() });
+                let quota = quotas.get(name).copied().or_else(|| default_quota(config));
+                outbound.insert(name.clone(), OutboundTarget { connector, quota });
             }
         }
         Ok(Self { by_name, outbound: Arc::new(outbound), gates })
@@ -165,9 +175,70 @@ fn build_bitrix24(
     .map_err(invalid)?;
     let reader = Arc::new(PortalReader::new(client, budget));
     let catch_up = (config.catch_up_secs > 0).then(|| Duration::from_secs(config.catch_up_secs));
-    let inbound = Bitrix24Inbound::new(token, config.domain.clone()).reading(reader.clone(), catch_up);
+    let inbound = Bitrix24Inbound::new(token, config.domain.clone())
+        .integration_user(config.integration_user_id.clone())
+        .reading(reader.clone(), catch_up)
+        .checking_deletions((config.deletion_check_secs > 0).then(|| Duration::from_secs(config.deletion_check_secs)));
     let target = Bitrix24Target::new(config, url).map_err(invalid)?.with_reader(reader);
     Ok((inbound, target))
+}
+
+/// The budget of a target `[delivery.targets]` says nothing about: amoCRM
+/// documents its limit (7 requests per second), so it is spent by default.
+fn default_quota(config: &ConnectorSettings) -> Option<RateQuota> {
+    match config {
+        ConnectorSettings::Amocrm(_) => Some(dealbridge_connector_amocrm::DEFAULT_QUOTA),
+        _ => None,
+    }
+}
+
+/// Both halves of a 1C instance, around one OData client.
+fn build_onec(
+    name: &str,
+    config: &dealbridge_connector_onec::OnecConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(dealbridge_connector_onec::OnecInbound, dealbridge_connector_onec::OnecTarget), SecretError> {
+    let secret = |var: &String, what: &str| {
+        env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| SecretError {
+            var: var.clone(),
+            message: format!("not set: the onec connector needs {what}"),
+        })
+    };
+    let password = secret(&config.password_env, "the password of its 1C infobase user")?;
+    let notify = secret(&config.notify_secret_env, "the password or token of the 1C HTTP service's notifications")?;
+    dealbridge_connector_onec::build(config, &password, &notify)
+        .map_err(|message| SecretError { var: format!("connectors.{name}"), message })
+}
+
+/// Both halves of an amoCRM instance.
+fn build_amocrm(
+    name: &str,
+    config: &AmocrmConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(AmocrmInbound, AmocrmTarget), SecretError> {
+    let var = &config.webhook_token_env;
+    let token = env(var).as_deref().and_then(WebhookToken::new).ok_or_else(|| SecretError {
+        var: var.clone(),
+        message: "not set or shorter than 16 characters: the amocrm connector needs the secret of its webhook URL \
+                  (`?token=…`)"
+            .into(),
+    })?;
+    let var = &config.access_token_env;
+    let access = env(var).as_deref().and_then(AccessToken::new).ok_or_else(|| SecretError {
+        var: var.clone(),
+        message: "not set: the amocrm connector needs the integration's access token".into(),
+    })?;
+    let invalid = |message: String| SecretError { var: format!("connectors.{name}"), message };
+    let base = config.api_base().map_err(|e| invalid(e.to_string()))?;
+    let client = ApiClient::new(
+        base,
+        access,
+        Duration::from_secs(config.timeout_secs),
+        Duration::from_secs(config.connect_timeout_secs),
+    )
+    .map_err(invalid)?;
+    let inbound = AmocrmInbound::new(token, &config.subdomain, config.account_id);
+    Ok((inbound, AmocrmTarget::new(client, config.parent_field_id)))
 }
 
 #[cfg(test)]
@@ -206,5 +277,46 @@ mod tests {
             .unwrap();
         assert_eq!(err.var, "B24_WEBHOOK_URL");
         assert!(!err.to_string().contains("secretcode"), "{err}");
+    }
+
+    fn amocrm(vars: &[(&str, &str)]) -> Result<ConnectorRegistry, SecretError> {
+        let config: AmocrmConfig = serde_json::from_value(serde_json::json!({
+            "subdomain": "example", "access_token_env": "AMO_TOKEN", "webhook_token_env": "AMO_HOOK"
+        }))
+        .unwrap();
+        let configs = BTreeMap::from([("amo".to_owned(), ConnectorSettings::Amocrm(config))]);
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        ConnectorRegistry::build(&configs, &BTreeMap::new(), &env)
+    }
+
+    #[test]
+    fn an_amocrm_instance_spends_seven_requests_a_second_unless_told_otherwise() {
+        let registry = amocrm(&[("AMO_TOKEN", "eyJ0eXAi.long-lived"), ("AMO_HOOK", "0123456789abcdef0123")]).unwrap();
+        assert_eq!(registry.get("amo").unwrap().kind(), "amocrm");
+        let quota = registry.outbound().get("amo").unwrap().quota.unwrap();
+        assert_eq!((quota.per_second, quota.burst), (7.0, 7));
+        assert_eq!(amocrm(&[("AMO_HOOK", "0123456789abcdef0123")]).err().unwrap().var, "AMO_TOKEN");
+        let short = amocrm(&[("AMO_TOKEN", "t"), ("AMO_HOOK", "short")]).err().unwrap();
+        assert_eq!(short.var, "AMO_HOOK");
+    }
+
+    #[test]
+    fn a_onec_instance_has_both_halves_and_names_missing_secrets() {
+        let config: dealbridge_connector_onec::OnecConfig = serde_json::from_value(serde_json::json!({
+            "base_url": "http://127.0.0.1:9001/trade", "user": "hub",
+            "password_env": "ONEC_PASSWORD", "notify_secret_env": "ONEC_NOTIFY_TOKEN"
+        }))
+        .unwrap();
+        let configs = BTreeMap::from([("onec".to_owned(), ConnectorSettings::Onec(Box::new(config)))]);
+        let build = |vars: &'static [(&'static str, &'static str)]| {
+            let env = move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+            ConnectorRegistry::build(&configs, &BTreeMap::new(), &env)
+        };
+        let registry = build(&[("ONEC_PASSWORD", "pw"), ("ONEC_NOTIFY_TOKEN", "tok")]).unwrap();
+        assert_eq!(registry.get("onec").unwrap().kind(), "onec");
+        assert!(registry.outbound().get("onec").is_some());
+        assert_eq!(build(&[("ONEC_NOTIFY_TOKEN", "tok")]).err().unwrap().var, "ONEC_PASSWORD");
+        assert_eq!(build(&[("ONEC_PASSWORD", "pw")]).err().unwrap().var, "ONEC_NOTIFY_TOKEN");
     }
 }

@@ -16,8 +16,16 @@
 //! so the stage and the fields such a write carries are left out of the
 //! observation. The write's own echo, read once it has settled, then
 //! changes nothing.
+//!
+//! A second, optional echo guard: records the source says the hub changed
+//! last (`FetchedRecords::modified_by_hub`, e.g. Bitrix24's `MODIFY_BY_ID`
+//! is the integration user) that show every field and the stage the hub
+//! last wrote to that record as the hub wrote them are the echo of its own
+//! write and are dropped whole, even where other fields differ from the
+//! hub's state. It applies only when all of the hub's writes of the deal to
+//! that instance have settled and were done.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,7 +35,8 @@ use dealbridge_core::flow::{Cause, CommandOp};
 use dealbridge_core::mapping::MappingSet;
 use dealbridge_core::model::{CanonicalEvent, DealObservation, ExternalRef};
 use dealbridge_core::runner::{EngineRunner, RunError, canonical_events};
-use dealbridge_core::store::{EventOutcome, EventState, RawEvent, Store, StoreError};
+use dealbridge_core::store::{DeliveryState, EventOutcome, EventState, RawEvent, Store, StoreError};
+use serde_json::Value;
 
 use crate::processor::{HandleError, Handled, RecordHandler};
 use crate::reload::LiveSet;
@@ -40,8 +49,16 @@ pub struct MappingHandler {
 
 #[async_trait]
 impl RecordHandler for MappingHandler {
-    async fn handle(&self, event: &RawEvent, fetched: FetchedRecords) -> Result<Handled, HandleError> {
+    async fn handle(&self, event: &RawEvent, mut fetched: FetchedRecords) -> Result<Handled, HandleError> {
         let set = self.mappings.current();
+        let echoes = self.drop_own_echoes(&set, event, &mut fetched).await?;
+        if echoes > 0 && fetched.records.is_empty() && fetched.gone.is_empty() {
+            return Ok(Handled::Ignored(format!(
+                "the echo of the hub's own write: changed last by the integration user of `{}`, showing what \
+                 the hub wrote",
+                event.connector
+            )));
+        }
         let mut events = canonical_events(&set, event, &fetched.records).map_err(HandleError::Permanent)?;
         if let Some(read_at) = fetched.read_at {
             self.leave_out_unsettled_writes(&set, &mut events, read_at).await?;
@@ -72,6 +89,88 @@ impl RecordHandler for MappingHandler {
 }
 
 impl MappingHandler {
+    /// The second echo guard (see the module's notes); returns how many
+    /// records it dropped.
+    async fn drop_own_echoes(
+        &self,
+        set: &MappingSet,
+        event: &RawEvent,
+        fetched: &mut FetchedRecords,
+    ) -> Result<usize, StoreError> {
+        let mut marked = std::mem::take(&mut fetched.modified_by_hub);
+        marked.sort_unstable();
+        marked.dedup();
+        let mut dropped = 0;
+        for index in marked.into_iter().rev() {
+            let Some(record) = fetched.records.get(index) else { continue };
+            if self.is_own_echo(set, &event.connector, &record.kind, &record.data).await? {
+                fetched.records.remove(index);
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Whether every deal a record maps to shows the hub's last writes to
+    /// it as written (and the hub has written it, and nothing is on its way).
+    async fn is_own_echo(
+        &self,
+        set: &MappingSet,
+        instance: &str,
+        kind: &str,
+        data: &Value,
+    ) -> Result<bool, StoreError> {
+        let Ok(mapped) = set.map_record(instance, kind, data) else { return Ok(false) };
+        if mapped.is_empty() {
+            return Ok(false);
+        }
+        for m in mapped {
+            let CanonicalEvent::DealObserved { source, observed } = &m.event else { return Ok(false) };
+            let Some(deal) = self.store.find_deal(source).await? else { return Ok(false) };
+            let Some(last) = self.last_writes(deal.id, instance).await? else { return Ok(false) };
+            let pipeline = observed.pipeline.as_deref().unwrap_or(&deal.pipeline);
+            let stage_as_written = last.stage.as_deref().is_none_or(|code| {
+                observed.stage.as_deref().and_then(|s| set.system_stage(instance, pipeline, s)) == Some(code)
+            });
+            let fields_as_written = last.fields.iter().all(|(name, value)| same_value(value_at(data, name), value));
+            if !(stage_as_written && fields_as_written) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The stage and the fields the hub's writes of `deal` to `instance`
+    /// last set; `None` when it wrote nothing there, or a write is not done.
+    async fn last_writes(&self, deal: uuid::Uuid, instance: &str) -> Result<Option<LastWrites>, StoreError> {
+        let commands: Vec<_> = self
+            .store
+            .commands_of_deal(deal)
+            .await?
+            .into_iter()
+            .filter(|c| c.connector == instance && is_write(&c.op))
+            .collect();
+        if commands.is_empty() {
+            return Ok(None);
+        }
+        let states: HashMap<uuid::Uuid, DeliveryState> =
+            self.store.deliveries_of_deal(deal).await?.into_iter().map(|d| (d.command.id, d.state)).collect();
+        if commands.iter().any(|c| states.get(&c.id) != Some(&DeliveryState::Done)) {
+            return Ok(None);
+        }
+        let mut last = LastWrites::default();
+        for command in commands {
+            match command.op {
+                CommandOp::UpdateDeal { stage, fields, .. } | CommandOp::CreateDeal { stage, fields, .. } => {
+                    last.stage = stage.or(last.stage);
+                    last.fields.extend(fields);
+                }
+                CommandOp::CreateTask { .. } | CommandOp::Notify { .. } => {}
+            }
+        }
+        Ok(Some(last))
+    }
+
     /// Drops from each observation what a write of the hub to the observed
     /// system changes, when that write had not settled before `read_at`.
     async fn leave_out_unsettled_writes(
@@ -132,6 +231,43 @@ fn is_write(op: &CommandOp) -> bool {
     matches!(op, CommandOp::UpdateDeal { .. } | CommandOp::CreateDeal { .. })
 }
 
+/// What the hub last wrote to a record: the stage code and system fields.
+#[derive(Debug, Default)]
+struct LastWrites {
+    stage: Option<String>,
+    fields: BTreeMap<String, Value>,
+}
+
+/// The value at a system field's name: a top-level key, or a dotted path
+/// (`custom_fields_by_id.900`) when there is no such key.
+fn value_at<'a>(data: &'a Value, name: &str) -> Option<&'a Value> {
+    data.get(name).or_else(|| name.split('.').try_fold(data, |node, key| node.get(key)))
+}
+
+/// Whether a record's value is the one written, the way sources store
+/// values: numbers as text (`"18500.00"` for `18500`), empty as `null`.
+fn same_value(current: Option<&Value>, written: &Value) -> bool {
+    let current = current.unwrap_or(&Value::Null);
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    };
+    match (current, written) {
+        (a, b) if a == b => true,
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(Some(x), y))
+        }
+        _ => match (text(current), text(written)) {
+            (Some(a), Some(b)) if a == b => true,
+            (Some(a), Some(b)) => matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y),
+            _ => false,
+        },
+    }
+}
+
 /// The stage and system fields of unsettled writes.
 #[derive(Debug, Default)]
 struct Writes {
@@ -183,6 +319,20 @@ mod tests {
     fn shipped() -> MappingSet {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappings");
         MappingSet::load_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn written_values_compare_the_way_sources_store_them() {
+        let record = serde_json::json!({"UF_CRM_LOGISTICS_COST": "18500.00", "OPPORTUNITY": "0",
+            "custom_fields_by_id": {"900": "approval"}, "EMPTY": null});
+        assert!(same_value(value_at(&record, "UF_CRM_LOGISTICS_COST"), &serde_json::json!("18500")));
+        assert!(same_value(value_at(&record, "OPPORTUNITY"), &serde_json::json!(0)));
+        assert!(same_value(value_at(&record, "custom_fields_by_id.900"), &serde_json::json!("approval")));
+        assert!(same_value(value_at(&record, "EMPTY"), &serde_json::json!("")));
+        assert!(same_value(value_at(&record, "MISSING"), &serde_json::json!("")));
+        assert!(!same_value(value_at(&record, "UF_CRM_LOGISTICS_COST"), &serde_json::json!("18500.01")));
+        assert!(!same_value(value_at(&record, "custom_fields_by_id.900"), &serde_json::json!("done")));
+        assert!(!same_value(value_at(&record, "MISSING"), &serde_json::json!("x")));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! It walks the inbox in arrival order, decodes each pending event through
 //! the connector instance that received it, lets the connector fetch what
 //! the event only names (a Bitrix24 event carries a deal id, the deal is
-//! read with `crm.deal.get`), and hands the records to a
-//! `RecordHandler` (the mapping set and the flow engine). Nothing is lost
-//! on the way: an event whose connector is gone or whose body cannot be
-//! decoded or fetched is marked `failed` with the reason and stays stored
-//! for replay; a transient failure (store down, source rate-limited or
-//! unreachable) leaves the event pending and is retried with backoff, so
-//! events are never processed out of order.
+//! read with `crm.deal.get`), keeps what was read beside the event (so a
+//! replay maps that read, never the source as it is by then), and hands
+//! the records to a `RecordHandler` (the mapping set and the flow
+//! engine). Nothing is lost on the way: an event whose connector is gone
+//! or whose body cannot be decoded or fetched is marked `failed` with the
+//! reason and stays stored for replay; a transient failure (store down,
+//! source rate-limited or unreachable) leaves the event pending and is
+//! retried with backoff, so events are never processed out of order.
 //!
 //! The processor also runs each connector's reconciliation pass
 //! ([`catch_up`]): changes whose events never arrived become synthetic
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dealbridge_core::connector::{FetchError, FetchedRecords};
+use dealbridge_core::connector::{FetchError, FetchedRecords, InboundConnector, SourceRecord};
 use dealbridge_core::inbox::InboxLoad;
 use dealbridge_core::store::{Backend, ChangeSet, EventOutcome, EventState, RawEvent, Store, StoreError};
 use tokio::sync::Notify;
@@ -204,10 +205,7 @@ impl EventProcessor {
             Some(connector) => match connector.decode(&event.body, &event.headers) {
                 Err(e) => Some(EventState::Failed { error: e.to_string() }),
                 Ok(records) => {
-                    let fetched = match connector.fetcher() {
-                        None => Ok(FetchedRecords::as_decoded(records)),
-                        Some(fetcher) => fetcher.fetch(records, event.received_at).await,
-                    };
+                    let fetched = self.fetched(connector.as_ref(), event, records).await;
                     match fetched {
                         Err(FetchError::Transient(reason)) => return Err(HandleError::Transient(reason)),
                         Err(e @ FetchError::Permanent(_)) => Some(EventState::Failed { error: e.to_string() }),
@@ -222,6 +220,25 @@ impl EventProcessor {
             },
         };
         Ok(state.map(|state| EventOutcome { event_id: event.id, state }))
+    }
+
+    /// The records ready for mapping: as decoded, or as the connector's
+    /// fetch step read them, which is then kept beside the event for
+    /// replay (before the event is handled: a crash in between reads and
+    /// keeps again).
+    async fn fetched(
+        &self,
+        connector: &dyn InboundConnector,
+        event: &RawEvent,
+        records: Vec<SourceRecord>,
+    ) -> Result<FetchedRecords, FetchError> {
+        let Some(fetcher) = connector.fetcher() else { return Ok(FetchedRecords::as_decoded(records)) };
+        let fetched = fetcher.fetch(records, event.received_at).await?;
+        match self.store.keep_source_read(event.id, &fetched, chrono::Utc::now()).await {
+            Ok(()) => Ok(fetched),
+            Err(StoreError::Unavailable(reason)) => Err(FetchError::Transient(format!("keeping the read: {reason}"))),
+            Err(e) => Err(FetchError::Permanent(format!("keeping the read for replay: {e}"))),
+        }
     }
 }
 

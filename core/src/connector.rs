@@ -11,7 +11,8 @@
 //! fields) and that never redeliver a lost one, such as Bitrix24:
 //! a [`RecordFetcher`] reads the records an event names just before they
 //! are mapped, and a [`Reconciler`] finds changes whose events never
-//! arrived and hands the hub synthetic events for them, which take the
+//! arrived (and, optionally, records the source deleted whose deletions
+//! were lost) and hands the hub synthetic events for them, which take the
 //! same path as received ones.
 
 use std::time::Duration;
@@ -73,6 +74,15 @@ pub trait InboundConnector: Send + Sync {
     /// Checks authenticity without side effects and extracts the delivery key.
     fn verify(&self, request: &InboundRequest<'_>) -> Result<Verified, Rejection>;
 
+    /// Checks the query string of the hook's URL (`?token=…`), before
+    /// [`Self::verify`]. A source that can neither sign its requests nor
+    /// send a header of ours (amoCRM) can only prove itself by a secret in
+    /// the URL it was given. The query is never stored, and the request
+    /// log shows only the path. The default accepts any query.
+    fn verify_query(&self, _query: Option<&str>) -> Result<(), Rejection> {
+        Ok(())
+    }
+
     /// Request headers (lower case) worth keeping with the raw event besides
     /// the ones the inbox always keeps.
     fn kept_headers(&self) -> &'static [&'static str] {
@@ -114,12 +124,17 @@ pub struct FetchedRecords {
     /// read while a write of the hub was on its way can be older than the
     /// canonical state in what that write changes.
     pub read_at: Option<DateTime<Utc>>,
+    /// Indices of `records` the source says the hub itself changed last
+    /// (Bitrix24: `MODIFY_BY_ID` is the configured integration user). Such
+    /// a record that shows the hub's own last writes as written is their
+    /// echo, and changes nothing.
+    pub modified_by_hub: Vec<usize>,
 }
 
 impl FetchedRecords {
     /// Decoded records, mapped as they are.
     pub fn as_decoded(records: Vec<SourceRecord>) -> Self {
-        Self { records, gone: Vec::new(), read_at: None }
+        Self { records, gone: Vec::new(), read_at: None, modified_by_hub: Vec::new() }
     }
 }
 
@@ -179,4 +194,19 @@ pub trait Reconciler: Send + Sync {
 
     /// One pass from `cursor` (`None` the first time).
     async fn reconcile(&self, cursor: Option<&str>) -> Result<Reconciled, FetchError>;
+
+    /// How often [`Self::vanished`] should run; `None` (the default): never.
+    /// A source that lists changes by modification time cannot list what
+    /// it deleted, so lost deletions need a check of their own.
+    fn vanished_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Synthetic deletion events for the records among `known` (ids of the
+    /// records the hub holds refs of in this instance) that the source no
+    /// longer has. Their delivery keys make a deletion found again a
+    /// duplicate.
+    async fn vanished(&self, _known: &[String]) -> Result<Vec<SyntheticEvent>, FetchError> {
+        Ok(Vec::new())
+    }
 }

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::flow::{Command, TraceKind, TraceStep};
-use crate::model::{Deal, Task, Timer};
+use crate::model::{Deal, Money, Task, Timer};
 use crate::store::{AttemptRecord, DeliveryState, EventState, Store, StoreError};
 
 /// Everything known about how a deal got where it is.
@@ -60,6 +60,10 @@ pub struct TimelineEntry {
     /// The stored raw event, when the cause was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<EventSource>,
+    /// The bank payment and the statement it came in, when the cause was
+    /// an imported payment (its id is the cause).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PaymentSource>,
     #[schema(value_type = Vec<Object>)]
     pub steps: Vec<TraceStep>,
     #[schema(value_type = Vec<Object>)]
@@ -83,6 +87,61 @@ pub struct EventSource {
     pub connector: String,
     pub received_at: DateTime<Utc>,
     pub state: EventState,
+}
+
+/// A payment that moved the deal, as its statement shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PaymentSource {
+    pub payment_id: Uuid,
+    pub document_number: String,
+    pub date: NaiveDate,
+    pub amount: Money,
+    pub payer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payer_inn: Option<String>,
+    pub purpose: String,
+    /// The invoices it was applied to (several when split).
+    pub invoices: Vec<String>,
+    pub statement_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// Format and version as read, e.g. `1CClientBankExchange 1.03`.
+    pub format: String,
+    /// The days the statement covers, as its summary gives them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_from: Option<NaiveDate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_to: Option<NaiveDate>,
+    pub imported_at: DateTime<Utc>,
+    /// `upload`, `cli` or `watch`.
+    pub import_source: String,
+}
+
+/// The payment `id` and its statement, when `id` is an imported payment.
+async fn payment_source(store: &dyn Store, id: Uuid) -> Result<Option<PaymentSource>, StoreError> {
+    let Some(stored) = store.get_payment(id).await? else { return Ok(None) };
+    let Some(statement) = store.get_statement(stored.statement_id).await? else { return Ok(None) };
+    let p = stored.payment;
+    let period = |end: &str| {
+        statement.summary.get("period").and_then(|p| p.get(end)).and_then(|d| d.as_str()).and_then(|d| d.parse().ok())
+    };
+    Ok(Some(PaymentSource {
+        payment_id: p.id,
+        document_number: p.document_number,
+        date: p.date,
+        amount: p.amount,
+        payer: p.payer.name,
+        payer_inn: p.payer.inn.map(|i| i.as_str().to_owned()),
+        purpose: p.purpose,
+        invoices: stored.matched.iter().chain(&stored.also_matched).map(|m| m.invoice_number.clone()).collect(),
+        statement_id: statement.id,
+        file_name: statement.file_name.clone(),
+        format: statement.format.clone(),
+        statement_from: period("from"),
+        statement_to: period("to"),
+        imported_at: statement.imported_at,
+        import_source: statement.source.clone(),
+    }))
 }
 
 /// The deal's trace, or `None` when no such deal is stored.
@@ -143,6 +202,7 @@ async fn timeline(
                 cause_event: step.cause_event,
                 at: step.at,
                 source: None,
+                payment: None,
                 steps: Vec::new(),
                 commands: Vec::new(),
                 deliveries: Vec::new(),
@@ -163,6 +223,9 @@ async fn timeline(
             received_at: raw.received_at,
             state: raw.state,
         });
+        if entry.source.is_none() {
+            entry.payment = payment_source(store, cause).await?;
+        }
         entries.push(entry);
     }
     entries.sort_by_key(|e| e.at);
@@ -246,9 +309,10 @@ pub fn render_text(trace: &DealTrace) -> String {
     }
     out.push_str("\nTimeline:\n");
     for entry in &trace.timeline {
-        let source = match &entry.source {
-            Some(s) => format!("event from `{}` ({})", s.connector, state_text(&s.state)),
-            None => "hub (timer or decision)".to_owned(),
+        let source = match (&entry.source, &entry.payment) {
+            (Some(s), _) => format!("event from `{}` ({})", s.connector, state_text(&s.state)),
+            (None, Some(p)) => payment_text(p),
+            (None, None) => "hub (timer or decision)".to_owned(),
         };
         out.push_str(&format!("  {} {} — {source}\n", entry.at.format("%Y-%m-%d %H:%M:%S"), entry.cause_event));
         for step in &entry.steps {
@@ -263,6 +327,35 @@ pub fn render_text(trace: &DealTrace) -> String {
         }
     }
     out
+}
+
+/// «payment № 501 of 05.02.2024, 40000.00 RUB from ООО "Ромашка" (ИНН …) to
+/// invoice № 123, statement kl_to_1c.txt (1CClientBankExchange 1.03,
+/// 01.02.2024–05.02.2024, imported by upload 2026-12-02 19:00)».
+fn payment_text(p: &PaymentSource) -> String {
+    let inn = p.payer_inn.as_deref().map(|i| format!(" (ИНН {i})")).unwrap_or_default();
+    let invoices = match p.invoices.as_slice() {
+        [] => String::new(),
+        [one] => format!(" to invoice № {one}"),
+        several => format!(" split over invoices № {}", several.join(", ")),
+    };
+    let day = |d: NaiveDate| d.format("%d.%m.%Y").to_string();
+    let period = match (p.statement_from, p.statement_to) {
+        (Some(from), Some(to)) if from == to => format!(", {}", day(from)),
+        (Some(from), Some(to)) => format!(", {}–{}", day(from), day(to)),
+        _ => String::new(),
+    };
+    format!(
+        "bank payment № {} of {}, {} from {}{inn}{invoices}; statement {} ({}{period}, imported by {} {})",
+        p.document_number,
+        day(p.date),
+        p.amount,
+        p.payer,
+        p.file_name.as_deref().unwrap_or("(no file name)"),
+        p.format,
+        p.import_source,
+        p.imported_at.format("%Y-%m-%d %H:%M")
+    )
 }
 
 fn delivery_text(delivery: &CommandDelivery) -> String {
@@ -332,5 +425,40 @@ mod tests {
         assert_eq!(spans[1].left_at, None);
         assert_eq!(human_duration(7200), "2h 0m");
         assert_eq!(human_duration(90_000), "1d 1h");
+    }
+
+    #[test]
+    fn a_payment_cause_names_its_document_and_statement() {
+        let day = |d| NaiveDate::from_ymd_opt(2024, 2, d).unwrap();
+        let mut payment = PaymentSource {
+            payment_id: Uuid::nil(),
+            document_number: "622".into(),
+            date: day(12),
+            amount: "60000.00 RUB".parse().unwrap(),
+            payer: "ООО Ромашка".into(),
+            payer_inn: Some("7707083893".into()),
+            purpose: "Доплата по сч.123".into(),
+            invoices: vec!["123".into()],
+            statement_id: Uuid::nil(),
+            file_name: Some("kl_to_1c_0212.txt".into()),
+            format: "1CClientBankExchange 1.03".into(),
+            statement_from: Some(day(12)),
+            statement_to: Some(day(12)),
+            imported_at: "2024-02-12T10:00:00Z".parse().unwrap(),
+            import_source: "upload".into(),
+        };
+        let text = payment_text(&payment);
+        for part in ["№ 622 of 12.02.2024", "ООО Ромашка (ИНН 7707083893)", "to invoice № 123", "kl_to_1c_0212.txt"]
+        {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert!(
+            text.contains("(1CClientBankExchange 1.03, 12.02.2024, imported by upload 2024-02-12 10:00)"),
+            "{text}"
+        );
+        payment.invoices.push("124".into());
+        payment.statement_from = Some(day(1));
+        assert!(payment_text(&payment).contains("split over invoices № 123, 124"));
+        assert!(payment_text(&payment).contains("01.02.2024–12.02.2024"));
     }
 }

@@ -1,7 +1,10 @@
 //! Replay: what would an edited mapping set have done with real traffic?
 //!
 //! Stored raw events since a time are decoded again and mapped through the
-//! candidate set; the engine runs them, in arrival order, on the state the
+//! candidate set — or, for events whose records were read from the source
+//! before mapping (a Bitrix24 event names a deal, the processor read it),
+//! the read the processor kept for the event is mapped: replay never reads
+//! a source, so it is deterministic; the engine runs them, in arrival order, on the state the
 //! deals had at that time, and nothing is written. Each event's canonical
 //! changes and commands are compared with what actually happened — the
 //! trail and the outbox recorded for it — and the differences are listed.
@@ -11,6 +14,12 @@
 //! and by dropping deals, tasks and timers created after it. Timers and
 //! tasks that changed state after `since` without being created then are
 //! taken as they are now: the trail does not record enough to undo that.
+//!
+//! What the live hub left out of a kept read (the stage and fields of its
+//! own writes still on their way, the echo guard's drops) is not left out
+//! again: replay maps the read whole. An event processed before reads were
+//! kept replays from its body alone (a thin Bitrix24 event then maps to
+//! nothing).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,9 +27,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::connector::SourceRecord;
-use crate::flow::{Change, Command, Engine, TraceKind, World, deal_fields};
+use crate::connector::{FetchedRecords, SourceRecord};
+use crate::flow::{Cause, Change, Command, Engine, TraceKind, World, deal_fields};
 use crate::mapping::MappingSet;
+use crate::model::{CanonicalEvent, ExternalRef};
 use crate::runner::{EngineRunner, RunError, canonical_events};
 use crate::store::{RawEvent, Store, load_world};
 
@@ -62,10 +72,14 @@ pub async fn replay(
     let causes: Vec<Uuid> = raw.iter().map(|e| e.id).collect();
     let recorded_trace = store.trace_of_causes(&causes).await?;
     let recorded_commands = store.commands_of_causes(&causes).await?;
+    let reads = store.source_reads(&causes).await?;
 
     let mut mapped = Vec::with_capacity(raw.len());
     for event in &raw {
-        let events = decode(event).and_then(|records| canonical_events(set, event, &records));
+        let events = match reads.get(&event.id) {
+            Some(read) => mapped_read(set, event, read),
+            None => decode(event).and_then(|records| canonical_events(set, event, &records)),
+        };
         mapped.push(events);
     }
     let all: Vec<_> = mapped.iter().filter_map(|m| m.as_ref().ok()).flatten().cloned().collect();
@@ -104,6 +118,22 @@ pub async fn replay(
         }
     }
     Ok(report)
+}
+
+/// The canonical events of a kept read, as the live hub made them: the
+/// records mapped, then a deletion for each record the source no longer had.
+fn mapped_read(
+    set: &MappingSet,
+    event: &RawEvent,
+    read: &FetchedRecords,
+) -> Result<Vec<(CanonicalEvent, Cause)>, String> {
+    let mut events = canonical_events(set, event, &read.records)?;
+    for gone in &read.gone {
+        let source = ExternalRef::new(&gone.system, &event.connector, &gone.id);
+        let cause = Cause { event_id: event.id, sequence: events.len() as u32, at: event.received_at, binding: None };
+        events.push((CanonicalEvent::DealDeleted { source }, cause));
+    }
+    Ok(events)
 }
 
 /// Stored events received in the window, in arrival order.
@@ -322,6 +352,118 @@ mod tests {
             let result = runner.apply(set, &events, Some(outcome)).await.unwrap();
             assert!(result.effects.problems.is_empty(), "{:?}", result.effects.problems);
         }
+    }
+
+    /// S2 as the Bitrix24 connector delivers it: thin event bodies that only
+    /// name a deal, and beside each event the deal as the processor read it.
+    async fn record_thin_traffic(store: &Arc<dyn Store>, set: &MappingSet) -> Vec<RawEvent> {
+        let mut sale = Deal::new("sales", "new", t0() - Duration::days(1), "test");
+        sale.title = "Поставка в Казань".into();
+        sale.responsible = Some("ivanov".into());
+        sale.external_refs.push(ExternalRef::new("bitrix24", "bitrix24", "410"));
+        store.apply(&ChangeSet { deals: vec![sale], ..Default::default() }).await.unwrap();
+        let reads = [
+            json!({"ID": "410", "CATEGORY_ID": "0", "STAGE_ID": "UC_EVALUATE", "TITLE": "Поставка в Казань", "ASSIGNED_BY_ID": "7"}),
+            json!({"ID": "411", "CATEGORY_ID": "1", "STAGE_ID": "C1:UC_APPROVAL", "TITLE": "Логистика: Поставка в Казань",
+                   "UF_CRM_PARENT_DEAL": "D_410", "UF_CRM_LOGISTICS_COST": "18 500,00", "ASSIGNED_BY_ID": "31"}),
+        ];
+        let runner = EngineRunner::new(store.clone());
+        let mut stored_events = Vec::new();
+        for (i, deal) in reads.iter().enumerate() {
+            let received_at = t0() + Duration::minutes(i as i64 * 10);
+            let thin = json!({"kind": "deal.event", "data": {"event": "ONCRMDEALUPDATE", "id": deal["ID"]}});
+            let raw = NewRawEvent {
+                id: Uuid::now_v7(),
+                connector: "bitrix24".into(),
+                delivery_key: None,
+                received_at,
+                headers: vec![],
+                body: serde_json::to_vec(&thin).unwrap(),
+            };
+            store.append_events(std::slice::from_ref(&raw)).await.unwrap();
+            let stored = store.get_event(raw.id).await.unwrap().unwrap();
+            let read = FetchedRecords {
+                records: vec![SourceRecord { kind: "deal".into(), data: deal.clone() }],
+                read_at: Some(received_at),
+                ..Default::default()
+            };
+            store.keep_source_read(raw.id, &read, received_at).await.unwrap();
+            let events = canonical_events(set, &stored, &read.records).unwrap();
+            let state = EventState::Processed { mapping_version: set.version().into() };
+            let outcome = EventOutcome { event_id: raw.id, state };
+            runner.apply(set, &events, Some(outcome)).await.unwrap();
+            stored_events.push(stored);
+        }
+        stored_events
+    }
+
+    #[tokio::test]
+    async fn replay_maps_the_read_kept_for_a_thin_event_never_its_bare_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&format!("sqlite://{}/hub.db", dir.path().display()), 2).await.unwrap());
+        store.migrate().await.unwrap();
+        let current = set(|_, text| text);
+        let events = record_thin_traffic(&store, &current).await;
+        // The bodies alone name deals no binding reads: without the kept
+        // reads, replay would see nothing happen.
+        for event in &events {
+            assert!(canonical_events(&current, event, &decode(event).unwrap()).unwrap().is_empty());
+        }
+        let runner = EngineRunner::new(store.clone());
+        let since = t0() - Duration::minutes(1);
+
+        let same = replay(store.as_ref(), &runner, &decode, &current, since, None).await.unwrap();
+        assert_eq!(same.events, 2);
+        assert!(same.differences.is_empty(), "{}", render_text(&same));
+
+        let edited = set(|name, text| {
+            if name == "flows-logistics.yaml" {
+                text.replace(
+                    "move: { target: parent, stage: estimate_ready }",
+                    "move: { target: parent, stage: proposal }",
+                )
+            } else {
+                text
+            }
+        });
+        let report = replay(store.as_ref(), &runner, &decode, &edited, since, None).await.unwrap();
+        assert_eq!(report.differences.len(), 1, "{}", render_text(&report));
+        let diff = &report.differences[0];
+        assert_eq!(diff.event_id, events[1].id);
+        assert!(diff.removed.iter().any(|l| l.contains("sales/evaluation → sales/estimate_ready")), "{diff:?}");
+        assert!(diff.added.iter().any(|l| l.contains("sales/evaluation → sales/proposal")), "{diff:?}");
+    }
+
+    #[test]
+    fn a_kept_read_maps_its_records_then_its_deletions() {
+        let current = set(|_, text| text);
+        let event = RawEvent {
+            seq: 1,
+            id: Uuid::now_v7(),
+            connector: "bitrix24".into(),
+            delivery_key: None,
+            received_at: t0(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            state: EventState::Pending,
+            processed_at: None,
+        };
+        let read = FetchedRecords {
+            records: vec![SourceRecord {
+                kind: "deal".into(),
+                data: json!({"ID": "410", "CATEGORY_ID": "0",
+                "STAGE_ID": "NEW", "TITLE": "x", "ASSIGNED_BY_ID": "7"}),
+            }],
+            gone: vec![crate::connector::GoneRecord { system: "bitrix24".into(), id: "411".into() }],
+            ..Default::default()
+        };
+        let events = mapped_read(&current, &event, &read).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[0].0, CanonicalEvent::DealObserved { .. }));
+        let CanonicalEvent::DealDeleted { source } = &events[1].0 else { panic!("{events:?}") };
+        assert_eq!((source.instance.as_str(), source.id.as_str()), ("bitrix24", "411"));
+        assert_eq!(events[1].1.sequence, 1);
     }
 
     #[tokio::test]

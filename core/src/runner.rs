@@ -111,6 +111,7 @@ impl EngineRunner {
     pub async fn dry_run(&self, set: &MappingSet, events: &[(CanonicalEvent, Cause)]) -> Result<RunResult, RunError> {
         let seeds = self.seed_deals(events).await?;
         let mut world = load_world(self.store.as_ref(), &seeds).await?;
+        self.load_documents(events, &mut world).await?;
         self.load_team_loads(set, &mut world).await?;
         let engine = Engine::new(set.plan(), set.runtime(), set);
         let mut effects = Effects::default();
@@ -168,6 +169,18 @@ impl EngineRunner {
                 CanonicalEvent::DealDeleted { source } => {
                     seeds.extend(self.store.find_deal(source).await?.map(|d| d.id));
                 }
+                CanonicalEvent::InvoiceObserved { source, deal, .. } => {
+                    if let Some(deal) = deal
+                        && let Some(deal) = self.store.find_deal(deal).await?
+                    {
+                        seeds.push(deal.id);
+                    }
+                    seeds.extend(self.store.find_invoice(source).await?.and_then(|i| i.deal_id));
+                    seeds.extend(self.store.find_deal(source).await?.map(|d| d.id));
+                }
+                CanonicalEvent::ShipmentObserved { covers, .. } => {
+                    seeds.extend(self.store.find_invoice(covers).await?.and_then(|i| i.deal_id));
+                }
                 CanonicalEvent::PaymentApplied { deal_id, .. }
                 | CanonicalEvent::InvoiceFullyPaid { deal_id, .. }
                 | CanonicalEvent::ShipmentsCoverOrder { deal_id, .. }
@@ -179,6 +192,24 @@ impl EngineRunner {
         seeds.sort();
         seeds.dedup();
         Ok(seeds)
+    }
+
+    /// The invoices and orders the events name by external ref, also those
+    /// that belong to no deal (the world loads invoices by deal).
+    async fn load_documents(&self, events: &[(CanonicalEvent, Cause)], world: &mut World) -> Result<(), StoreError> {
+        for (event, _) in events {
+            let named = match event {
+                CanonicalEvent::InvoiceObserved { source, .. } => source,
+                CanonicalEvent::ShipmentObserved { covers, .. } => covers,
+                _ => continue,
+            };
+            if world.invoice_by_ref(named).is_none()
+                && let Some(invoice) = self.store.find_invoice(named).await?
+            {
+                world.invoices.entry(invoice.id).or_insert(invoice);
+            }
+        }
+        Ok(())
     }
 
     /// Least-loaded assignment compares every member of a team, loaded or not.

@@ -113,7 +113,8 @@ fn render_report(report: &ImportReport) -> String {
     for r in &report.results {
         let what = match (&r.invoice_number, &r.review_reason) {
             (Some(number), _) => format!(
-                "→ invoice № {number} (confidence {}){}",
+                "→ invoice № {number}{} (confidence {}){}",
+                r.also_invoice_numbers.iter().map(|n| format!(", № {n}")).collect::<String>(),
                 r.confidence.unwrap_or(0),
                 r.overpaid.as_ref().map(|o| format!(", overpaid by {o}")).unwrap_or_default()
             ),

@@ -9,11 +9,16 @@
 //! processed in arrival order with the received ones. The cursor is stored
 //! only after the events, so a crash in between repeats a pass rather than
 //! skipping one.
+//!
+//! A reconciler that checks for deletions whose events were lost (its
+//! `vanished_interval`) is also handed, that often, the ids of the deals
+//! the hub knows in its instance; the deletions it finds are stored the
+//! same way.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dealbridge_core::connector::InboundConnector;
+use dealbridge_core::connector::{InboundConnector, SyntheticEvent};
 use dealbridge_core::store::{NewRawEvent, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -47,12 +52,20 @@ pub fn start(
     for name in connectors.names() {
         let Some(connector) = connectors.get(name) else { continue };
         let Some(interval) = connector.reconciler().map(|r| r.interval()) else { continue };
+        let deletions_every = connector.reconciler().and_then(|r| r.vanished_interval());
         let pass =
             Pass { name: name.to_owned(), connector: connector.clone(), store: store.clone(), wake: wake.clone() };
         let stop = stop.clone();
         loops.spawn(async move {
+            let mut checked: Option<Instant> = None;
             loop {
                 pass.run().await;
+                if let Some(every) = deletions_every
+                    && checked.is_none_or(|at| at.elapsed() >= every)
+                {
+                    pass.check_deletions().await;
+                    checked = Some(Instant::now());
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(interval.max(Duration::from_millis(100))) => {}
@@ -84,14 +97,17 @@ impl Pass {
         }
     }
 
-    async fn try_run(&self) -> Result<(), String> {
-        let Some(reconciler) = self.connector.reconciler() else { return Ok(()) };
-        let cursor_name = self.cursor_name();
-        let cursor = self.store.source_cursor(&cursor_name).await.map_err(|e| e.to_string())?;
-        let found = reconciler.reconcile(cursor.as_deref()).await.map_err(|e| e.to_string())?;
-        let now = chrono::Utc::now();
+    /// Stores synthetic events (a repeated delivery key is a duplicate);
+    /// how many were new.
+    async fn store_events(
+        &self,
+        found: Vec<SyntheticEvent>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, String> {
+        if found.is_empty() {
+            return Ok(0);
+        }
         let events: Vec<NewRawEvent> = found
-            .events
             .into_iter()
             .map(|e| NewRawEvent {
                 id: dealbridge_core::model::new_id(),
@@ -102,14 +118,42 @@ impl Pass {
                 body: e.body,
             })
             .collect();
-        let mut added = 0u64;
-        if !events.is_empty() {
-            let appended = self.store.append_events(&events).await.map_err(|e| e.to_string())?;
-            added = appended.iter().filter(|a| !a.duplicate).count() as u64;
-            if added > 0 {
-                self.wake.notify_one();
+        let appended = self.store.append_events(&events).await.map_err(|e| e.to_string())?;
+        let added = appended.iter().filter(|a| !a.duplicate).count() as u64;
+        if added > 0 {
+            self.wake.notify_one();
+        }
+        Ok(added)
+    }
+
+    /// Asks the source which of the deals the hub knows in this instance
+    /// it no longer has; a failure is logged and the next check tries again.
+    async fn check_deletions(&self) {
+        let Some(reconciler) = self.connector.reconciler() else { return };
+        let outcome = async {
+            let known = self.store.deal_ids_in(self.connector.kind(), &self.name).await.map_err(|e| e.to_string())?;
+            let found = reconciler.vanished(&known).await.map_err(|e| e.to_string())?;
+            self.store_events(found, chrono::Utc::now()).await
+        };
+        match outcome.await {
+            Ok(0) => {}
+            Ok(added) => {
+                tracing::info!(connector = %self.name, deals = added, "Deals deleted in the source without an event.");
+            }
+            Err(error) => {
+                tracing::warn!(connector = %self.name, %error, "Deletion check failed; the next one retries.");
+                metrics::counter!("dealbridge_catch_up_failures_total", "connector" => self.name.clone()).increment(1);
             }
         }
+    }
+
+    async fn try_run(&self) -> Result<(), String> {
+        let Some(reconciler) = self.connector.reconciler() else { return Ok(()) };
+        let cursor_name = self.cursor_name();
+        let cursor = self.store.source_cursor(&cursor_name).await.map_err(|e| e.to_string())?;
+        let found = reconciler.reconcile(cursor.as_deref()).await.map_err(|e| e.to_string())?;
+        let now = chrono::Utc::now();
+        let added = self.store_events(found.events, now).await?;
         if let Some(next) = found.cursor
             && cursor.as_deref() != Some(next.as_str())
         {

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, body};
@@ -53,11 +53,12 @@ pub struct Accepted {
 pub async fn receive(
     State(state): State<AppState>,
     Path(connector): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     raw_body: Body,
 ) -> Response {
     let started = Instant::now();
-    let (label, outcome, response) = match handle(&state, &connector, &headers, raw_body).await {
+    let (label, outcome, response) = match handle(&state, &connector, query.as_deref(), &headers, raw_body).await {
         Ok((label, accepted)) => {
             let outcome = if accepted.duplicate { "duplicate" } else { "accepted" };
             (label, outcome, (StatusCode::ACCEPTED, Json(accepted)).into_response())
@@ -75,6 +76,7 @@ type Failure = (String, &'static str, ApiError);
 async fn handle(
     state: &AppState,
     connector: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
     raw_body: Body,
 ) -> Result<(String, Accepted), Failure> {
@@ -97,7 +99,8 @@ async fn handle(
         }
     })?;
     let received_at = Utc::now();
-    let verified = instance.verify(&InboundRequest { headers, body: &body, received_at }).map_err(|r| match r {
+    let request = InboundRequest { headers, body: &body, received_at };
+    let verified = instance.verify_query(query).and_then(|()| instance.verify(&request)).map_err(|r| match r {
         Rejection::Unauthenticated(m) => {
             tracing::info!(connector, reason = %m, "Webhook refused: authentication failed.");
             (label.clone(), "unauthorized", ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m))

@@ -242,6 +242,9 @@ fn default_level() -> String {
 pub enum ConnectorSettings {
     Http(dealbridge_connector_http::HttpConnectorConfig),
     Bitrix24(dealbridge_connector_bitrix24::Bitrix24Config),
+    Amocrm(dealbridge_connector_amocrm::AmocrmConfig),
+    /// Boxed: its many attribute names would make every variant as large.
+    Onec(Box<dealbridge_connector_onec::OnecConfig>),
 }
 
 impl Settings {

@@ -255,6 +255,27 @@ async fn s3_payments_move_the_deal(store: StoreKind) {
     assert_eq!(get(&hub, &format!("/api/v1/deals/{deal_id}"), ADMIN).await["stage"], "shipment");
     let invoice = get(&hub, &format!("/api/v1/invoices/{invoice_id}"), ACCOUNTANT).await;
     assert_eq!((invoice["paid"]["amount"].as_str(), invoice["status"].as_str()), (Some("100000.00"), Some("paid")));
+    // The deal's trace names the payment that moved it and its statement.
+    let trace = get(&hub, &format!("/api/v1/deals/{deal_id}/trace"), ADMIN).await;
+    let moved_by = trace["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["payment"]["document_number"] == "622")
+        .unwrap_or_else(|| panic!("no payment cause in {trace}"));
+    let payment = &moved_by["payment"];
+    assert_eq!(payment["file_name"], "kl_to_1c_0212.txt", "{payment}");
+    assert_eq!(payment["format"], "1CClientBankExchange 1.03");
+    assert_eq!(
+        (payment["statement_from"].as_str(), payment["statement_to"].as_str()),
+        (Some("2024-02-12"), Some("2024-02-12"))
+    );
+    assert_eq!((payment["date"].as_str(), payment["payer"].as_str()), (Some("2024-02-12"), Some("ООО \"Ромашка\"")));
+    assert_eq!(
+        (payment["amount"]["amount"].as_str(), payment["invoices"][0].as_str()),
+        (Some("60000.00"), Some("123"))
+    );
+    assert!(moved_by["steps"].to_string().contains("shipment"), "{moved_by}");
 
     // S3.4: either file again, or one overlapping both, changes nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -318,6 +339,72 @@ async fn s3_statements_move_deals_on_postgres() {
     let Some((store, db)) = postgres("s3_statements").await else { return };
     s3_payments_move_the_deal(store).await;
     db.drop_db().await;
+}
+
+/// «Оплата по счетам № 12, 13»: one payment of both invoices' sum is split
+/// over them; each share is applied as a match of its own, the deal waiting
+/// for both moves to shipment.
+#[tokio::test]
+async fn one_payment_over_two_invoices_is_split() {
+    let store = StoreKind::Sqlite;
+    let (crm, crm_addr) = Crm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = mappings_dir(dir.path());
+    let extra = format!(
+        "[mappings]\ndir = \"{}\"\n[engine]\nevent_poll_ms = 50\ntimer_poll_ms = 200\n\
+         [connectors.http.outbound]\nurl = \"http://{crm_addr}/commands\"\nsecret_env = \"TEST_HTTP_SECRET\"\n\
+         [delivery]\nresume_poll_ms = 20\n",
+        mappings.display()
+    );
+    write_config(dir.path(), &store, &extra);
+    let hub = TestHub::start(dir.path(), &store).await;
+    let webhook = json!({"type": "deal.updated", "data": {"id": "900", "stage": "payment", "title": "Станки", "amount": "30000", "manager": "7"}});
+    accepted_id(hub.post_signed("http", "msg_split_deal", &webhook.to_string()).await).await;
+    let deal_id = stored_deal(&hub).await["id"].as_str().unwrap().to_owned();
+    let invoice = |number: &str, amount: &str| {
+        json!({"number": number, "date": "2024-02-01", "total": {"amount": amount, "currency": "RUB"},
+               "deal": {"system": "http", "instance": "http", "external_id": "900"},
+               "client": {"name": "ООО Ромашка", "inn": "7707083893"}})
+    };
+    let (status, stored) = json_post(
+        &hub,
+        "/api/v1/invoices",
+        ACCOUNTANT,
+        json!({"invoices": [invoice("12", "10000.00"), invoice("13", "20000.00")]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{stored}");
+
+    let paying_both =
+        document("810", "06.02.2024", "30000.00", "7707083893", "Оплата по счетам № 12, 13 от 01.02.2024");
+    let (status, report) = upload(&hub, "kl_to_1c_0206.txt", &statement("06.02.2024", &[paying_both])).await;
+    assert_eq!(status, 201, "{report}");
+    assert_eq!(report["payments"]["matched"], 1, "{report}");
+    let result = &report["results"][0];
+    assert_eq!(
+        (result["invoice_number"].as_str(), result["also_invoice_numbers"][0].as_str()),
+        (Some("12"), Some("13"))
+    );
+    for (k, paid) in [(0, "10000.00"), (1, "20000.00")] {
+        let id = stored["invoices"][k]["id"].as_str().unwrap();
+        let invoice = get(&hub, &format!("/api/v1/invoices/{id}"), ACCOUNTANT).await;
+        assert_eq!(
+            (invoice["paid"]["amount"].as_str(), invoice["status"].as_str()),
+            (Some(paid), Some("paid")),
+            "{invoice}"
+        );
+    }
+    let payment_id = result["payment_id"].as_str().unwrap();
+    let payment = get(&hub, &format!("/api/v1/payments/{payment_id}"), ACCOUNTANT).await;
+    let shares = [&payment["matched"], &payment["also_matched"][0]];
+    for share in shares {
+        let codes = share["reasons"].to_string();
+        assert!(codes.contains("amount_split") && codes.contains("number_exact"), "{share}");
+        assert!(share["confidence"].as_u64().unwrap() >= 55, "{share}");
+    }
+    crm.wait_for("the shipment task", |c| is_task(c, "Оформить реализацию товаров")).await;
+    assert_eq!(get(&hub, &format!("/api/v1/deals/{deal_id}"), ADMIN).await["stage"], "shipment");
+    hub.stop().await;
 }
 
 /// The watched folder: a statement dropped in is imported and moved to

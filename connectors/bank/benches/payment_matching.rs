@@ -122,6 +122,7 @@ fn main() {
                 matched += 1;
                 overpaid += usize::from(over.is_some());
             }
+            Decision::Split(_) => matched += 1,
             Decision::Review(_) => review += 1,
             Decision::NotIncoming => {}
         }

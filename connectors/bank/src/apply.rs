@@ -22,6 +22,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Application {
     pub payment_id: Uuid,
+    /// Which share of the payment this is (0 unless it was split over
+    /// several invoices): each share is a cause of its own.
+    pub part: u32,
     pub invoice_id: Uuid,
     pub amount: Money,
     /// What the invoice had been paid before, as the caller computed it.
@@ -98,7 +101,7 @@ pub async fn apply(
             applied.notes.entry(a.payment_id).or_default().push(note);
             continue;
         };
-        let cause = |sequence| Cause { event_id: a.payment_id, sequence, at, binding: None };
+        let cause = |n: u32| Cause { event_id: a.payment_id, sequence: a.part * 2 + n, at, binding: None };
         let events = by_deal.entry(deal_id).or_default();
         events.push((
             CanonicalEvent::PaymentApplied {

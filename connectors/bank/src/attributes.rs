@@ -32,6 +32,22 @@ impl Attributes {
         true
     }
 
+    /// Appends `key` and the value `write_value` appends to the buffer it
+    /// is given (so a value can be decoded straight into place). Returns
+    /// `false` (and stores nothing) as `push` does.
+    pub fn push_with(&mut self, key: &str, write_value: impl FnOnce(&mut String)) -> bool {
+        let start = self.text.len();
+        self.text.push_str(key);
+        let key_end = self.text.len();
+        write_value(&mut self.text);
+        if self.text.len() > u32::MAX as usize {
+            self.text.truncate(start);
+            return false;
+        }
+        self.bounds.push((key_end as u32, self.text.len() as u32));
+        true
+    }
+
     pub fn len(&self) -> usize {
         self.bounds.len()
     }
@@ -99,5 +115,13 @@ mod tests {
         assert_eq!(a.get("РасчСчет"), Some("2"));
         assert_eq!(a.get_all("РасчСчет").collect::<Vec<_>>(), vec!["1", "2"]);
         assert_eq!(a.get("Нет"), None);
+    }
+
+    #[test]
+    fn push_with_writes_the_value_in_place() {
+        let mut a = Attributes::default();
+        a.push("Номер", "1");
+        assert!(a.push_with("Сумма", |text| text.push_str("12.50")));
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![("Номер", "1"), ("Сумма", "12.50")]);
     }
 }

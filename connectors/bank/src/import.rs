@@ -13,13 +13,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dealbridge_core::mapping::MappingSet;
 use dealbridge_core::model::{InvoiceStatus, MatchMethod, MatchReason, Money, Payment, PaymentDirection, PaymentMatch};
 use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{
-    CommitOutcome, NewStatement, PaymentCommit, PaymentState, StatementRecord, Store, StoreError, StoredPayment,
+    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentState, StatementRecord, Store, StoreError,
+    StoredPayment,
 };
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -115,6 +117,9 @@ pub struct PaymentResult {
     pub invoice_number: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deal_id: Option<Uuid>,
+    /// Numbers of the further invoices a payment was split over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_invoice_numbers: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +145,7 @@ impl PaymentResult {
             invoice_id: stored.matched.as_ref().map(|m| m.invoice_id),
             invoice_number: stored.matched.as_ref().map(|m| m.invoice_number.clone()),
             deal_id: stored.matched.as_ref().and_then(|m| m.deal_id),
+            also_invoice_numbers: stored.also_matched.iter().map(|m| m.invoice_number.clone()).collect(),
             confidence: stored.matched.as_ref().map(|m| m.confidence),
             overpaid: stored.matched.as_ref().and_then(|m| m.overpaid.clone()),
             review_reason: stored.review.as_ref().map(|r| r.reason.clone()),
@@ -189,9 +195,15 @@ impl StatementImporter {
         file_name: Option<&str>,
         source: ImportSource,
     ) -> Result<ImportReport, ImportError> {
+        let started = Instant::now();
         let digest = digest(bytes);
+        // The same file again is answered without reading it.
+        if let Some(known) = self.store.statement_by_digest(&digest).await? {
+            return self.report_of(known, true).await;
+        }
         let statement = parse_statement(bytes)?;
         let summary = serde_json::to_value(Summary::of(&statement)).unwrap_or_default();
+        let mut phases = Phases { parse: started.elapsed(), ..Default::default() };
         let mut last_conflict = String::new();
         for _ in 0..COMMIT_ATTEMPTS {
             if let Some(known) = self.store.statement_by_digest(&digest).await? {
@@ -203,7 +215,8 @@ impl StatementImporter {
             let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
             let known: BTreeSet<Uuid> = self.store.known_payments(&ids).await?.into_iter().collect();
             let fresh: Vec<Payment> = payments.iter().filter(|p| !known.contains(&p.id)).cloned().collect();
-            let (stored, applied_changes, invoices_read) = self.decide_and_apply(set, fresh, statement_id, at).await?;
+            let (stored, applied_changes, invoices_read) =
+                self.decide_and_apply(set, fresh, statement_id, at, &mut phases).await?;
             let record = StatementRecord {
                 id: statement_id,
                 digest: digest.clone(),
@@ -222,12 +235,25 @@ impl StatementImporter {
                 invoices_read,
                 changes: applied_changes,
             };
-            match self.store.commit_payments(&commit).await? {
+            let committing = Instant::now();
+            let outcome = self.store.commit_payments(&commit).await?;
+            phases.commit += committing.elapsed();
+            match outcome {
                 CommitOutcome::Committed => {
                     if !commit.changes.commands.is_empty() {
                         self.runner.commands_committed().notify_one();
                     }
                     metrics::counter!("dealbridge_payments_imported_total").increment(stored.len() as u64);
+                    tracing::info!(
+                        payments = stored.len(),
+                        parse_ms = phases.parse.as_millis() as u64,
+                        load_invoices_ms = phases.load_invoices.as_millis() as u64,
+                        match_ms = phases.matching.as_millis() as u64,
+                        apply_ms = phases.apply.as_millis() as u64,
+                        commit_ms = phases.commit.as_millis() as u64,
+                        total_ms = started.elapsed().as_millis() as u64,
+                        "statement imported"
+                    );
                     return Ok(report(record, false, payments.len() as u32, &stored));
                 }
                 CommitOutcome::StatementKnown(id) => {
@@ -250,9 +276,13 @@ impl StatementImporter {
         fresh: Vec<Payment>,
         statement_id: Uuid,
         at: DateTime<Utc>,
+        phases: &mut Phases,
     ) -> Result<(Vec<StoredPayment>, dealbridge_core::store::ChangeSet, Vec<(Uuid, Decimal)>), StoreError> {
+        let loading = Instant::now();
         let any_incoming = fresh.iter().any(|p| p.direction == PaymentDirection::Incoming);
         let open = if any_incoming { self.store.open_invoices().await? } else { Vec::new() };
+        phases.load_invoices += loading.elapsed();
+        let matching = Instant::now();
         let mut matcher = PaymentMatcher::new(&open, self.rules.clone());
         let mut stored = Vec::with_capacity(fresh.len());
         let mut applications = Vec::new();
@@ -262,6 +292,7 @@ impl StatementImporter {
                 statement_id,
                 state: PaymentState::Outgoing,
                 matched: None,
+                also_matched: Vec::new(),
                 review: None,
                 notes: inn_notes(&payment),
                 updated_at: at,
@@ -274,39 +305,53 @@ impl StatementImporter {
                 }
                 Decision::Matched { invoice, confidence, reasons, paid_before, paid_after, overpaid } => {
                     let invoice = &matcher.invoices()[invoice];
-                    let currency = invoice.total.currency.clone();
                     payment.invoice_id = Some(invoice.id);
                     record.payment = payment.clone();
                     record.state = PaymentState::Matched;
-                    record.matched = Some(PaymentMatch {
-                        invoice_id: invoice.id,
-                        invoice_number: invoice.number.clone(),
-                        deal_id: invoice.deal_id,
-                        method: MatchMethod::Automatic,
-                        confidence,
-                        reasons,
-                        paid_before: Money { amount: paid_before, currency: currency.clone() },
-                        paid_total: Money { amount: paid_after, currency: currency.clone() },
-                        invoice_total: invoice.total.clone(),
-                        overpaid: overpaid.map(|amount| Money { amount, currency }),
-                        matched_by: None,
-                        matched_at: at,
-                    });
+                    let amounts = (paid_before, paid_after, overpaid);
+                    record.matched = Some(automatic_match(invoice, confidence, reasons, amounts, at));
                     if let Some(over) = overpaid {
                         record.notes.push(format!("overpayment: {over} more than invoice № {} owed", invoice.number));
                     }
                     applications.push(Application {
                         payment_id: payment.id,
+                        part: 0,
                         invoice_id: invoice.id,
                         amount: payment.amount.clone(),
                         paid_before,
                         paid_after,
                     });
                 }
+                Decision::Split(shares) => {
+                    record.state = PaymentState::Matched;
+                    for (part, share) in shares.into_iter().enumerate() {
+                        let invoice = &matcher.invoices()[share.invoice];
+                        applications.push(Application {
+                            payment_id: payment.id,
+                            part: part as u32,
+                            invoice_id: invoice.id,
+                            amount: Money { amount: share.amount, currency: payment.amount.currency.clone() },
+                            paid_before: share.paid_before,
+                            paid_after: share.paid_after,
+                        });
+                        let amounts = (share.paid_before, share.paid_after, None);
+                        let matched = automatic_match(invoice, share.confidence, share.reasons, amounts, at);
+                        if record.matched.is_none() {
+                            payment.invoice_id = Some(invoice.id);
+                            record.matched = Some(matched);
+                        } else {
+                            record.also_matched.push(matched);
+                        }
+                    }
+                    record.payment = payment.clone();
+                }
             }
             stored.push(record);
         }
+        phases.matching += matching.elapsed();
+        let applying = Instant::now();
         let applied = apply(self.store.as_ref(), &self.runner, set, &applications, at).await?;
+        phases.apply += applying.elapsed();
         for record in &mut stored {
             if let Some(notes) = applied.notes.get(&record.payment.id) {
                 record.notes.extend(notes.iter().cloned());
@@ -360,7 +405,8 @@ impl StatementImporter {
             let paid_after = paid_before + amount.amount;
             let owed = (invoice.total.amount - paid_before).max(Decimal::ZERO);
             let overpaid = (amount.amount > owed).then(|| amount.amount - owed);
-            let application = Application { payment_id, invoice_id, amount: amount.clone(), paid_before, paid_after };
+            let application =
+                Application { payment_id, part: 0, invoice_id, amount: amount.clone(), paid_before, paid_after };
             let applied = apply(self.store.as_ref(), &self.runner, set, &[application], at).await?;
             let currency = invoice.total.currency.clone();
             let mut updated = stored.clone();
@@ -406,6 +452,43 @@ impl StatementImporter {
         }
         Err(ManualMatchError::Busy(last_conflict))
     }
+}
+
+/// The record of an automatic application of a payment to `invoice`;
+/// `amounts` are the invoice's paid amount before and after, and the
+/// overpaid part.
+fn automatic_match(
+    invoice: &OpenInvoice,
+    confidence: u8,
+    reasons: Vec<MatchReason>,
+    (paid_before, paid_after, overpaid): (Decimal, Decimal, Option<Decimal>),
+    at: DateTime<Utc>,
+) -> PaymentMatch {
+    let currency = invoice.total.currency.clone();
+    PaymentMatch {
+        invoice_id: invoice.id,
+        invoice_number: invoice.number.clone(),
+        deal_id: invoice.deal_id,
+        method: MatchMethod::Automatic,
+        confidence,
+        reasons,
+        paid_before: Money { amount: paid_before, currency: currency.clone() },
+        paid_total: Money { amount: paid_after, currency: currency.clone() },
+        invoice_total: invoice.total.clone(),
+        overpaid: overpaid.map(|amount| Money { amount, currency }),
+        matched_by: None,
+        matched_at: at,
+    }
+}
+
+/// Where an import's time went (logged with the import).
+#[derive(Debug, Default)]
+struct Phases {
+    parse: Duration,
+    load_invoices: Duration,
+    matching: Duration,
+    apply: Duration,
+    commit: Duration,
 }
 
 /// Payments with distinct ids, in file order, and how many repeats were dropped.

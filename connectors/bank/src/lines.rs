@@ -1,5 +1,5 @@
 //! Reads a text statement (1CClientBankExchange, MT940) line by line from
-//! any `BufRead`, decoding each line on its own.
+//! any `BufRead`, deciding each line's encoding on its own.
 //!
 //! Why per line: the `Кодировка` header is often wrong, and real files mix
 //! encodings (a Windows-1251 file whose last line was appended as UTF-8).
@@ -8,8 +8,15 @@
 //! Cyrillic with lower-case letters (0xE0–0xFF in Windows-1251), and a
 //! lower-case letter followed by another letter is never valid UTF-8.
 //! Line ends may be CRLF, LF or mixed; the last line may lack one.
+//!
+//! Lines are handed out as slices of the reader's own buffer (for in-memory
+//! input, of the input itself): only a line split across two buffer fills is
+//! copied. A Windows-1251 line stays bytes until the caller decodes it
+//! straight into the place it keeps the text ([`RawLine::decode_into`]), so
+//! a 100 MB statement is copied once, not three times.
 
 use std::io::BufRead;
+use std::sync::LazyLock;
 
 use encoding_rs::WINDOWS_1251;
 
@@ -35,107 +42,206 @@ impl EncodingTally {
     }
 }
 
-pub struct LineReader<R> {
-    input: R,
-    raw: Vec<u8>,
-    decoded: String,
-    line_number: usize,
-    pub tally: EncodingTally,
-    /// Windows-1251 bytes 0x80–0xFF as UTF-8, from encoding_rs's table: a
-    /// lookup per byte is cheaper than a decoder per (short) line.
-    high_half: Vec<String>,
+/// One line without its line end, as found in the input.
+#[derive(Debug, Clone, Copy)]
+pub enum RawLine<'a> {
+    /// ASCII or valid UTF-8: already text.
+    Text(&'a str),
+    /// Not valid UTF-8: Windows-1251 bytes.
+    Windows1251(&'a [u8]),
 }
 
-fn windows_1251_high_half() -> Vec<String> {
-    (0x80..=0xFFu8).map(|b| WINDOWS_1251.decode_without_bom_handling(&[b]).0.into_owned()).collect()
+/// Windows-1251 bytes 0x80–0xFF as characters, from encoding_rs's table
+/// (its one unmapped byte, 0x98, reads as U+FFFD, as encoding_rs decodes it).
+static HIGH_HALF: LazyLock<[char; 128]> = LazyLock::new(|| {
+    let mut table = ['\u{FFFD}'; 128];
+    for (slot, b) in table.iter_mut().zip(0x80..=0xFFu8) {
+        *slot = WINDOWS_1251.decode_without_bom_handling(&[b]).0.chars().next().unwrap_or('\u{FFFD}');
+    }
+    table
+});
+
+/// Appends Windows-1251 `bytes` to `out` as UTF-8. A table lookup and a
+/// `push` per byte: measured cheaper than encoding_rs's decoder (set up per
+/// short value), than `push_str` of a per-byte string, and than encoding
+/// into a stack buffer that is then validated.
+pub fn decode_windows_1251_into(bytes: &[u8], out: &mut String) {
+    // Half the values of a Cyrillic document (dates, amounts, accounts) are ASCII.
+    if bytes.is_ascii() {
+        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        return;
+    }
+    let table = &*HIGH_HALF;
+    // Cyrillic takes two UTF-8 bytes (a few marks, №, „, …, three: `push`
+    // makes room for those). Reserving for the worst case instead would
+    // grow every document's text to half again its size.
+    out.reserve(bytes.len() + bytes.iter().filter(|b| !b.is_ascii()).count());
+    for &b in bytes {
+        out.push(if b.is_ascii() { char::from(b) } else { table[usize::from(b & 0x7F)] });
+    }
+}
+
+impl<'a> RawLine<'a> {
+    /// The bytes as they are in the file.
+    pub fn bytes(&self) -> &'a [u8] {
+        match self {
+            RawLine::Text(text) => text.as_bytes(),
+            RawLine::Windows1251(bytes) => bytes,
+        }
+    }
+
+    /// Appends the line's bytes `range` (which must not split a character
+    /// of a UTF-8 line, e.g. bounded by an ASCII byte) to `out` as UTF-8.
+    pub fn decode_range_into(&self, range: std::ops::Range<usize>, out: &mut String) {
+        match self {
+            RawLine::Text(text) => out.push_str(text.get(range).unwrap_or_default()),
+            RawLine::Windows1251(bytes) => decode_windows_1251_into(bytes.get(range).unwrap_or_default(), out),
+        }
+    }
+
+    pub fn decode_into(&self, out: &mut String) {
+        self.decode_range_into(0..self.bytes().len(), out);
+    }
+}
+
+pub struct LineReader<R> {
+    raw: RawLines<R>,
+    /// The last line decoded by [`LineReader::next_line`].
+    decoded: String,
+}
+
+/// The undecoded side of [`LineReader`].
+struct RawLines<R> {
+    input: R,
+    /// Bytes of the line last returned still to be consumed from `input`.
+    pending: usize,
+    /// A line split across buffer fills, put together.
+    carry: Vec<u8>,
+    line_number: usize,
+    tally: EncodingTally,
 }
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(input: R) -> Self {
-        Self {
-            input,
-            raw: Vec::with_capacity(256),
-            decoded: String::with_capacity(512),
-            line_number: 0,
-            tally: Default::default(),
-            high_half: windows_1251_high_half(),
-        }
+        let raw = RawLines { input, pending: 0, carry: Vec::new(), line_number: 0, tally: Default::default() };
+        Self { raw, decoded: String::new() }
     }
 
     /// Number of the line last returned (1-based; 0 before the first).
     pub fn line_number(&self) -> usize {
-        self.line_number
+        self.raw.line_number
     }
 
-    /// The next line without its line end, with its number (1-based), or
-    /// `None` at the end of input.
+    /// The encodings of the lines read so far.
+    pub fn tally(&self) -> EncodingTally {
+        self.raw.tally
+    }
+
+    /// The next line decoded, without its line end, with its number
+    /// (1-based), or `None` at the end of input.
     pub fn next_line(&mut self) -> std::io::Result<Option<(usize, &str)>> {
-        let n = self.line_number + 1;
-        Ok(self.read_line()?.map(|line| (n, line)))
+        let Some((n, line)) = self.raw.next()? else { return Ok(None) };
+        let text = match line {
+            RawLine::Text(text) => text,
+            RawLine::Windows1251(bytes) => {
+                self.decoded.clear();
+                decode_windows_1251_into(bytes, &mut self.decoded);
+                &self.decoded
+            }
+        };
+        Ok(Some((n, text)))
     }
 
-    fn read_line(&mut self) -> std::io::Result<Option<&str>> {
-        self.raw.clear();
-        if self.input.read_until(b'\n', &mut self.raw)? == 0 {
+    /// The next line as found, with its number (1-based), or `None` at the
+    /// end of input.
+    pub fn next_raw(&mut self) -> std::io::Result<Option<(usize, RawLine<'_>)>> {
+        self.raw.next()
+    }
+}
+
+impl<R: BufRead> RawLines<R> {
+    fn next(&mut self) -> std::io::Result<Option<(usize, RawLine<'_>)>> {
+        self.input.consume(std::mem::take(&mut self.pending));
+        let (newline, available) = {
+            let buf = self.input.fill_buf()?;
+            (memchr::memchr(b'\n', buf), buf.len())
+        };
+        if available == 0 {
             return Ok(None);
         }
         self.line_number += 1;
-        let mut bytes: &[u8] = &self.raw;
-        if let Some(rest) = bytes.strip_suffix(b"\n") {
-            bytes = rest;
-        }
-        if let Some(rest) = bytes.strip_suffix(b"\r") {
-            bytes = rest;
-        }
+        let bytes: &[u8] = match newline {
+            // The whole line is in the buffer: hand out a slice of it.
+            Some(end) => {
+                self.pending = end + 1;
+                &self.input.fill_buf()?[..end]
+            }
+            None => {
+                self.carry.clear();
+                self.input.read_until(b'\n', &mut self.carry)?;
+                self.carry.strip_suffix(b"\n").unwrap_or(&self.carry)
+            }
+        };
+        let mut bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         if self.line_number == 1
             && let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF")
         {
             bytes = rest;
         }
-        if bytes.is_ascii() {
-            // ASCII is valid UTF-8 and reads the same in both encodings.
-            return Ok(Some(std::str::from_utf8(bytes).unwrap_or_default()));
-        }
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            if self.tally.utf8_lines == 0 {
-                self.tally.first_utf8_line = self.line_number;
-            }
-            self.tally.utf8_lines += 1;
-            return Ok(Some(text));
-        }
-        if self.tally.windows1251_lines == 0 {
-            self.tally.first_windows1251_line = self.line_number;
-        }
-        self.tally.windows1251_lines += 1;
-        self.decoded.clear();
-        self.decoded.reserve(bytes.len() * 3);
-        for &b in bytes {
-            if b < 0x80 {
-                self.decoded.push(b as char);
-            } else {
-                self.decoded.push_str(&self.high_half[usize::from(b - 0x80)]);
-            }
-        }
-        Ok(Some(&self.decoded))
+        Ok(Some((self.line_number, classify(bytes, self.line_number, &mut self.tally))))
     }
+}
+
+/// The line as UTF-8 text, if it is valid UTF-8. Most non-UTF-8 lines are
+/// told by their first non-ASCII byte and the next one (a Windows-1251
+/// Cyrillic letter is neither a UTF-8 lead byte followed by a continuation
+/// byte), without a full validation.
+fn as_utf8(bytes: &[u8]) -> Option<&str> {
+    let first = bytes.iter().position(|b| !b.is_ascii())?;
+    let lead_ok = (0xC2..=0xF4).contains(&bytes[first]);
+    let next_ok = bytes.get(first + 1).is_some_and(|b| b & 0xC0 == 0x80);
+    if !(lead_ok && next_ok) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+/// Decides a line's encoding and counts it.
+fn classify<'a>(bytes: &'a [u8], line_number: usize, tally: &mut EncodingTally) -> RawLine<'a> {
+    if bytes.is_ascii() {
+        // ASCII is valid UTF-8 and reads the same in both encodings.
+        return RawLine::Text(std::str::from_utf8(bytes).unwrap_or_default());
+    }
+    if let Some(text) = as_utf8(bytes) {
+        if tally.utf8_lines == 0 {
+            tally.first_utf8_line = line_number;
+        }
+        tally.utf8_lines += 1;
+        return RawLine::Text(text);
+    }
+    if tally.windows1251_lines == 0 {
+        tally.first_windows1251_line = line_number;
+    }
+    tally.windows1251_lines += 1;
+    RawLine::Windows1251(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn all_lines(input: &[u8]) -> (Vec<String>, TextEncoding) {
+    fn all_lines(input: impl BufRead) -> (Vec<String>, TextEncoding) {
         let mut reader = LineReader::new(input);
         let mut out = Vec::new();
         while let Some((_, line)) = reader.next_line().unwrap() {
             out.push(line.to_owned());
         }
-        (out, reader.tally.encoding())
+        (out, reader.tally().encoding())
     }
 
     #[test]
     fn crlf_lf_mixed_and_no_final_newline() {
-        let (lines, enc) = all_lines(b"a\r\nb\nc\r\n\r\nd");
+        let (lines, enc) = all_lines(&b"a\r\nb\nc\r\n\r\nd"[..]);
         assert_eq!(lines, ["a", "b", "c", "", "d"]);
         assert_eq!(enc, TextEncoding::Ascii);
     }
@@ -145,8 +251,49 @@ mod tests {
         let mut input = b"\xEF\xBB\xBF1CClientBankExchange\r\n".to_vec();
         input.extend_from_slice(b"\xc2\xe5\xf0\xf1\xe8\xff=1.03\r\n"); // «Версия» in Windows-1251
         input.extend_from_slice("КонецФайла\n".as_bytes());
-        let (lines, enc) = all_lines(&input);
+        let (lines, enc) = all_lines(input.as_slice());
         assert_eq!(lines, ["1CClientBankExchange", "Версия=1.03", "КонецФайла"]);
         assert_eq!(enc, TextEncoding::Mixed);
+    }
+
+    #[test]
+    fn lines_split_across_buffer_fills_read_the_same() {
+        let mut input = Vec::new();
+        for i in 0..200 {
+            input.extend_from_slice(format!("Ключ{i}=значение\r\n").as_bytes());
+            input.extend_from_slice(b"\xcd\xee\xec\xe5\xf0=\xb9 12\n"); // «Номер=№ 12» in Windows-1251
+        }
+        input.extend_from_slice(b"end");
+        let (whole, _) = all_lines(input.as_slice());
+        // A 7-byte buffer splits most lines, and some of them inside a character.
+        let (split, enc) = all_lines(std::io::BufReader::with_capacity(7, input.as_slice()));
+        assert_eq!(whole, split);
+        assert_eq!(whole.len(), 401);
+        assert_eq!(whole[1], "Номер=№ 12");
+        assert_eq!(enc, TextEncoding::Mixed);
+    }
+
+    #[test]
+    fn utf8_is_told_from_windows_1251_as_by_full_validation() {
+        let samples: [&[u8]; 7] = [
+            "Плательщик=ООО «Ромашка»".as_bytes(),
+            b"\xcf\xeb\xe0\xf2=1",
+            b"\xc2\xe5\xf0\xf1\xe8\xff",
+            b"a\xd0",
+            b"abc\xd0\x9f\xff",
+            "№ 12".as_bytes(),
+            b"\xb9 12",
+        ];
+        for bytes in samples {
+            assert_eq!(as_utf8(bytes), std::str::from_utf8(bytes).ok(), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn windows_1251_table_agrees_with_encoding_rs() {
+        let all: Vec<u8> = (0..=255u8).filter(|b| *b != b'\n').collect();
+        let mut ours = String::new();
+        decode_windows_1251_into(&all, &mut ours);
+        assert_eq!(ours, WINDOWS_1251.decode_without_bom_handling(&all).0);
     }
 }

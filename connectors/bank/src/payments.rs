@@ -46,7 +46,7 @@ pub fn to_payment(entry: &Entry, recorded_at: DateTime<Utc>) -> Option<Payment> 
     };
     let key = entry_key(entry);
     let mut custom_fields = dealbridge_core::model::CustomFields::new();
-    custom_fields.insert("statement_document_kind".into(), entry.kind.clone().into());
+    custom_fields.insert("statement_document_kind".into(), entry.kind.to_string().into());
     if let Location::Line(n) = &entry.location {
         custom_fields.insert("statement_line".into(), (*n).into());
     }
@@ -62,7 +62,7 @@ pub fn to_payment(entry: &Entry, recorded_at: DateTime<Utc>) -> Option<Payment> 
     Some(Payment {
         id: Uuid::new_v5(&PAYMENT_ID_NAMESPACE, key.as_bytes()),
         direction,
-        document_number: entry.number.clone(),
+        document_number: entry.number.to_string(),
         date: entry.date,
         amount: Money::new(entry.amount, &entry.currency).ok()?,
         payer: party(&entry.payer),
@@ -78,7 +78,7 @@ pub fn to_payment(entry: &Entry, recorded_at: DateTime<Utc>) -> Option<Payment> 
 fn party(c: &Counterparty) -> Party {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     Party {
-        name: c.name.clone(),
+        name: c.name.to_string(),
         // «0» means "no INN" in 1C files.
         inn: (!c.inn.is_empty() && c.inn != "0").then(|| Inn::new(&c.inn)),
         kpp: non_empty(&c.kpp).filter(|k| k != "0"),

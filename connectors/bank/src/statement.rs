@@ -12,6 +12,12 @@ use serde::Serialize;
 use crate::attributes::Attributes;
 use crate::warning::Warning;
 
+/// Text of an entry: up to 23 bytes (numbers, INNs, accounts, BICs, the
+/// currency) live inline, longer text is shared on clone, so a large
+/// statement does not allocate a dozen small strings per document and
+/// documents naming the same bank or document type share one copy.
+pub type Text = smol_str::SmolStr;
+
 /// Which format the statement was read from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "name", content = "version", rename_all = "snake_case")]
@@ -144,18 +150,18 @@ pub struct Entry {
     pub location: Location,
     /// Document type (`Платежное поручение`, `Банковский ордер`, …) or the
     /// bank transaction code.
-    pub kind: String,
+    pub kind: Text,
     /// Document number as printed (may contain letters); bank reference for
     /// camt/MT940 when there is no number.
-    pub number: String,
+    pub number: Text,
     /// Document date (1C) or booking date (camt, MT940).
     pub date: NaiveDate,
     /// Always positive; `direction` says which way.
     pub amount: Decimal,
-    pub currency: String,
+    pub currency: Text,
     pub direction: Direction,
     /// The own account this entry is booked on, when known.
-    pub account: Option<String>,
+    pub account: Option<Text>,
     pub payer: Counterparty,
     pub payee: Counterparty,
     /// Purpose of payment / remittance information.
@@ -173,13 +179,13 @@ pub struct Entry {
 /// Payer or payee of an entry as the bank printed it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counterparty {
-    pub name: String,
-    pub inn: String,
-    pub kpp: String,
-    pub account: String,
-    pub bank_bic: String,
-    pub bank_name: String,
-    pub correspondent_account: String,
+    pub name: Text,
+    pub inn: Text,
+    pub kpp: Text,
+    pub account: Text,
+    pub bank_bic: Text,
+    pub bank_name: Text,
+    pub correspondent_account: Text,
     /// Other identifiers (camt `Othr/Id` with its issuer or scheme).
     pub other_ids: Vec<String>,
 }

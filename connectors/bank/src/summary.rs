@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -18,6 +19,10 @@ pub struct Summary {
     pub format: Format,
     pub encoding: TextEncoding,
     pub accounts: Vec<String>,
+    /// The days the statement covers: its balance periods (`ДатаНачала` …
+    /// `ДатаКонца`), or else its first and last document date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<Period>,
     pub documents: usize,
     pub credits: Tally,
     pub debits: Tally,
@@ -27,6 +32,26 @@ pub struct Summary {
     pub warnings: Vec<Warning>,
     /// Warnings per kind, including those not listed.
     pub warning_counts: BTreeMap<WarningCode, usize>,
+}
+
+/// First and last day, both included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Period {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Period {
+    fn of(statement: &Statement) -> Option<Self> {
+        let balances = statement.accounts.iter().flat_map(|a| &a.balances);
+        let from = balances.clone().filter_map(|b| b.from.or(b.to)).min();
+        let to = balances.filter_map(|b| b.to.or(b.from)).max();
+        let (from, to) = match (from, to) {
+            (Some(from), Some(to)) => (from, to),
+            _ => (statement.entries.iter().map(|e| e.date).min()?, statement.entries.iter().map(|e| e.date).max()?),
+        };
+        Some(Self { from, to })
+    }
 }
 
 /// A count and a sum. Totals are exact decimals (serialized as strings); a
@@ -68,6 +93,7 @@ impl Summary {
             format: statement.format.clone(),
             encoding: statement.encoding,
             accounts: statement.accounts.iter().map(|a| a.number.clone()).collect(),
+            period: Period::of(statement),
             documents: statement.entries.len(),
             credits,
             debits,

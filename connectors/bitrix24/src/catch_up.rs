@@ -14,6 +14,17 @@
 //! where a pass cut short (more than 1,000 changed deals) goes on. The
 //! first pass looks back two intervals; the portal's history before that
 //! is not pulled.
+//!
+//! A list by `DATE_MODIFY` cannot show a deal that was deleted. So every
+//! `deletion_check_secs` the hub hands over the ids of the deals it knows
+//! in this portal ([`Reconciler::vanished`]), and the connector asks the
+//! portal which of them it still has: `crm.deal.list` with `{"@ID": […]}`
+//! (50 ids a request, only `ID` selected). Each id the portal no longer
+//! lists becomes a synthetic deletion (`{"catch_up": "deal", "ID": …,
+//! "gone": true}`, delivery key `GONE:<id>`, so one deletion is stored
+//! once), recorded like a received `ONCRMDEALDELETE`. The portal lists
+//! only the deals the integration user may see: one who cannot see a
+//! pipeline makes its deals look deleted.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -39,6 +50,8 @@ const HANDED_OUT_MAX: usize = 16_384;
 pub struct DealCatchUp {
     reader: Arc<PortalReader>,
     every: Duration,
+    /// How often the hub asks for deletions; `None`: never.
+    pub(crate) deletions_every: Option<Duration>,
     /// Keys already handed out: a change found again before its event was
     /// read is not handed out again (a repeated key costs the inbox a
     /// sequence number, and the processor waits at such gaps).
@@ -47,7 +60,7 @@ pub struct DealCatchUp {
 
 impl DealCatchUp {
     pub fn new(reader: Arc<PortalReader>, every: Duration) -> Self {
-        Self { reader, every, handed_out: Mutex::new(HashSet::new()) }
+        Self { reader, every, deletions_every: None, handed_out: Mutex::new(HashSet::new()) }
     }
 
     /// True the first time a key is handed out.
@@ -73,6 +86,12 @@ fn parse_cursor(cursor: &str) -> Option<(String, u64)> {
     Some((since.to_owned(), after.parse().ok()?))
 }
 
+/// The synthetic event of a deal the portal no longer has.
+pub fn vanished_event(id: &str) -> SyntheticEvent {
+    let body = json!({ CATCH_UP_KEY: "deal", "ID": id, "gone": true });
+    SyntheticEvent { delivery_key: format!("GONE:{id}"), body: body.to_string().into_bytes() }
+}
+
 /// The synthetic event of one change.
 pub fn synthetic_event(id: &str, date_modify: &str) -> SyntheticEvent {
     let body = json!({ CATCH_UP_KEY: "deal", "ID": id, "DATE_MODIFY": date_modify });
@@ -83,6 +102,25 @@ pub fn synthetic_event(id: &str, date_modify: &str) -> SyntheticEvent {
 impl Reconciler for DealCatchUp {
     fn interval(&self) -> Duration {
         self.every
+    }
+
+    fn vanished_interval(&self) -> Option<Duration> {
+        self.deletions_every
+    }
+
+    async fn vanished(&self, known: &[String]) -> Result<Vec<SyntheticEvent>, FetchError> {
+        let mut events = Vec::new();
+        let numeric: Vec<&String> = known.iter().filter(|id| id.parse::<u64>().is_ok()).collect();
+        for chunk in numeric.chunks(PAGE_SIZE) {
+            let filter = json!({ "@ID": chunk });
+            let client = self.reader.admitted().await?;
+            let page = self.reader.returned(client.deal_list(&filter, &["ID"], &json!({ "ID": "ASC" }), -1).await);
+            let page = page.map_err(|e| self.reader.fetch_error(e))?;
+            let present: HashSet<String> =
+                page.items.iter().filter_map(|row| row.get("ID").and_then(id_text)).collect();
+            events.extend(chunk.iter().filter(|id| !present.contains(id.as_str())).map(|id| vanished_event(id)));
+        }
+        Ok(events)
     }
 
     async fn reconcile(&self, cursor: Option<&str>) -> Result<Reconciled, FetchError> {

@@ -34,6 +34,23 @@ pub struct Bitrix24Config {
     /// redeliver). 0 turns the catch-up off.
     #[serde(default = "default_catch_up")]
     pub catch_up_secs: u64,
+    /// The integration user (the `<user id>` of the incoming webhook's URL):
+    /// a second echo guard. A deal read with `MODIFY_BY_ID` = this user
+    /// that shows the hub's last writes as written changes nothing, even
+    /// where other fields differ from the hub's state. Unset: echoes are
+    /// told apart by diffing alone.
+    #[serde(default)]
+    pub integration_user_id: Option<String>,
+    /// Every this many seconds (with the catch-up on), ask the portal which
+    /// of the deals the hub knows it still has (`crm.deal.list` by `@ID`,
+    /// 50 ids a request): a deal it no longer has was deleted, and its
+    /// lost `ONCRMDEALDELETE` is made up for. 0 turns the check off.
+    #[serde(default = "default_deletion_check")]
+    pub deletion_check_secs: u64,
+}
+
+const fn default_deletion_check() -> u64 {
+    3600
 }
 
 const fn default_catch_up() -> u64 {
@@ -146,6 +163,8 @@ mod tests {
         assert_eq!(c.parent_field, "UF_CRM_PARENT_DEAL");
         assert_eq!(c.parent_value_prefix, "D_");
         assert_eq!(c.catch_up_secs, 300);
+        assert_eq!(c.integration_user_id, None);
+        assert_eq!(c.deletion_check_secs, 3600);
     }
 
     fn toml_like(json: &str) -> Bitrix24Config {

@@ -10,7 +10,9 @@
 //!
 //! Diffing against the last known state is the engine's work: a read that
 //! shows what the hub already knows (the echo of its own write) changes
-//! nothing and fires nothing.
+//! nothing and fires nothing. With an integration user configured, a deal
+//! whose `MODIFY_BY_ID` is that user is marked as changed last by the hub
+//! (`FetchedRecords::modified_by_hub`), for the hub's second echo guard.
 
 use std::sync::Arc;
 
@@ -25,11 +27,13 @@ use crate::rest::id_text;
 /// Reads the records of this connector's events.
 pub struct DealFetcher {
     reader: Arc<PortalReader>,
+    /// The integration user's id, whose changes are the hub's own.
+    pub(crate) integration_user: Option<String>,
 }
 
 impl DealFetcher {
     pub fn new(reader: Arc<PortalReader>) -> Self {
-        Self { reader }
+        Self { reader, integration_user: None }
     }
 
     /// Adds the names of the deal's stage and pipeline. The catalogue is a
@@ -87,6 +91,10 @@ impl RecordFetcher for DealFetcher {
                         Some(read) => {
                             read_at(read.started_at, &mut out);
                             let deal = self.with_stage_names(read.deal).await?;
+                            let modifier = deal.get("MODIFY_BY_ID").and_then(id_text);
+                            if modifier.is_some() && modifier == self.integration_user {
+                                out.modified_by_hub.push(out.records.len());
+                            }
                             out.records.push(SourceRecord { kind: "deal".into(), data: Value::Object(deal) });
                         }
                     }

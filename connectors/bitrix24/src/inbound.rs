@@ -189,18 +189,42 @@ pub struct Bitrix24Inbound {
     domain: Option<String>,
     fetcher: Option<DealFetcher>,
     catch_up: Option<DealCatchUp>,
+    integration_user: Option<String>,
 }
 
 impl Bitrix24Inbound {
     /// `domain`, when given, must equal each event's `auth[domain]`.
     pub fn new(token: ApplicationToken, domain: Option<String>) -> Self {
-        Self { token, domain: domain.map(|d| d.trim().to_ascii_lowercase()), fetcher: None, catch_up: None }
+        let domain = domain.map(|d| d.trim().to_ascii_lowercase());
+        Self { token, domain, fetcher: None, catch_up: None, integration_user: None }
+    }
+
+    /// Marks deals read with `MODIFY_BY_ID` = `user` as changed last by
+    /// the hub (see `Bitrix24Config::integration_user_id`).
+    pub fn integration_user(mut self, user: Option<String>) -> Self {
+        let user = user.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+        if let Some(fetcher) = self.fetcher.as_mut() {
+            fetcher.integration_user = user.clone();
+        }
+        self.integration_user = user;
+        self
+    }
+
+    /// With the catch-up on, every `every` asks the portal which of the
+    /// deals the hub knows it still has (see `crate::catch_up`).
+    pub fn checking_deletions(mut self, every: Option<Duration>) -> Self {
+        if let Some(catch_up) = self.catch_up.as_mut() {
+            catch_up.deletions_every = every;
+        }
+        self
     }
 
     /// Reads the deals events name through `reader`, and with `catch_up`
     /// every that long looks for changes whose events were lost.
     pub fn reading(mut self, reader: Arc<PortalReader>, catch_up: Option<Duration>) -> Self {
-        self.fetcher = Some(DealFetcher::new(reader.clone()));
+        let mut fetcher = DealFetcher::new(reader.clone());
+        fetcher.integration_user = self.integration_user.clone();
+        self.fetcher = Some(fetcher);
         self.catch_up = catch_up.map(|every| DealCatchUp::new(reader, every));
         self
     }
@@ -222,11 +246,16 @@ fn without_token(body: &[u8]) -> Option<Vec<u8>> {
     found.then(|| kept.join(&b'&'))
 }
 
-/// A catch-up's synthetic event (`{"catch_up": "deal", "ID": …}`).
+/// A catch-up's synthetic event (`{"catch_up": "deal", "ID": …}`, with
+/// `"gone": true` for a deal the portal no longer has).
 fn decode_catch_up(body: &[u8]) -> Option<Result<Vec<SourceRecord>, DecodeError>> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let subject = value.get(CATCH_UP_KEY)?;
     Some(match (subject.as_str(), value.get("ID").and_then(crate::rest::id_text)) {
+        (Some("deal"), Some(id)) if value.get("gone") == Some(&Value::Bool(true)) => {
+            let data = json!({ "event": "CATCH_UP", "action": "delete", "id": id });
+            Ok(vec![SourceRecord { kind: "deal.event".into(), data }])
+        }
         (Some("deal"), Some(id)) => {
             let date_modify = value.get("DATE_MODIFY").cloned().unwrap_or(Value::Null);
             let data = json!({ "event": "CATCH_UP", "action": "update", "id": id, "date_modify": date_modify });
@@ -401,6 +430,8 @@ mod tests {
         assert_eq!(records[0].kind, "deal.event");
         assert_eq!((records[0].data["id"].as_str(), records[0].data["action"].as_str()), (Some("42"), Some("update")));
         assert!(c.decode(br#"{"catch_up": "lead", "ID": "1"}"#, &[]).is_err());
+        let gone = crate::catch_up::vanished_event("42").body;
+        assert_eq!(c.decode(&gone, &[]).unwrap()[0].data["action"], "delete");
         assert!(matches!(verify(&c, &body), Err(Rejection::Malformed(_))), "never accepted over HTTP");
     }
 

@@ -412,6 +412,7 @@ async fn the_leaky_bucket_answers_query_limit_exceeded_after_the_burst() {
     let (at, e) = refused.expect("the limit answered");
     assert_eq!(at, 50, "50 requests pass, the 51st is refused");
     assert_eq!((e.status, e.code.as_str(), e.class), (Some(503), "QUERY_LIMIT_EXCEEDED", FailureClass::RateLimited));
+    assert_eq!(e.retry_after, Some(Duration::from_secs(1)), "the time the bucket needs to leak one request");
     let log = calls(&emu).await;
     assert_eq!(log.last().unwrap().error.as_deref(), Some("QUERY_LIMIT_EXCEEDED"));
     // The bucket drains at 2/s: after a second one request passes again.
@@ -500,5 +501,110 @@ async fn stages_comments_and_items_answer_like_a_portal() {
     assert_eq!((e.code.as_str(), e.class), ("NOT_FOUND", FailureClass::Permanent));
     let e = c.call("crm.nothing.here", &json!({})).await.unwrap_err();
     assert_eq!((e.status, e.code.as_str()), (Some(404), "ERROR_METHOD_NOT_FOUND"));
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn several_deals_commands_go_out_as_one_batch_and_only_the_failed_one_fails() {
+    let cfg = config();
+    let emu = start(&cfg).await;
+    let t = target(&emu, &cfg);
+    let mut deals = Vec::new();
+    for i in 0..5 {
+        deals.push(add_deal(t.client(), json!({"TITLE": format!("Sale {i}")})).await);
+    }
+    clear_calls(&emu).await;
+    let mut commands: Vec<Command> = deals
+        .iter()
+        .map(|id| {
+            command(CommandOp::UpdateDeal {
+                external_id: id.clone(),
+                stage: Some("PREPARATION".into()),
+                fields: BTreeMap::from([("OPPORTUNITY".into(), json!(100))]),
+            })
+        })
+        .collect();
+    // A deal someone deleted meanwhile.
+    commands.push(command(CommandOp::UpdateDeal {
+        external_id: "999999".into(),
+        stage: Some("PREPARATION".into()),
+        fields: BTreeMap::new(),
+    }));
+    commands.push(command(CommandOp::CreateDeal {
+        create: BTreeMap::from([("CATEGORY_ID".into(), "1".into())]),
+        parent_external_id: Some(deals[0].clone()),
+        stage: Some("C1:NEW".into()),
+        responsible: Some("5".into()),
+        fields: BTreeMap::new(),
+    }));
+    commands.push(command(CommandOp::CreateTask {
+        task: Uuid::now_v7(),
+        external_id: Some(deals[1].clone()),
+        title: "Подготовить документы".into(),
+        description: String::new(),
+        responsible: "5".into(),
+        deadline: None,
+    }));
+    commands.push(command(CommandOp::Notify { to: "5".into(), text: "Готово".into(), external_id: None }));
+    // A retry that may already have been applied reads first, so it goes alone.
+    let retried = command(CommandOp::UpdateDeal {
+        external_id: deals[4].clone(),
+        stage: Some("PREPARATION".into()),
+        fields: BTreeMap::new(),
+    });
+    let mut given: Vec<(&Command, AttemptContext)> = commands.iter().map(|c| (c, FIRST)).collect();
+    given.push((&retried, RETRY));
+    assert_eq!(t.coalesce_limit(), 50);
+
+    let results = t.perform_all(&given).await;
+
+    assert_eq!(results.len(), given.len());
+    for (i, result) in results[..5].iter().enumerate() {
+        assert_eq!(result, &Ok(Performed::Applied { created: None }), "deal {i}");
+    }
+    let gone = results[5].as_ref().unwrap_err();
+    assert_eq!(gone.class, FailureClass::Permanent, "{gone}");
+    assert!(gone.message.contains("deleted"), "{gone}");
+    let Ok(Performed::Applied { created: Some(child) }) = &results[6] else { panic!("{:?}", results[6]) };
+    assert_eq!(results[7], Ok(Performed::Applied { created: None }));
+    assert_eq!(results[8], Ok(Performed::Applied { created: None }));
+    assert_eq!(results[9], Ok(Performed::AlreadyApplied { created: None }), "deal 4 was moved by the batch");
+
+    let log = calls(&emu).await;
+    let requests: Vec<&str> = log.iter().filter(|c| !c.in_batch).map(|c| c.method.as_str()).collect();
+    assert_eq!(requests, ["batch", "crm.deal.get"], "one batch, then the retry's read");
+    let carried: Vec<&str> = log.iter().filter(|c| c.in_batch).map(|c| c.method.as_str()).collect();
+    assert_eq!(carried.len(), 9, "{carried:?}");
+    let child = t.client().deal_get(&child.id).await.unwrap();
+    assert_eq!(child["CATEGORY_ID"], "1");
+    assert_eq!(child["UF_CRM_PARENT_DEAL"], format!("D_{}", deals[0]));
+    for id in &deals {
+        assert_eq!(t.client().deal_get(id).await.unwrap()["STAGE_ID"], "PREPARATION");
+    }
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_the_portal_refuses_as_a_whole_fails_each_of_its_commands_alike() {
+    let cfg = EmulatorConfig { burst: 1.0, per_second: 0.5, ..config() };
+    let emu = start(&cfg).await;
+    let t = target(&emu, &cfg);
+    // The bucket is full after one call: the batch is refused whole.
+    let _ = t.client().deal_categories().await;
+    let commands: Vec<Command> = (0..3)
+        .map(|i| {
+            command(CommandOp::UpdateDeal {
+                external_id: format!("{}", i + 1),
+                stage: Some("PREPARATION".into()),
+                fields: BTreeMap::new(),
+            })
+        })
+        .collect();
+    let given: Vec<(&Command, AttemptContext)> = commands.iter().map(|c| (c, FIRST)).collect();
+    let results = t.perform_all(&given).await;
+    for result in &results {
+        let failure = result.as_ref().unwrap_err();
+        assert_eq!(failure.class, FailureClass::RateLimited, "{failure}");
+    }
     emu.stop().await;
 }

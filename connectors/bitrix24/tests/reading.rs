@@ -161,6 +161,44 @@ async fn the_catch_up_lists_changes_it_has_not_read_and_moves_its_cursor() {
     emu.stop().await;
 }
 
+#[tokio::test]
+async fn deals_the_portal_no_longer_has_become_deletions_50_ids_a_request() {
+    let cfg = EmulatorConfig { burst: 10_000.0, ..EmulatorConfig::default() };
+    let emu = start(&cfg).await;
+    let c = client(&emu, &cfg);
+    let mut known = Vec::new();
+    for i in 0..60 {
+        known.push(c.deal_add(&fields(json!({"TITLE": format!("D{i}")}))).await.unwrap());
+    }
+    for gone in [&known[3], &known[55]] {
+        c.call("crm.deal.delete", &json!({"id": gone})).await.unwrap();
+    }
+    known.push("999999".into());
+    let connector = inbound(reader(&emu, &cfg, ReadBudget::default()), Some(Duration::from_secs(60)))
+        .checking_deletions(Some(Duration::from_secs(3600)));
+    let reconciler = connector.reconciler().unwrap();
+    assert_eq!(reconciler.vanished_interval(), Some(Duration::from_secs(3600)));
+    let before = calls(&emu).await.len();
+    let found = reconciler.vanished(&known).await.unwrap();
+    let keys: Vec<&str> = found.iter().map(|e| e.delivery_key.as_str()).collect();
+    assert_eq!(keys, [format!("GONE:{}", known[3]), format!("GONE:{}", known[55]), "GONE:999999".into()]);
+    let records = connector.decode(&found[0].body, &[]).unwrap();
+    assert_eq!(
+        (records[0].data["action"].as_str(), records[0].data["id"].as_str()),
+        (Some("delete"), Some(known[3].as_str()))
+    );
+    let fetched = connector.fetcher().unwrap().fetch(records, Utc::now()).await.unwrap();
+    assert_eq!(fetched.gone.len(), 1, "recorded like a received ONCRMDEALDELETE");
+    let lists: Vec<CallRecord> = calls(&emu).await.split_off(before);
+    assert_eq!(lists.len(), 2, "61 ids: two requests of at most 50");
+    assert!(lists.iter().all(|l| l.method == "crm.deal.list" && l.params["select"] == json!(["ID"])));
+    assert_eq!(lists[0].params["filter"]["@ID"].as_array().unwrap().len(), 50);
+    // Off unless asked for.
+    let plain = inbound(reader(&emu, &cfg, ReadBudget::default()), Some(Duration::from_secs(60)));
+    assert_eq!(plain.reconciler().unwrap().vanished_interval(), None);
+    emu.stop().await;
+}
+
 fn command(op: CommandOp) -> Command {
     Command {
         id: Uuid::now_v7(),

@@ -15,10 +15,10 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use futures::future::join_all;
+use futures::future::{join, join_all};
 
 use super::group_settle::SettlementCommitter;
-use super::performer::{CommandPerformer, Prior, Step, admission_of, deferred, held};
+use super::performer::{CommandPerformer, Prior, RoundItem, Step, admission_of, deferred, held};
 use crate::bus::Delivery;
 use crate::flow::effects::Command;
 use crate::store::{Admission, Admitted, Settlement, Store, StoreError};
@@ -77,9 +77,15 @@ impl Batch {
         }
         let admissions: Vec<Admission> = self.items.iter().map(|i| i.admission.clone()).collect();
         let admitted = store.delivery_admit_all(&admissions, Utc::now()).await?;
-        let lanes = self.free_lanes(&admitted);
-        let runs = lanes.iter().map(|positions| self.run_lane(performer, positions));
-        let mut settlements: Vec<(usize, Settlement)> = join_all(runs).await.into_iter().flatten().collect();
+        // Lanes with a command for a coalescing target go in rounds, so that
+        // their heads can share calls; the others run on their own.
+        let (rounds, solo): (Vec<_>, Vec<_>) = self
+            .free_lanes(&admitted)
+            .into_iter()
+            .partition(|lane| lane.iter().any(|&p| performer.coalesces(&self.items[p].command)));
+        let solo_runs = join_all(solo.iter().map(|positions| self.run_lane(performer, positions)));
+        let (solo, rounds) = join(solo_runs, self.run_rounds(performer, &rounds)).await;
+        let mut settlements: Vec<(usize, Settlement)> = solo.into_iter().flatten().chain(rounds).collect();
         // Batch order: a lane's head is written before what it holds.
         settlements.sort_by_key(|(position, _)| *position);
         let settlements: Vec<Settlement> = settlements.into_iter().map(|(_, s)| s).collect();
@@ -110,6 +116,42 @@ impl Batch {
             }
         }
         lanes
+    }
+
+    /// Performs lanes in rounds: each round attempts the next command of
+    /// every lane still going, together (see `attempt_round`); a lane whose
+    /// command cannot go out has the rest held behind it.
+    async fn run_rounds(&self, performer: &CommandPerformer, lanes: &[Vec<usize>]) -> Vec<(usize, Settlement)> {
+        let mut out = Vec::new();
+        let mut rests: Vec<&[usize]> = lanes.iter().map(Vec::as_slice).collect();
+        loop {
+            rests.retain(|rest| !rest.is_empty());
+            if rests.is_empty() {
+                return out;
+            }
+            let round: Vec<RoundItem<'_>> = rests.iter().map(|rest| self.round_item(rest[0])).collect();
+            let steps = performer.attempt_round(&round).await;
+            for ((rest, item), step) in rests.iter_mut().zip(&round).zip(steps) {
+                let settlement = match step {
+                    Step::Settle(settlement) => settlement,
+                    Step::Defer(due) => deferred(item.admission.clone(), item.prior, due),
+                };
+                let blocked = settlement.state.occupies_lane();
+                out.push((rest[0], settlement));
+                *rest = &rest[1..];
+                if blocked {
+                    // The lane's later commands wait behind its head.
+                    out.extend(rest.iter().map(|&p| (p, held(self.items[p].admission.clone()))));
+                    *rest = &[];
+                }
+            }
+        }
+    }
+
+    fn round_item(&self, position: usize) -> RoundItem<'_> {
+        let item = &self.items[position];
+        let prior = Prior { possibly_applied: item.redelivered, ..Prior::default() };
+        RoundItem { command: &item.command, admission: item.admission.clone(), prior }
     }
 
     /// Performs one lane's commands in order until one cannot go out; the

@@ -57,12 +57,12 @@ impl Dispatcher {
     /// resumer, until `stop`; hands partitions over as the share changes.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tasks = JoinSet::new();
-        let resumer = LaneResumer {
+        let resumer = Arc::new(LaneResumer {
             store: self.store.clone(),
             performer: self.performer.clone(),
             owner: self.owner.clone(),
             poll: self.resume_poll,
-        };
+        });
         tasks.spawn(resumer.run(stop.clone()));
         let committer = SettlementCommitter::start(self.store.clone());
         let mut share = self.share.clone();

@@ -8,7 +8,8 @@
 //! When a pause ends the gate lets one call through and holds the rest
 //! until that call is back (`settled`): a target that is still overloaded
 //! sees one more call, not every call the workers had queued meanwhile
-//! (the half-open state of a circuit breaker).
+//! (the half-open state of a circuit breaker). Then calls go on at the
+//! sustained rate: the burst saved up during the pause is dropped.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -115,10 +116,14 @@ impl TargetGates {
             }
         };
         if probing {
-            // The probe goes out whatever the bucket says: it was emptied by
-            // the wait anyway, and holding it would hold every call.
+            // The probe goes out whatever the bucket says (holding it would
+            // hold every call), and the tokens saved up during the pause are
+            // dropped: the target has just said it was over its budget, so
+            // calls resume at the sustained rate, not with a burst it would
+            // refuse again (a Bitrix24 portal's bucket is shared with every
+            // other integration of the portal).
             if let Some(limiter) = &gate.limiter {
-                let _ = limiter.check();
+                while limiter.check().is_ok() {}
             }
             return Admittance::Go;
         }
@@ -215,5 +220,20 @@ mod tests {
         gates.settled("portal", None);
         assert_eq!(gates.admit("portal", None), Admittance::Go, "open again");
         assert_eq!(gates.admit("portal", None), Admittance::Go);
+    }
+
+    #[test]
+    fn after_a_pause_calls_resume_at_the_sustained_rate_without_the_saved_up_burst() {
+        let gates = TargetGates::default();
+        let quota = Some(RateQuota { per_second: 2.0, burst: 50 });
+        assert_eq!(gates.admit("portal", quota), Admittance::Go);
+        gates.pause("portal", quota, Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(gates.admit("portal", quota), Admittance::Go, "the probe");
+        gates.settled("portal", quota);
+        match gates.admit("portal", quota) {
+            Admittance::WaitFor(wait) => assert!(wait > Duration::from_millis(400), "{wait:?}"),
+            Admittance::Go => panic!("49 saved-up tokens were kept after the target refused"),
+        }
     }
 }

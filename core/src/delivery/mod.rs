@@ -8,6 +8,7 @@
 //! - `performer`: one attempt, from gate to recorded outcome;
 //! - `dispatcher`: a worker per bus partition (first attempts);
 //! - `batch`: one batch off a partition, its deals side by side;
+//! - `carpool`: commands of all workers sharing a coalescing target's calls;
 //! - `group_settle`: the batches of all partitions written together;
 //! - `resumer`: retries, and the commands held behind them, in order;
 //! - `sharing`: which partitions each hub replica consumes;
@@ -16,6 +17,7 @@
 //! What the store keeps about deliveries is in `store::deliveries`.
 
 mod batch;
+mod carpool;
 mod dispatcher;
 mod gate;
 mod gauges;
@@ -31,7 +33,7 @@ mod tests;
 pub use dispatcher::Dispatcher;
 pub use gate::{Admittance, RateQuota, TargetGates};
 pub use gauges::DeliveryGauges;
-pub use performer::{CommandPerformer, OutboundTarget, OutboundTargets, Prior, Step};
+pub use performer::{CommandPerformer, OutboundTarget, OutboundTargets, Prior, RoundItem, Step};
 pub use policy::{DeliveryPolicy, PermanentAction, RetrySchedule, Verdict};
 pub use resumer::LaneResumer;
 pub use sharing::{ReplicaRoster, Share};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::carpool::Carpool;
 use super::gate::{Admittance, RateQuota, TargetGates};
 use super::policy::{DeliveryPolicy, Verdict};
 use super::target::{AttemptContext, DeliveryFailure, FailureClass, OutboundConnector, Performed};
@@ -73,63 +74,108 @@ pub struct CommandPerformer {
     pub targets: Arc<OutboundTargets>,
     pub gates: Arc<TargetGates>,
     pub policy: Arc<DeliveryPolicy>,
+    pub(super) carpool: Carpool,
+}
+
+/// One command of a round: lane heads of different deals attempted at once.
+pub struct RoundItem<'a> {
+    pub command: &'a Command,
+    pub admission: Admission,
+    pub prior: Prior,
 }
 
 impl CommandPerformer {
+    pub fn new(targets: Arc<OutboundTargets>, gates: Arc<TargetGates>, policy: Arc<DeliveryPolicy>) -> Self {
+        Self { targets, gates, policy, carpool: Carpool::default() }
+    }
+
     /// Makes one attempt (waiting on the target's budget only briefly).
     pub async fn attempt(&self, command: &Command, admission: Admission, prior: Prior) -> Step {
         let Some(target) = self.targets.get(&command.connector) else {
-            // A configuration problem, not the command's: park it so the deal
-            // keeps its order until the connector is configured and retried.
-            let failure = DeliveryFailure::new(
-                FailureClass::Permanent,
-                format!("no outbound connector named `{}` is configured", command.connector),
-            );
-            return Step::Settle(self.failed(admission, prior, &failure, Duration::ZERO, Some(Verdict::Park)));
+            return Step::Settle(self.unconfigured(admission, prior, &command.connector));
         };
-        let key = target.connector.rate_key(command);
-        loop {
-            match self.gates.admit(&key, target.quota) {
-                Admittance::Go => break,
-                Admittance::WaitFor(wait) if wait <= self.policy.max_inline_wait => tokio::time::sleep(wait).await,
-                Admittance::WaitFor(wait) => return Step::Defer(Utc::now() + wait),
-            }
+        if target.connector.coalesce_limit() > 1 {
+            let item = RoundItem { command, admission, prior };
+            return self.attempt_together(vec![&item]).await.remove(0);
         }
-        let context = AttemptContext { attempt: prior.attempts + 1, possibly_applied: prior.possibly_applied };
+        let key = target.connector.rate_key(command);
+        if let Err(due) = self.wait_for_budget(&key, target.quota).await {
+            return Step::Defer(due);
+        }
+        let context = context_of(prior);
         metrics::gauge!("dealbridge_delivery_in_flight").increment(1.0);
         let started = Instant::now();
         let result =
             tokio::time::timeout(self.policy.attempt_timeout, target.connector.perform(command, context)).await;
         let latency = started.elapsed();
         metrics::gauge!("dealbridge_delivery_in_flight").decrement(1.0);
-        let result = result.unwrap_or_else(|_| {
-            Err(DeliveryFailure::new(
-                FailureClass::Retryable,
-                format!("no answer within {} s", self.policy.attempt_timeout.as_secs_f64()),
-            ))
-        });
+        let result = result.unwrap_or_else(|_| Err(self.no_answer()));
         // The call is back: a probe after a pause has its answer (a failure
         // below may pause the gate again).
         self.gates.settled(&key, target.quota);
-        match result {
-            Ok(performed) => Step::Settle(self.succeeded(admission, prior, &performed, latency)),
-            Err(failure) => {
-                match failure.class {
-                    FailureClass::RateLimited => self.gates.pause(
-                        &key,
-                        target.quota,
-                        failure.retry_after.unwrap_or(self.policy.rate_limited_pause),
-                    ),
-                    FailureClass::Auth => self.gates.pause(&key, target.quota, self.policy.auth_pause),
-                    FailureClass::Retryable | FailureClass::Permanent => {
-                        if let Some(after) = failure.retry_after {
-                            self.gates.pause(&key, target.quota, after);
-                        }
-                    }
-                }
-                Step::Settle(self.failed(admission, prior, &failure, latency, None))
+        Step::Settle(self.outcome(admission, prior, result, latency, &key, target.quota))
+    }
+
+    /// Whether the command's target takes several commands per call.
+    pub fn coalesces(&self, command: &Command) -> bool {
+        self.targets.get(&command.connector).is_some_and(|t| t.connector.coalesce_limit() > 1)
+    }
+
+    /// Takes a token of `key`'s budget, waiting for it only up to the
+    /// policy's inline wait; otherwise says when to come back.
+    async fn wait_for_budget(&self, key: &str, quota: Option<RateQuota>) -> Result<(), DateTime<Utc>> {
+        loop {
+            match self.gates.admit(key, quota) {
+                Admittance::Go => return Ok(()),
+                Admittance::WaitFor(wait) if wait <= self.policy.max_inline_wait => tokio::time::sleep(wait).await,
+                Admittance::WaitFor(wait) => return Err(Utc::now() + wait),
             }
         }
+    }
+
+    pub(super) fn no_answer(&self) -> DeliveryFailure {
+        DeliveryFailure::new(
+            FailureClass::Retryable,
+            format!("no answer within {} s", self.policy.attempt_timeout.as_secs_f64()),
+        )
+    }
+
+    /// A configuration problem, not the command's: park it so the deal
+    /// keeps its order until the connector is configured and retried.
+    fn unconfigured(&self, admission: Admission, prior: Prior, connector: &str) -> Settlement {
+        let failure = DeliveryFailure::new(
+            FailureClass::Permanent,
+            format!("no outbound connector named `{connector}` is configured"),
+        );
+        self.failed(admission, prior, &failure, Duration::ZERO, Some(Verdict::Park))
+    }
+
+    /// Records a call's result, pausing the target when its answer says so.
+    pub(super) fn outcome(
+        &self,
+        admission: Admission,
+        prior: Prior,
+        result: Result<Performed, DeliveryFailure>,
+        latency: Duration,
+        key: &str,
+        quota: Option<RateQuota>,
+    ) -> Settlement {
+        let failure = match result {
+            Ok(performed) => return self.succeeded(admission, prior, &performed, latency),
+            Err(failure) => failure,
+        };
+        match failure.class {
+            FailureClass::RateLimited => {
+                self.gates.pause(key, quota, failure.retry_after.unwrap_or(self.policy.rate_limited_pause))
+            }
+            FailureClass::Auth => self.gates.pause(key, quota, self.policy.auth_pause),
+            FailureClass::Retryable | FailureClass::Permanent => {
+                if let Some(after) = failure.retry_after {
+                    self.gates.pause(key, quota, after);
+                }
+            }
+        }
+        self.failed(admission, prior, &failure, latency, None)
     }
 
     fn succeeded(&self, admission: Admission, prior: Prior, performed: &Performed, latency: Duration) -> Settlement {
@@ -251,6 +297,10 @@ pub fn held(admission: Admission) -> Settlement {
         attempt: None,
         at: Utc::now(),
     }
+}
+
+pub(super) fn context_of(prior: Prior) -> AttemptContext {
+    AttemptContext { attempt: prior.attempts + 1, possibly_applied: prior.possibly_applied }
 }
 
 fn micros(d: Duration) -> u64 {

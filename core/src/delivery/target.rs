@@ -104,4 +104,29 @@ pub trait OutboundConnector: Send + Sync {
     fn rate_key(&self, command: &Command) -> String;
 
     async fn perform(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure>;
+
+    /// How many commands one call may carry ([`perform_all`]); 1 (the
+    /// default) means the target takes commands one at a time.
+    ///
+    /// [`perform_all`]: OutboundConnector::perform_all
+    fn coalesce_limit(&self) -> usize {
+        1
+    }
+
+    /// Performs several commands, each of a different deal, as one call
+    /// (e.g. a Bitrix24 `batch`) that spends one unit of the target's
+    /// budget; at most [`coalesce_limit`] of them. Returns one result per
+    /// command, in order: a command whose part of the call failed gets its
+    /// own failure and is retried alone, the others are done.
+    ///
+    /// The default performs them one after another.
+    ///
+    /// [`coalesce_limit`]: OutboundConnector::coalesce_limit
+    async fn perform_all(&self, commands: &[(&Command, AttemptContext)]) -> Vec<Result<Performed, DeliveryFailure>> {
+        let mut results = Vec::with_capacity(commands.len());
+        for (command, context) in commands {
+            results.push(self.perform(command, *context).await);
+        }
+        results
+    }
 }

@@ -25,6 +25,10 @@ type Call = (String, u32, bool);
 struct ScriptedTarget {
     calls: Mutex<Vec<Call>>,
     failures: Mutex<HashMap<String, VecDeque<DeliveryFailure>>>,
+    /// Commands one call may carry (0 or 1: one at a time).
+    coalesce: usize,
+    /// How many commands each shared call carried.
+    shared_calls: Mutex<Vec<usize>>,
 }
 
 impl ScriptedTarget {
@@ -57,6 +61,22 @@ impl OutboundConnector for ScriptedTarget {
 
     fn rate_key(&self, _command: &Command) -> String {
         "scripted".into()
+    }
+
+    fn coalesce_limit(&self) -> usize {
+        self.coalesce.max(1)
+    }
+
+    async fn perform_all(&self, commands: &[(&Command, AttemptContext)]) -> Vec<Result<Performed, DeliveryFailure>> {
+        assert!(commands.len() <= self.coalesce, "{} commands in a call of at most {}", commands.len(), self.coalesce);
+        let deals: std::collections::HashSet<_> = commands.iter().map(|(c, _)| c.deal).collect();
+        assert_eq!(deals.len(), commands.len(), "one call carries one command per deal");
+        self.shared_calls.lock().unwrap().push(commands.len());
+        let mut results = Vec::new();
+        for (command, context) in commands {
+            results.push(self.perform(command, *context).await);
+        }
+        results
     }
 
     async fn perform(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
@@ -121,15 +141,21 @@ fn fast_policy(max_attempts: u32) -> DeliveryPolicy {
 
 impl Hub {
     async fn start(store: Arc<dyn Store>, policy: DeliveryPolicy, quota: Option<RateQuota>) -> Self {
-        let target = Arc::new(ScriptedTarget::default());
+        Self::start_with(store, policy, quota, ScriptedTarget::default()).await
+    }
+
+    async fn start_with(
+        store: Arc<dyn Store>,
+        policy: DeliveryPolicy,
+        quota: Option<RateQuota>,
+        target: ScriptedTarget,
+    ) -> Self {
+        let target = Arc::new(target);
         let mut targets = OutboundTargets::default();
         targets.insert("crm", OutboundTarget { connector: target.clone(), quota });
         let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(store.clone(), 4));
-        let performer = Arc::new(CommandPerformer {
-            targets: Arc::new(targets),
-            gates: Arc::new(TargetGates::default()),
-            policy: Arc::new(policy),
-        });
+        let performer =
+            Arc::new(CommandPerformer::new(Arc::new(targets), Arc::new(TargetGates::default()), Arc::new(policy)));
         let dispatcher = Arc::new(Dispatcher {
             store: store.clone(),
             bus: bus.clone(),
@@ -349,6 +375,38 @@ async fn a_deal_blocked_mid_batch_holds_its_later_commands_of_the_batch_in_order
     hub.stop().await;
 }
 
+async fn a_deep_queue_to_a_coalescing_target_shares_calls_and_keeps_each_deal_in_order(store: Arc<dyn Store>) {
+    // Like a Bitrix24 portal: 2 calls/s with a small burst, up to 10
+    // commands per call.
+    let quota = Some(RateQuota { per_second: 2.0, burst: 3 });
+    let target = ScriptedTarget { coalesce: 10, ..ScriptedTarget::default() };
+    let hub = Hub::start_with(store, fast_policy(8), quota, target).await;
+    let deals: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    let commands: Vec<Command> =
+        (0..3).flat_map(|n| deals.iter().enumerate().map(move |(i, d)| command(*d, &format!("r{i}"), n))).collect();
+    // One command fails inside a shared call: it alone is tried again.
+    hub.target.fail("r5", 1, DeliveryFailure::new(FailureClass::Retryable, "HTTP 503"));
+    hub.send(&commands).await;
+    let expected: Vec<u32> = (0..3).collect();
+    hub.wait_until("every deal got its commands in order", async |h| {
+        let applied = h.target.applied();
+        applied.len() == 30 && applied.values().all(|v| v == &expected)
+    })
+    .await;
+    hub.wait_until("all rows say done", async |h| h.store.delivery_counts().await.unwrap()[&DeliveryState::Done] == 90)
+        .await;
+    let shared = hub.target.shared_calls.lock().unwrap().clone();
+    let carried: usize = shared.iter().sum();
+    assert!(carried >= 60, "most commands went out in shared calls: {shared:?}");
+    // 91 calls one at a time would take 45 s at 2/s; shared, the budget
+    // is spent per call.
+    let calls_made = shared.len() + (91 - carried);
+    assert!(calls_made <= 45, "{calls_made} calls for 91 attempts: {shared:?}");
+    let r5 = hub.target.calls().into_iter().filter(|(r, _, _)| r == "r5").count();
+    assert_eq!(r5, 4, "one failed attempt and three applied");
+    hub.stop().await;
+}
+
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("hub.db").display());
@@ -399,4 +457,5 @@ delivery_stories!(
     the_target_budget_spaces_calls_out,
     a_child_deal_created_in_the_target_is_linked_to_its_canonical_deal,
     a_deal_blocked_mid_batch_holds_its_later_commands_of_the_batch_in_order,
+    a_deep_queue_to_a_coalescing_target_shares_calls_and_keeps_each_deal_in_order,
 );

@@ -45,7 +45,10 @@ impl EventScope {
                 put("approved", (*approved).into());
                 put("by", by.as_str().into());
             }
-            CanonicalEvent::DealObserved { .. } | CanonicalEvent::DealDeleted { .. } => {}
+            CanonicalEvent::DealObserved { .. }
+            | CanonicalEvent::DealDeleted { .. }
+            | CanonicalEvent::InvoiceObserved { .. }
+            | CanonicalEvent::ShipmentObserved { .. } => {}
         }
         if let CanonicalEvent::PaymentApplied { amount, paid_total, invoice_total, .. } = event {
             scope.money = vec![
@@ -117,6 +120,9 @@ impl Run<'_, '_> {
             Action::CancelTimer { timer } => self.cancel_timer(&step, timer),
             Action::RequireApproval { approver, title, hold_stage } => {
                 self.create_task(&step, TaskKind::Approval, title, None, approver, None, hold_stage.clone())
+            }
+            Action::CreateRecord { connector, system, create, fields } => {
+                self.create_record(&step, connector, system, create, fields)
             }
             // Checked before any flow of the stage entry ran (see `guards`).
             Action::Guard { .. } => Ok(Ok(())),
@@ -397,6 +403,44 @@ impl Run<'_, '_> {
         let commands = outbound::create_task(self.engine.outbound, &origin, deal_record, &task, || ids.next_id());
         self.world.put_task(task);
         self.push_commands(commands, step.target.depth);
+        Ok(Ok(()))
+    }
+
+    /// A record for the deal in a system it does not live in yet; the
+    /// connector links the new record's id to the deal once it exists.
+    fn create_record(
+        &mut self,
+        step: &ActionStep<'_>,
+        connector: &str,
+        system: &str,
+        create: &std::collections::BTreeMap<String, String>,
+        fields: &[(String, Expr)],
+    ) -> Result<Result<(), String>, EngineError> {
+        let deal = step.target.deal;
+        if let Some(existing) = self.world.deals[&deal].external_refs.iter().find(|r| r.instance == connector) {
+            let detail = format!("already in {connector} ({}): nothing created", existing.id);
+            self.action_trace(step, deal, "create_record", detail);
+            return Ok(Ok(()));
+        }
+        let scope = self.scope(deal)?;
+        let mut written = std::collections::BTreeMap::new();
+        for (name, template) in fields {
+            match self.engine.runtime.text(template, &scope) {
+                Ok(text) if text.trim().is_empty() => {}
+                Ok(text) => {
+                    written.insert(name.clone(), serde_json::Value::from(text));
+                }
+                Err(e) => return Ok(Err(format!("field `{name}`: {e}"))),
+            }
+        }
+        let detail = format!(
+            "asked {connector} to create a record with {}",
+            written.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        self.action_trace(step, deal, "create_record", detail);
+        let origin = self.origin(step);
+        let command = outbound::create_record(&origin, self.ids.next_id(), connector, system, deal, create, written);
+        self.push_commands(vec![command], step.target.depth);
         Ok(Ok(()))
     }
 

@@ -180,6 +180,7 @@ impl FlowRuntime {
                 self.add_template(message)?;
                 otherwise.iter().try_for_each(|a| self.add_action(a))
             }
+            Action::CreateRecord { fields, .. } => fields.iter().try_for_each(|(_, t)| self.add_template(t)),
             _ => Ok(()),
         }
     }

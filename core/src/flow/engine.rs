@@ -127,6 +127,12 @@ impl Run<'_, '_> {
                 }
                 Ok(())
             }
+            CanonicalEvent::InvoiceObserved { source, deal, observed } => {
+                self.invoice_observed(source, deal.as_ref(), observed)
+            }
+            CanonicalEvent::ShipmentObserved { source, covers, observed } => {
+                self.shipment_observed(source, covers, observed)
+            }
             CanonicalEvent::PaymentApplied { deal_id, invoice_id, paid_total, .. } => {
                 self.require(*deal_id)?;
                 if let Some(invoice) = self.world.invoices.get(invoice_id)

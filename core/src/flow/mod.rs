@@ -5,7 +5,8 @@
 //!   mapping loader (which builds it) and the engine (which executes it);
 //! - `world`: the slice of state one event works on, and what it changed;
 //! - `engine`: event in → changes, cascading flows, effects out;
-//! - `observe`, `actions`, `guards`: what each kind of event and action does;
+//! - `observe`, `documents`, `actions`, `guards`: what each kind of event
+//!   and action does;
 //! - `context`: minijinja conditions and templates over deals;
 //! - `outbound`: canonical writes → commands in each system's terms;
 //! - `calendar`: working-time arithmetic for delays and due dates.
@@ -14,6 +15,7 @@ mod actions;
 pub mod calendar;
 pub mod context;
 pub mod deal_fields;
+mod documents;
 pub mod effects;
 pub mod engine;
 mod guards;

@@ -129,6 +129,27 @@ pub fn create_child(
     commands
 }
 
+/// The command that creates a record for `deal` in a system it does not
+/// live in yet: `create` and the fields already in that system's terms.
+pub fn create_record(
+    origin: &CommandOrigin<'_>,
+    id: Uuid,
+    connector: &str,
+    system: &str,
+    deal: Uuid,
+    create: &BTreeMap<String, String>,
+    fields: BTreeMap<String, serde_json::Value>,
+) -> Command {
+    let op = CommandOp::CreateDeal {
+        create: create.clone(),
+        parent_external_id: None,
+        stage: None,
+        responsible: None,
+        fields,
+    };
+    origin.command(id, connector, system, Some(deal), op)
+}
+
 /// Commands that create a task in every system the deal lives in and the
 /// assignee has a user in.
 pub fn create_task(

@@ -6,6 +6,8 @@
 //! names a stage, a pipeline or a field of a particular company: those are
 //! all data.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 /// Where a piece of a mapping file came from, for error messages and the
@@ -184,6 +186,15 @@ pub enum Action {
         /// Run after a refusal (the deal is already back), e.g. a task for
         /// the supervisor.
         otherwise: Vec<Action>,
+    },
+    /// Create a record for the deal in a connected system it does not
+    /// live in yet: `create` as a binding's `create_with`, the fields in
+    /// the system's names with their templates.
+    CreateRecord {
+        connector: String,
+        system: String,
+        create: BTreeMap<String, String>,
+        fields: Vec<(String, Expr)>,
     },
 }
 

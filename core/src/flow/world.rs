@@ -61,6 +61,11 @@ impl World {
         self.deals.values().find(|d| d.external_refs.iter().any(|r| r.instance == instance && r.id == id)).map(|d| d.id)
     }
 
+    /// The invoice or order that carries `external`.
+    pub fn invoice_by_ref(&self, external: &ExternalRef) -> Option<Uuid> {
+        self.invoices.values().find(|i| i.external_refs.contains(external)).map(|i| i.id)
+    }
+
     /// Children of `parent` in id order (ids are v7: creation order).
     pub fn children(&self, parent: Uuid) -> impl Iterator<Item = &Deal> {
         self.deals.values().filter(move |d| d.parent_id == Some(parent))
@@ -151,6 +156,11 @@ impl World {
     pub(crate) fn put_deal(&mut self, deal: Deal) {
         self.dirty.deals.insert(deal.id);
         self.deals.insert(deal.id, deal);
+    }
+
+    pub(crate) fn put_invoice(&mut self, invoice: Invoice) {
+        self.dirty.invoices.insert(invoice.id);
+        self.invoices.insert(invoice.id, invoice);
     }
 
     pub(crate) fn put_task(&mut self, task: Task) {

@@ -9,8 +9,11 @@ use super::convert::{self, FieldValue};
 use super::fields::BindingTarget;
 use super::record_keys::{RecordKeys, TopValues};
 use super::source_path::SourcePath;
-use super::spec::Conversion;
-use crate::model::{CanonicalEvent, Client, DealObservation, ExternalRef, Inn, Money};
+use super::spec::{Conversion, TargetKind};
+use crate::model::{
+    CanonicalEvent, Client, DealObservation, ExternalRef, Inn, InvoiceKind, InvoiceObservation, Money,
+    ShipmentObservation,
+};
 
 /// A binding ready to run.
 #[derive(Debug, Clone)]
@@ -19,10 +22,16 @@ pub(crate) struct CompiledBinding {
     pub connector: String,
     pub system: String,
     pub record_kind: String,
+    /// What the records become: deals, or documents about deals.
+    pub target: TargetKind,
     pub filter: Option<String>,
     pub id: SourcePath,
     /// Where the parent's id is read (never defaulted).
     pub parent: Option<ValueSource>,
+    /// Where an invoice or order names its deal.
+    pub deal: Option<ValueSource>,
+    /// Where a shipment names the order or invoice it covers.
+    pub covers: Option<ValueSource>,
     /// Source path of the stage and the name of its stage map.
     pub stage: Option<(SourcePath, String)>,
     pub fields: Vec<CompiledField>,
@@ -100,7 +109,8 @@ impl CompiledBinding {
         })
     }
 
-    /// Maps a record this binding accepts into a deal observation.
+    /// Maps a record this binding accepts into an observation of a deal,
+    /// an invoice or order, or a shipment.
     pub fn map(&self, record: &serde_json::Value, ctx: &MappingContext<'_>) -> Result<MappedRecord, MappingError> {
         let top = self.keys.resolve(record);
         let record = &Record { value: record, top };
@@ -111,6 +121,21 @@ impl CompiledBinding {
             .map(FieldValue::into_text)
             .ok_or_else(|| MappingError::MissingId { binding: self.name.clone(), path: self.id.to_string() })?;
         let source = ExternalRef::new(&self.system, &self.connector, id);
+        let event = match self.target {
+            TargetKind::Deal => self.map_deal(source, record, ctx)?,
+            TargetKind::Invoice => self.map_invoice(source, InvoiceKind::Invoice, record, ctx)?,
+            TargetKind::Order => self.map_invoice(source, InvoiceKind::Order, record, ctx)?,
+            TargetKind::Shipment => self.map_shipment(source, record, ctx)?,
+        };
+        Ok(MappedRecord { binding: self.name.clone(), event })
+    }
+
+    fn map_deal(
+        &self,
+        source: ExternalRef,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<CanonicalEvent, MappingError> {
         let mut observed = DealObservation::default();
         if let Some((path, map_name)) = &self.stage {
             self.map_stage(record, path, map_name, ctx, &mut observed)?;
@@ -127,7 +152,137 @@ impl CompiledBinding {
             self.map_field(field, record, ctx, &mut observed, &mut custom)?;
         }
         observed.custom_fields = custom.into_iter().collect();
-        Ok(MappedRecord { binding: self.name.clone(), event: CanonicalEvent::DealObserved { source, observed } })
+        Ok(CanonicalEvent::DealObserved { source, observed })
+    }
+
+    fn map_invoice(
+        &self,
+        source: ExternalRef,
+        kind: InvoiceKind,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<CanonicalEvent, MappingError> {
+        let deal = self.reference(self.deal.as_ref(), "deal", record, ctx)?;
+        let mut observed = InvoiceObservation {
+            kind,
+            number: None,
+            date: None,
+            total: None,
+            paid: None,
+            shipped: None,
+            client: None,
+            custom_fields: Default::default(),
+        };
+        for field in &self.fields {
+            let Some(value) = self.document_value(field, record, ctx)? else { continue };
+            fn client(observed: &mut InvoiceObservation) -> &mut Client {
+                observed.client.get_or_insert_with(Client::default)
+            }
+            match &field.target {
+                BindingTarget::Number => observed.number = Some(value.into_text()),
+                BindingTarget::Date => observed.date = Some(self.date(field, value, ctx)?),
+                BindingTarget::Total => observed.total = Some(self.money(field, value, record, ctx)?),
+                BindingTarget::Paid => observed.paid = Some(self.money(field, value, record, ctx)?),
+                BindingTarget::Shipped => observed.shipped = Some(self.money(field, value, record, ctx)?),
+                BindingTarget::ClientName => client(&mut observed).name = value.into_text(),
+                BindingTarget::ClientInn => client(&mut observed).inn = Some(Inn::new(&value.as_text())),
+                BindingTarget::ClientKpp => client(&mut observed).kpp = Some(value.into_text()),
+                BindingTarget::Custom(name) => {
+                    observed.custom_fields.insert(name.clone(), value.into_json());
+                }
+                // Validation keeps deal fields out of invoice bindings.
+                _ => {}
+            }
+        }
+        Ok(CanonicalEvent::InvoiceObserved { source, deal, observed })
+    }
+
+    fn map_shipment(
+        &self,
+        source: ExternalRef,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<CanonicalEvent, MappingError> {
+        let covers =
+            self.reference(self.covers.as_ref(), "covers", record, ctx)?.ok_or_else(|| MappingError::Required {
+                binding: self.name.clone(),
+                field: "covers".into(),
+                path: self.covers.as_ref().map(path_text).unwrap_or_default(),
+            })?;
+        let (mut number, mut date, mut amount) = (None, None, None);
+        for field in &self.fields {
+            let Some(value) = self.document_value(field, record, ctx)? else { continue };
+            match &field.target {
+                BindingTarget::Number => number = Some(value.into_text()),
+                BindingTarget::Date => date = Some(self.date(field, value, ctx)?),
+                BindingTarget::Amount => amount = Some(self.money(field, value, record, ctx)?),
+                // Validation keeps other fields out of shipment bindings.
+                _ => {}
+            }
+        }
+        let amount = amount.ok_or_else(|| {
+            let field = self.fields.iter().find(|f| f.target == BindingTarget::Amount);
+            MappingError::Required {
+                binding: self.name.clone(),
+                field: "amount".into(),
+                path: field.map(|f| path_text(&f.value)).unwrap_or_default(),
+            }
+        })?;
+        Ok(CanonicalEvent::ShipmentObserved { source, covers, observed: ShipmentObservation { number, date, amount } })
+    }
+
+    /// The id another record of the same system and instance is named by
+    /// (`deal:`, `covers:`), as an external ref.
+    fn reference(
+        &self,
+        source: Option<&ValueSource>,
+        what: &str,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Option<ExternalRef>, MappingError> {
+        let Some(source) = source else { return Ok(None) };
+        let id = self.single(source, what, record, ctx)?;
+        Ok(id.map(|id| ExternalRef::new(&self.system, &self.connector, id.into_text())))
+    }
+
+    /// One value of a document field: a single value (documents have no
+    /// list fields), `None` when not set; a missing required one fails.
+    fn document_value(
+        &self,
+        field: &CompiledField,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Option<FieldValue>, MappingError> {
+        let value = self.single(&field.value, &field.name, record, ctx)?;
+        if value.is_none() && field.required {
+            return Err(MappingError::Required {
+                binding: self.name.clone(),
+                field: field.name.clone(),
+                path: path_text(&field.value),
+            });
+        }
+        Ok(value)
+    }
+
+    /// A document date: a date, the date part of a date-time, or text read
+    /// as a date.
+    fn date(
+        &self,
+        field: &CompiledField,
+        value: FieldValue,
+        ctx: &MappingContext<'_>,
+    ) -> Result<chrono::NaiveDate, MappingError> {
+        match value {
+            FieldValue::Date(date) => Ok(date),
+            FieldValue::DateTime(at) => Ok(at.date_naive()),
+            other => match convert::apply(&Conversion::Date, other, ctx.lookups) {
+                Ok(FieldValue::Date(date)) => Ok(date),
+                Ok(other) => {
+                    Err(self.field_error(&field.name, &field.value, format!("`{}` is not a date", other.as_text())))
+                }
+                Err(e) => Err(self.field_error(&field.name, &field.value, e.to_string())),
+            },
+        }
     }
 
     fn map_stage(
@@ -203,6 +358,12 @@ impl CompiledBinding {
             BindingTarget::ClientPhones => client(observed).phones = found.texts(),
             BindingTarget::Responsible => observed.responsible = Some(found.first().into_text()),
             BindingTarget::Actor => observed.actor = Some(found.first().into_text()),
+            // Validation keeps document fields out of deal bindings.
+            BindingTarget::Number
+            | BindingTarget::Date
+            | BindingTarget::Total
+            | BindingTarget::Paid
+            | BindingTarget::Shipped => {}
             BindingTarget::Custom(name) => {
                 let json = if list {
                     serde_json::Value::Array(found.into_vec().into_iter().map(FieldValue::into_json).collect())
@@ -416,6 +577,8 @@ impl CompiledBinding {
     pub(crate) fn index_keys(&mut self) {
         let mut paths: Vec<&mut SourcePath> = vec![&mut self.id];
         paths.extend(self.parent.as_mut().and_then(|p| p.from.as_mut()));
+        paths.extend(self.deal.as_mut().and_then(|p| p.from.as_mut()));
+        paths.extend(self.covers.as_mut().and_then(|p| p.from.as_mut()));
         paths.extend(self.stage.as_mut().map(|(p, _)| p));
         for field in &mut self.fields {
             paths.extend(field.value.from.as_mut());

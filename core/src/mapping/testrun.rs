@@ -124,6 +124,7 @@ impl<'a> CaseRun<'a> {
             client: None,
             paid: given.paid.as_deref().map(parse_money).transpose()?.unwrap_or_else(|| zero.clone()),
             shipped: given.shipped.as_deref().map(parse_money).transpose()?.unwrap_or(zero),
+            shipments: Vec::new(),
             total,
             status: InvoiceStatus::Open,
             lines: Vec::new(),

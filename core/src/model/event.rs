@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Client, CustomFields, ExternalRef, Message, Money};
+use chrono::NaiveDate;
+
+use super::{Client, CustomFields, ExternalRef, InvoiceKind, Message, Money};
 
 /// One thing that happened, in canonical terms.
 // Events are handled one at a time and never kept in bulk, so the size of
@@ -21,6 +23,12 @@ pub enum CanonicalEvent {
     DealObserved { source: ExternalRef, observed: DealObservation },
     /// A source system deleted a deal.
     DealDeleted { source: ExternalRef },
+    /// A source system reported the current state of an invoice or a
+    /// customer order; `deal` is the deal it names as its basis.
+    InvoiceObserved { source: ExternalRef, deal: Option<ExternalRef>, observed: InvoiceObservation },
+    /// A source system reported a shipment of (part of) an order or invoice,
+    /// `covers`, as that system names it.
+    ShipmentObserved { source: ExternalRef, covers: ExternalRef, observed: ShipmentObservation },
     /// Money was applied to an invoice of the deal (partial or full).
     PaymentApplied { deal_id: Uuid, invoice_id: Uuid, amount: Money, paid_total: Money, invoice_total: Money },
     /// The last payment of an invoice arrived.
@@ -53,4 +61,30 @@ pub struct DealObservation {
     /// Who made the change in the source system (canonical person id), if
     /// the source says.
     pub actor: Option<String>,
+}
+
+/// An invoice or customer order as one system sees it now; `None` = not
+/// mapped, which leaves the stored value alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceObservation {
+    pub kind: InvoiceKind,
+    pub number: Option<String>,
+    pub date: Option<NaiveDate>,
+    pub total: Option<Money>,
+    /// What the system says has been paid so far.
+    pub paid: Option<Money>,
+    /// What the system says has been shipped so far.
+    pub shipped: Option<Money>,
+    pub client: Option<Client>,
+    #[serde(default)]
+    pub custom_fields: CustomFields,
+}
+
+/// A shipment document as its system sees it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentObservation {
+    pub number: Option<String>,
+    pub date: Option<NaiveDate>,
+    /// What it ships of the order it covers.
+    pub amount: Money,
 }

@@ -32,6 +32,10 @@ fn check_digit(digits: &[u32], weights: &[u32]) -> u32 {
     sum % 11 % 10
 }
 
+fn has_inn_shape(s: &str) -> bool {
+    (s.len() == 10 || s.len() == 12) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 impl Inn {
     /// Keeps the trimmed text; never fails, so nothing received is lost.
     pub fn new(raw: &str) -> Self {
@@ -45,16 +49,27 @@ impl Inn {
     /// Checks length and check digits (FNS algorithm).
     pub fn verify(&self) -> Result<(), InnError> {
         let s = &self.0;
-        if !(s.len() == 10 || s.len() == 12) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if !has_inn_shape(s) {
             return Err(InnError::Shape(s.clone()));
         }
-        let d: Vec<u32> = s.bytes().map(|b| u32::from(b - b'0')).collect();
-        let ok = if d.len() == 10 {
+        if Self::is_valid(s) { Ok(()) } else { Err(InnError::CheckDigits(s.clone())) }
+    }
+
+    /// Whether `text` as it stands (not trimmed) passes [`Inn::verify`],
+    /// without allocating: parsers check every document's INNs.
+    pub fn is_valid(text: &str) -> bool {
+        if !has_inn_shape(text) {
+            return false;
+        }
+        let mut d = [0_u32; 12];
+        for (digit, b) in d.iter_mut().zip(text.bytes()) {
+            *digit = u32::from(b - b'0');
+        }
+        if text.len() == 10 {
             check_digit(&d[..9], &W10) == d[9]
         } else {
             check_digit(&d[..10], &W11) == d[10] && check_digit(&d[..11], &W12) == d[11]
-        };
-        if ok { Ok(()) } else { Err(InnError::CheckDigits(s.clone())) }
+        }
     }
 }
 
@@ -71,5 +86,9 @@ mod tests {
         assert!(matches!(Inn::new("500100732258").verify(), Err(InnError::CheckDigits(_))));
         assert!(matches!(Inn::new("77070838").verify(), Err(InnError::Shape(_))));
         assert!(matches!(Inn::new("77070838AB").verify(), Err(InnError::Shape(_))));
+        for (text, valid) in [("7707083893", true), ("500100732259", true), ("7707083894", false), ("77070838", false)]
+        {
+            assert_eq!(Inn::is_valid(text), valid, "{text}");
+        }
     }
 }

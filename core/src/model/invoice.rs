@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Client, CustomFields, ExternalRef, Money};
+use super::{Client, CustomFields, ExternalRef, Money, ShippedPart};
 
 /// Whether the document is an invoice for payment or a customer order; both
 /// are matched against payments and shipments the same way.
@@ -42,6 +42,11 @@ pub struct Invoice {
     pub paid: Money,
     /// Sum of the shipments that cover this order so far.
     pub shipped: Money,
+    /// The shipments behind `shipped`, one part per shipment document, when
+    /// shipments are reported one by one (empty when a system reports the
+    /// shipped total itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shipments: Vec<ShippedPart>,
     pub status: InvoiceStatus,
     #[serde(default)]
     pub lines: Vec<InvoiceLine>,

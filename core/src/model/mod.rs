@@ -20,7 +20,7 @@ mod task;
 mod timer;
 
 pub use deal::{Deal, StageEntry};
-pub use event::{CanonicalEvent, DealObservation};
+pub use event::{CanonicalEvent, DealObservation, InvoiceObservation, ShipmentObservation};
 pub use external_ref::ExternalRef;
 pub use inn::{Inn, InnError};
 pub use invoice::{Invoice, InvoiceKind, InvoiceLine, InvoiceStatus};
@@ -28,7 +28,7 @@ pub use message::{Message, MessageChannel};
 pub use money::{Money, MoneyError, decimal_text};
 pub use party::{BankAccount, Client, Party};
 pub use payment::{MatchCandidate, MatchMethod, MatchReason, Payment, PaymentDirection, PaymentMatch, ReviewNote};
-pub use shipment::{Shipment, ShipmentLine};
+pub use shipment::{Shipment, ShipmentLine, ShippedPart};
 pub use task::{Task, TaskKind, TaskStatus};
 pub use timer::{Timer, TimerStatus};
 

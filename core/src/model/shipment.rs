@@ -1,4 +1,5 @@
-//! Shipments (1C «Реализация товаров и услуг») that cover orders.
+//! Shipments (1C «Реализация товаров и услуг») that cover orders, and the
+//! part of an order each shipment covers.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -34,5 +35,20 @@ pub struct ShipmentLine {
     #[schemars(with = "String")]
     #[schema(value_type = String)]
     pub quantity: Decimal,
+    pub amount: Money,
+}
+
+/// What one shipment document covers of one order or invoice. An order
+/// keeps one part per shipment, so a shipment reported again (edited,
+/// re-sent) replaces its part instead of adding to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct ShippedPart {
+    /// The shipment document, as its system names it.
+    pub shipment: ExternalRef,
+    /// The number as printed, when the mapping gives one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<NaiveDate>,
     pub amount: Money,
 }

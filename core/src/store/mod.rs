@@ -9,6 +9,7 @@
 
 mod changeset;
 mod cursors;
+mod deal_refs;
 mod deliveries;
 mod doc;
 mod error;
@@ -19,6 +20,7 @@ mod postgres_deliveries;
 mod postgres_delivery_batch;
 mod postgres_payments;
 mod replicas;
+mod source_reads;
 mod sqlite;
 mod sqlite_deliveries;
 mod sqlite_delivery_batch;
@@ -39,6 +41,7 @@ use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
 pub use changeset::{ChangeSet, EventOutcome};
 pub use cursors::SourceCursors;
+pub use deal_refs::DealRefs;
 pub use deliveries::{
     AdminRefusal, Admission, Admitted, AttemptRecord, DeliveryLog, DeliveryRecord, DeliveryState, Lease, Settlement,
 };
@@ -50,6 +53,7 @@ pub use payments::{
 };
 pub use postgres::PgStore;
 pub use replicas::ReplicaRoll;
+pub use source_reads::SourceReads;
 pub use sqlite::SqliteStore;
 pub use world::{change_set_from_world, extend_world, load_world};
 
@@ -71,10 +75,13 @@ impl Backend {
 
 #[async_trait]
 /// Delivery bookkeeping (`DeliveryLog`), source cursors (`SourceCursors`),
+/// source reads (`SourceReads`), the deals' ids per system (`DealRefs`),
 /// payments (`PaymentLedger`) and the replica roll (`ReplicaRoll`) are part
-/// of every store; their methods live in their own traits and
-/// files to keep this one readable.
-pub trait Store: DeliveryLog + SourceCursors + PaymentLedger + ReplicaRoll + Send + Sync + 'static {
+/// of every store; their methods live in their own traits and files to
+/// keep this one readable.
+pub trait Store:
+    DeliveryLog + SourceCursors + SourceReads + DealRefs + PaymentLedger + ReplicaRoll + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations. Idempotent.

@@ -58,9 +58,13 @@ pub struct StoredPayment {
     /// The statement that brought it first.
     pub statement_id: Uuid,
     pub state: PaymentState,
-    /// How it was applied, when `matched`.
+    /// How it was applied, when `matched` (to the first invoice, when split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched: Option<PaymentMatch>,
+    /// The further invoices a payment naming several («по счетам 12, 13») was
+    /// split over, in the order named; each share is `paid_total − paid_before`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_matched: Vec<PaymentMatch>,
     /// Why it waits, when `review`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewNote>,

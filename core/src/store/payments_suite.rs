@@ -50,6 +50,7 @@ fn stored_payment(statement: Uuid, state: PaymentState, amount: &str) -> StoredP
         statement_id: statement,
         state,
         matched: None,
+        also_matched: Vec::new(),
         review: (state == PaymentState::Review).then(|| ReviewNote {
             reason: "no_reference".into(),
             detail: "nothing to go on".into(),

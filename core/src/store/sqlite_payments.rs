@@ -93,22 +93,62 @@ async fn insert_statement(tx: &mut Transaction<'_, Sqlite>, statement: &NewState
     Ok(inserted.rows_affected() == 1)
 }
 
-async fn insert_payment(tx: &mut Transaction<'_, Sqlite>, p: &StoredPayment) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(p.payment.id.to_string())
-    .bind(p.statement_id.to_string())
-    .bind(tag(&p.payment.direction)?)
-    .bind(p.state.as_str())
-    .bind(p.payment.invoice_id.map(|i| i.to_string()))
-    .bind(p.payment.date.to_string())
-    .bind(to_doc("payment", p)?)
-    .bind(micros(p.updated_at))
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+/// Rows per payment `INSERT`: a few fixed sizes, so the statements stay in
+/// sqlx's prepared-statement cache, and a large import makes a hundredth
+/// of the round trips one row per statement would (8 binds a row, far
+/// below SQLite's 32,766).
+const PAYMENT_INSERT_ROWS: [usize; 3] = [100, 10, 1];
+
+fn insert_payments_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at) VALUES ",
+    );
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?, ?)" });
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql
+}
+
+/// Inserts the payments; returns one that was stored already, if any
+/// (then the caller rolls back).
+async fn insert_payments(
+    tx: &mut Transaction<'_, Sqlite>,
+    payments: &[StoredPayment],
+) -> Result<Option<Uuid>, StoreError> {
+    let mut rest = payments;
+    while !rest.is_empty() {
+        let rows = PAYMENT_INSERT_ROWS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_payments_sql(rows)));
+        for p in chunk {
+            insert = insert
+                .bind(p.payment.id.to_string())
+                .bind(p.statement_id.to_string())
+                .bind(tag(&p.payment.direction)?)
+                .bind(p.state.as_str())
+                .bind(p.payment.invoice_id.map(|i| i.to_string()))
+                .bind(p.payment.date.to_string())
+                .bind(to_doc("payment", p)?)
+                .bind(micros(p.updated_at));
+        }
+        let inserted = insert.execute(&mut **tx).await?.rows_affected();
+        if inserted < chunk.len() as u64 {
+            // Rows of this chunk stored by another statement were there before.
+            let ids: Vec<Uuid> = chunk.iter().map(|p| p.payment.id).collect();
+            let earlier: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM payments WHERE id IN (SELECT value FROM json_each(?)) AND statement_id <> ? LIMIT 1",
+            )
+            .bind(id_list(&ids))
+            .bind(chunk[0].statement_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+            let earlier = earlier.as_deref().map(parse_uuid).transpose()?;
+            return Ok(Some(earlier.unwrap_or(chunk[0].payment.id)));
+        }
+    }
+    Ok(None)
 }
 
 async fn update_payment(
@@ -166,10 +206,8 @@ impl PaymentLedger for SqliteStore {
                 .await?;
             return Ok(CommitOutcome::StatementKnown(parse_uuid(&id)?));
         }
-        for payment in &commit.new_payments {
-            if !insert_payment(&mut tx, payment).await? {
-                return Ok(CommitOutcome::Stale(format!("payment {} is stored already", payment.payment.id)));
-            }
+        if let Some(stored) = insert_payments(&mut tx, &commit.new_payments).await? {
+            return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
         }
         for (payment, expected) in &commit.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {

@@ -178,6 +178,7 @@ fn invoice(deal: Option<Uuid>, number: &str, refs: &[(&str, &str, &str)]) -> Inv
         total: "1250000.50 RUB".parse().unwrap(),
         paid: "0 RUB".parse().unwrap(),
         shipped: "0 RUB".parse().unwrap(),
+        shipments: Vec::new(),
         status: InvoiceStatus::Open,
         lines: Vec::new(),
         custom_fields: Default::default(),

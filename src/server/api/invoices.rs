@@ -142,6 +142,7 @@ pub async fn import_invoices(
                 client: input.client,
                 paid: Money { amount: Default::default(), currency: total.currency.clone() },
                 shipped: Money { amount: Default::default(), currency: total.currency.clone() },
+                shipments: Vec::new(),
                 total,
                 status: InvoiceStatus::Open,
                 lines: Vec::new(),

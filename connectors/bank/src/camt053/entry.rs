@@ -112,7 +112,7 @@ impl StatementDraft {
             .currency
             .clone()
             .or_else(|| self.opening.as_ref().map(|b| b.1.clone()))
-            .or_else(|| self.entries.first().map(|e| e.currency.clone()));
+            .or_else(|| self.entries.first().map(|e| e.currency.to_string()));
         for (name, balance) in [("opening", &self.opening), ("closing", &self.closing)] {
             if let (Some((_, ccy)), Some(account_ccy)) = (balance, &currency)
                 && ccy != account_ccy
@@ -180,7 +180,7 @@ impl PartyDraft {
             other => other,
         };
         match within {
-            ["Nm"] => self.party.name = value,
+            ["Nm"] => self.party.name = value.into(),
             ["Id", "OrgId" | "PrvtId", "Othr", "Id"] => self.id = value,
             ["Id", "OrgId" | "PrvtId", "Othr", "SchmeNm", "Cd" | "Prtry"] => self.scheme = value,
             ["Id", "OrgId" | "PrvtId", "Othr", "Issr"] => self.issuer = value,
@@ -190,7 +190,7 @@ impl PartyDraft {
                 // Russian banks put the INN under the scheme `INN` (or the ISO `TXID`).
                 if ["INN", "TXID", "ИНН"].iter().any(|s| scheme.eq_ignore_ascii_case(s)) && self.party.inn.is_empty()
                 {
-                    self.party.inn = id;
+                    self.party.inn = id.into();
                 } else if !id.is_empty() {
                     let label = if !scheme.is_empty() { scheme } else { issuer };
                     self.party.other_ids.push(if label.is_empty() { id } else { format!("{label}: {id}") });
@@ -306,10 +306,10 @@ impl EntryDraft {
         let (mut payer, mut payee) = (tx.debtor.party, tx.creditor.party);
         let own = if direction == Direction::Credit { &mut payee } else { &mut payer };
         if own.account.is_empty() {
-            own.account = statement.account.clone();
+            own.account = statement.account.as_str().into();
         }
         if own.name.is_empty() {
-            own.name = statement.owner.clone();
+            own.name = statement.owner.as_str().into();
         }
         let mut purpose = tx.unstructured.join(" ");
         for r in &tx.structured {
@@ -336,13 +336,13 @@ impl EntryDraft {
             .unwrap_or_default();
         Entry {
             location,
-            kind,
-            number,
+            kind: kind.into(),
+            number: number.into(),
             date,
             amount,
-            currency,
+            currency: currency.into(),
             direction,
-            account: (!statement.account.is_empty()).then(|| statement.account.clone()),
+            account: (!statement.account.is_empty()).then(|| statement.account.as_str().into()),
             payer,
             payee,
             purpose,
@@ -377,18 +377,18 @@ impl TransactionDraft {
             ["RltdPties", "Dbtr", rest @ ..] => self.debtor.set(rest, value),
             ["RltdPties", "Cdtr", rest @ ..] => self.creditor.set(rest, value),
             ["RltdPties", "DbtrAcct", "Id", "IBAN"] | ["RltdPties", "DbtrAcct", "Id", "Othr", "Id"] => {
-                self.debtor.party.account = value
+                self.debtor.party.account = value.into()
             }
             ["RltdPties", "CdtrAcct", "Id", "IBAN"] | ["RltdPties", "CdtrAcct", "Id", "Othr", "Id"] => {
-                self.creditor.party.account = value
+                self.creditor.party.account = value.into()
             }
             ["RltdAgts", agent @ ("DbtrAgt" | "CdtrAgt"), "FinInstnId", rest @ ..] => {
                 let party = if *agent == "DbtrAgt" { &mut self.debtor.party } else { &mut self.creditor.party };
                 match rest {
-                    ["BIC" | "BICFI"] => party.bank_bic = value,
+                    ["BIC" | "BICFI"] => party.bank_bic = value.into(),
                     // Russian banks give the BIK as the clearing member id.
-                    ["ClrSysMmbId", "MmbId"] if party.bank_bic.is_empty() => party.bank_bic = value,
-                    ["Nm"] => party.bank_name = value,
+                    ["ClrSysMmbId", "MmbId"] if party.bank_bic.is_empty() => party.bank_bic = value.into(),
+                    ["Nm"] => party.bank_name = value.into(),
                     _ => {}
                 }
             }

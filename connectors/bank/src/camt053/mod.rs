@@ -276,9 +276,9 @@ impl Parser {
             if e.currency.is_empty() {
                 continue;
             }
-            if let Some(a) = statement.accounts.iter().find(|a| Some(&a.number) == e.account.as_ref())
+            if let Some(a) = statement.accounts.iter().find(|a| Some(a.number.as_str()) == e.account.as_deref())
                 && let Some(ccy) = &a.currency
-                && ccy != &e.currency
+                && *ccy != e.currency
             {
                 statement.warnings.push(Warning::new(
                     WarningCode::CurrencyMismatch,

@@ -2,6 +2,8 @@
 //! variants seen in real files (`ПлательщикКорСчет` for `ПлательщикКорсчет`).
 //! Every other key is still kept, as written, in the entry's attributes.
 
+use crate::lines::RawLine;
+
 /// A document key the parser gives meaning to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DocumentKey {
@@ -164,24 +166,82 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-/// Remembers what each key spelling means, so each line costs one hash
-/// lookup instead of a chain of string comparisons.
+/// What a key, as its bytes stand in a document line, reads as.
+pub struct KnownKey {
+    /// The key decoded and trimmed, as the document keeps it.
+    pub text: Box<str>,
+    pub key: Option<DocumentKey>,
+    /// `СекцияДокумент` / `СекцияРасчСчет`: a section opening inside a document.
+    pub opens_section: bool,
+}
+
+impl KnownKey {
+    fn read(line: &RawLine<'_>, key_end: usize) -> Self {
+        let mut decoded = String::new();
+        line.decode_range_into(0..key_end, &mut decoded);
+        let text = decoded.trim();
+        Self {
+            key: DocumentKey::from_key(text),
+            opens_section: matches!(text, "СекцияДокумент" | "СекцияРасчСчет"),
+            text: text.into(),
+        }
+    }
+}
+
+/// Hashes a raw key by its length and its first and last eight bytes: the
+/// 1C keys differ there (`Плательщик…`/`Получатель…`, `…Платежа1`/`…2`), and
+/// equal hashes are compared whole anyway, so hashing the middle is waste.
 #[derive(Default)]
-pub struct KeyCache(std::collections::HashMap<Box<str>, Option<DocumentKey>, std::hash::BuildHasherDefault<KeyHasher>>);
+pub struct RawKeyHasher(KeyHasher);
+
+impl std::hash::Hasher for RawKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.len() <= 16 {
+            return self.0.write(bytes);
+        }
+        self.0.write(&bytes[..8]);
+        self.0.write(&bytes[bytes.len() - 8..]);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0.write(&n.to_le_bytes());
+    }
+}
+
+type RawKeyMap = std::collections::HashMap<Box<[u8]>, KnownKey, std::hash::BuildHasherDefault<RawKeyHasher>>;
+
+/// Remembers what each key's bytes mean, per line encoding, so a document
+/// line costs one hash lookup on its raw key: no decoding, trimming or
+/// string comparisons of the key.
+#[derive(Default)]
+pub struct KeyCache {
+    text: RawKeyMap,
+    windows_1251: RawKeyMap,
+}
 
 impl KeyCache {
     /// Hostile input could invent endless keys; past this many the cache stops growing.
     const MAX_KEYS: usize = 4096;
 
-    pub fn get(&mut self, key: &str) -> Option<DocumentKey> {
-        if let Some(known) = self.0.get(key) {
-            return *known;
+    /// Calls `read` with what the key in `line`'s bytes `..key_end` means.
+    pub fn with_key<T>(&mut self, line: &RawLine<'_>, key_end: usize, read: impl FnOnce(&KnownKey) -> T) -> T {
+        let raw = &line.bytes()[..key_end];
+        let map = match line {
+            RawLine::Text(_) => &mut self.text,
+            RawLine::Windows1251(_) => &mut self.windows_1251,
+        };
+        if let Some(known) = map.get(raw) {
+            return read(known);
         }
-        let known = DocumentKey::from_key(key);
-        if self.0.len() < Self::MAX_KEYS {
-            self.0.insert(key.into(), known);
+        let known = KnownKey::read(line, key_end);
+        if map.len() + 1 >= Self::MAX_KEYS {
+            return read(&known);
         }
-        known
+        read(map.entry(raw.into()).or_insert(known))
     }
 }
 
@@ -211,5 +271,19 @@ mod tests {
         assert_eq!(DocumentKey::from_key("ПОЛУЧАТЕЛЬКОРСЧЕТ"), Some(DocumentKey::PayeeCorrespondentAccount));
         assert_eq!(DocumentKey::from_key("плательщикинн"), Some(DocumentKey::PayerInn));
         assert_eq!(DocumentKey::from_key("КодДебитора"), None);
+    }
+
+    #[test]
+    fn raw_keys_read_the_same_in_both_encodings() {
+        let mut cache = KeyCache::default();
+        let cp1251 = b" \xcf\xeb\xe0\xf2\xe5\xeb\xfc\xf9\xe8\xea\xc8\xcd\xcd=1"; // « ПлательщикИНН=1»
+        let utf8 = "ПлательщикИНН =1";
+        for _ in 0..2 {
+            let (text, key) = cache.with_key(&RawLine::Windows1251(cp1251), 14, |k| (k.text.to_string(), k.key));
+            assert_eq!((text.as_str(), key), ("ПлательщикИНН", Some(DocumentKey::PayerInn)));
+            let (text, key) = cache.with_key(&RawLine::Text(utf8), utf8.len() - 2, |k| (k.text.to_string(), k.key));
+            assert_eq!((text.as_str(), key), ("ПлательщикИНН", Some(DocumentKey::PayerInn)));
+        }
+        assert!(cache.with_key(&RawLine::Text("СекцияДокумент=x"), 28, |k| k.opens_section));
     }
 }

@@ -7,6 +7,7 @@
 mod direction;
 mod keys;
 mod parser;
+mod shared_text;
 
 pub use parser::parse;
 

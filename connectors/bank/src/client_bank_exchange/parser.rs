@@ -10,10 +10,11 @@ use dealbridge_core::model::Inn;
 use rust_decimal::Decimal;
 
 use super::keys::{DocumentKey, KeyCache, same_key};
+use super::shared_text::SharedText;
 use crate::attributes::Attributes;
 use crate::error::StatementError;
-use crate::lines::LineReader;
-use crate::statement::{Account, BalancePeriod, Counterparty, Direction, Entry, Format, Location, Statement};
+use crate::lines::{LineReader, RawLine};
+use crate::statement::{Account, BalancePeriod, Counterparty, Direction, Entry, Format, Location, Statement, Text};
 use crate::values::{parse_amount, parse_russian_date};
 use crate::warning::{Warning, WarningCode};
 
@@ -34,7 +35,7 @@ struct BalanceDraft {
 
 struct DocumentDraft {
     line: usize,
-    kind: Option<String>,
+    kind: Option<Text>,
     attributes: Attributes,
     /// Per known key: `(attribute index + 1, line)`; 0 = not seen. The last
     /// occurrence wins.
@@ -49,12 +50,17 @@ impl DocumentDraft {
     }
 
     /// Trimmed text of a key, empty when absent.
-    fn text(&self, key: DocumentKey) -> String {
-        self.value(key).map(|(v, _)| v.trim().to_owned()).unwrap_or_default()
+    fn text(&self, key: DocumentKey) -> Text {
+        Text::new(self.trimmed(key))
     }
 
-    fn first_text(&self, keys: &[DocumentKey]) -> String {
-        keys.iter().map(|k| self.text(*k)).find(|t| !t.is_empty()).unwrap_or_default()
+    fn trimmed(&self, key: DocumentKey) -> &str {
+        self.value(key).map(|(v, _)| v.trim()).unwrap_or_default()
+    }
+
+    /// The first of `keys` with text, trimmed.
+    fn first_trimmed(&self, keys: &[DocumentKey]) -> &str {
+        keys.iter().map(|k| self.trimmed(*k)).find(|t| !t.is_empty()).unwrap_or_default()
     }
 }
 
@@ -66,6 +72,9 @@ struct StatementBuilder {
     /// Capacity hints for the next document: the previous one's size.
     last_text_len: usize,
     last_key_count: usize,
+    /// The last closed document's draft, reused for the next one.
+    spare: Option<Box<DocumentDraft>>,
+    shared: SharedText,
     text_after_end: Option<(usize, usize)>,
     keys: KeyCache,
 }
@@ -90,11 +99,24 @@ pub fn parse<R: BufRead>(input: R) -> Result<Statement, StatementError> {
         warnings: Vec::new(),
         last_text_len: 1024,
         last_key_count: 48,
+        spare: None,
+        shared: SharedText::default(),
         text_after_end: None,
         keys: KeyCache::default(),
     };
     let mut section = Section::Header;
-    while let Some((n, raw)) = lines.next_line()? {
+    let mut decoded = String::new();
+    while let Some((n, line)) = lines.next_raw()? {
+        // Nine lines in ten are a document's `key=value`: they go straight
+        // from the file's bytes into the document.
+        if let Section::Document(draft) = &mut section
+            && builder.document_pair(draft, n, line)
+        {
+            continue;
+        }
+        decoded.clear();
+        line.decode_into(&mut decoded);
+        let raw = decoded.as_str();
         if raw.trim().is_empty() {
             continue;
         }
@@ -128,7 +150,7 @@ pub fn parse<R: BufRead>(input: R) -> Result<Statement, StatementError> {
             });
         }
     }
-    builder.finish(lines.tally)
+    builder.finish(lines.tally())
 }
 
 impl StatementBuilder {
@@ -141,7 +163,7 @@ impl StatementBuilder {
             }
             Section::Header => match key {
                 "СекцияРасчСчет" if marker_value.is_empty() => Ok(Section::Balance(BalanceDraft::new(n))),
-                "СекцияДокумент" => Ok(Section::Document(Box::new(self.new_document(n, marker_value)))),
+                "СекцияДокумент" => Ok(Section::Document(self.new_document(n, marker_value))),
                 "КонецФайла" if value.is_none() => Ok(Section::Finished),
                 "КонецРасчСчет" | "КонецДокумента" => {
                     Err(StatementError::at_line(n, None, format!("`{key}` without an open section")))
@@ -165,8 +187,9 @@ impl StatementBuilder {
             },
             Section::Document(mut draft) => match (key, value) {
                 ("КонецДокумента", None) => {
-                    let entry = self.close_document(*draft)?;
+                    let entry = self.close_document(&mut draft)?;
                     self.entries.push(entry);
+                    self.spare = Some(draft);
                     Ok(Section::Header)
                 }
                 ("СекцияДокумент" | "СекцияРасчСчет", _) | (_, None) => {
@@ -180,35 +203,48 @@ impl StatementBuilder {
         }
     }
 
-    fn new_document(&mut self, line: usize, kind: &str) -> DocumentDraft {
-        DocumentDraft {
+    fn new_document(&mut self, line: usize, kind: &str) -> Box<DocumentDraft> {
+        // Room for a document a little larger than the last one, so the
+        // text is rarely moved while the document is read.
+        let attributes = Attributes::with_capacity(self.last_text_len * 9 / 8, self.last_key_count + 4);
+        let draft = DocumentDraft {
             line,
-            kind: (!kind.is_empty()).then(|| kind.to_owned()),
-            attributes: Attributes::with_capacity(self.last_text_len, self.last_key_count),
+            kind: (!kind.is_empty()).then(|| self.shared.get(kind)),
+            attributes,
             slots: [(0, 0); DocumentKey::SLOTS],
+        };
+        match self.spare.take() {
+            Some(mut spare) => {
+                *spare = draft;
+                spare
+            }
+            None => Box::new(draft),
         }
     }
 
+    /// A `key=value` line of an open document, read from its bytes: the
+    /// key through the cache, the value decoded straight into the
+    /// document's text. Returns `false` when the line is something else (no
+    /// `=`, or a section opening) and needs the general path.
+    fn document_pair(&mut self, draft: &mut DocumentDraft, n: usize, line: RawLine<'_>) -> bool {
+        let bytes = line.bytes();
+        let Some(eq) = memchr::memchr(b'=', bytes) else { return false };
+        let Self { keys, warnings, .. } = self;
+        keys.with_key(&line, eq, |key| {
+            if key.opens_section {
+                return false;
+            }
+            if draft.attributes.push_with(&key.text, |text| line.decode_range_into(eq + 1..bytes.len(), text)) {
+                record_known_key(draft, warnings, n, &key.text, key.key);
+            }
+            true
+        })
+    }
+
     fn document_line(&mut self, draft: &mut DocumentDraft, n: usize, key: &str, value: &str) {
-        if !draft.attributes.push(key, value) {
-            return;
+        if draft.attributes.push(key, value) {
+            record_known_key(draft, &mut self.warnings, n, key, DocumentKey::from_key(key));
         }
-        let Some(known) = self.keys.get(key) else { return };
-        let slot = &mut draft.slots[known.slot()];
-        if slot.0 != 0
-            && let Some((_, previous)) = draft.attributes.pair(slot.0 as usize - 1)
-            && previous.trim() != value.trim()
-        {
-            self.warnings.push(Warning::at_line(
-                WarningCode::RepeatedKey,
-                n,
-                format!(
-                    "`{key}` repeats in the document at line {} with another value; the last one is used",
-                    draft.line
-                ),
-            ));
-        }
-        *slot = (draft.attributes.len() as u32, n as u32);
     }
 
     fn close_balance(&mut self, draft: BalanceDraft) {
@@ -226,7 +262,7 @@ impl StatementBuilder {
         account.balances.push(draft.period);
     }
 
-    fn close_document(&mut self, draft: DocumentDraft) -> Result<Entry, StatementError> {
+    fn close_document(&mut self, draft: &mut DocumentDraft) -> Result<Entry, StatementError> {
         use DocumentKey as K;
         self.last_text_len = draft.attributes.text_len();
         self.last_key_count = draft.attributes.len();
@@ -242,9 +278,9 @@ impl StatementBuilder {
                 "amount written with a comma",
             ));
         }
-        let date = required_date(&draft, K::Date)?;
-        let debited_on = optional_date(&draft, K::DebitedOn)?;
-        let credited_on = optional_date(&draft, K::CreditedOn)?;
+        let date = required_date(draft, K::Date)?;
+        let debited_on = optional_date(draft, K::DebitedOn)?;
+        let credited_on = optional_date(draft, K::CreditedOn)?;
         let number = draft.text(K::Number);
         if number.is_empty() {
             self.warnings.push(Warning::at_line(
@@ -253,12 +289,12 @@ impl StatementBuilder {
                 "the document has no number (`Номер`)",
             ));
         }
-        let kind = match &draft.kind {
-            Some(kind) => kind.clone(),
+        let kind = match draft.kind.take() {
+            Some(kind) => kind,
             None => {
                 let declared: Vec<&str> =
                     self.header.iter().filter(|(k, _)| same_key(k, "Документ")).map(|(_, v)| v.trim()).collect();
-                let kind = if declared.len() == 1 { declared[0].to_owned() } else { String::new() };
+                let kind = if declared.len() == 1 { Text::from(declared[0]) } else { Text::default() };
                 self.warnings.push(Warning::at_line(
                     WarningCode::DocumentTypeMissing,
                     draft.line,
@@ -272,29 +308,30 @@ impl StatementBuilder {
             }
         };
         let payer = Counterparty {
-            name: draft.first_text(&[K::PayerName1, K::Payer]),
-            inn: self.checked_inn(&draft, K::PayerInn, "ПлательщикИНН"),
+            name: self.shared.get(draft.first_trimmed(&[K::PayerName1, K::Payer])),
+            inn: self.checked_inn(draft, K::PayerInn, "ПлательщикИНН"),
             kpp: draft.text(K::PayerKpp),
-            account: draft.first_text(&[K::PayerAccount, K::PayerSettlementAccount]),
+            account: Text::new(draft.first_trimmed(&[K::PayerAccount, K::PayerSettlementAccount])),
             bank_bic: draft.text(K::PayerBic),
-            bank_name: draft.text(K::PayerBank1),
+            bank_name: self.shared.get(draft.trimmed(K::PayerBank1)),
             correspondent_account: draft.text(K::PayerCorrespondentAccount),
             other_ids: Vec::new(),
         };
         let payee = Counterparty {
-            name: draft.first_text(&[K::PayeeName1, K::Payee]),
-            inn: self.checked_inn(&draft, K::PayeeInn, "ПолучательИНН"),
+            name: self.shared.get(draft.first_trimmed(&[K::PayeeName1, K::Payee])),
+            inn: self.checked_inn(draft, K::PayeeInn, "ПолучательИНН"),
             kpp: draft.text(K::PayeeKpp),
-            account: draft.first_text(&[K::PayeeAccount, K::PayeeSettlementAccount]),
+            account: Text::new(draft.first_trimmed(&[K::PayeeAccount, K::PayeeSettlementAccount])),
             bank_bic: draft.text(K::PayeeBic),
-            bank_name: draft.text(K::PayeeBank1),
+            bank_name: self.shared.get(draft.trimmed(K::PayeeBank1)),
             correspondent_account: draft.text(K::PayeeCorrespondentAccount),
             other_ids: Vec::new(),
         };
-        let mut purpose = draft.text(K::Purpose);
+        let mut purpose = draft.trimmed(K::Purpose).to_owned();
         if purpose.is_empty() {
             let lines = [K::Purpose1, K::Purpose2, K::Purpose3, K::Purpose4, K::Purpose5, K::Purpose6];
-            purpose = lines.iter().map(|k| draft.text(*k)).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
+            let parts = lines.iter().filter_map(|k| draft.value(*k).map(|(v, _)| v.trim())).filter(|t| !t.is_empty());
+            purpose = parts.collect::<Vec<_>>().join(" ");
         }
         Ok(Entry {
             location: Location::Line(draft.line),
@@ -302,7 +339,7 @@ impl StatementBuilder {
             number,
             date,
             amount,
-            currency: "RUB".to_owned(),
+            currency: Text::new_static("RUB"),
             direction: Direction::Unknown,
             account: None,
             payer,
@@ -311,23 +348,23 @@ impl StatementBuilder {
             debited_on,
             credited_on,
             references: Vec::new(),
-            attributes: draft.attributes,
+            attributes: std::mem::take(&mut draft.attributes),
         })
     }
 
     /// The INN as written; a wrong one is a warning, never a rejection.
-    fn checked_inn(&mut self, draft: &DocumentDraft, key: DocumentKey, name: &str) -> String {
-        let Some((value, line)) = draft.value(key) else { return String::new() };
+    fn checked_inn(&mut self, draft: &DocumentDraft, key: DocumentKey, name: &str) -> Text {
+        let Some((value, line)) = draft.value(key) else { return Text::default() };
         let value = value.trim();
         // «0» is the documented way to say "no INN".
-        if !value.is_empty() && value != "0" && Inn::new(value).verify().is_err() {
+        if !value.is_empty() && value != "0" && !Inn::is_valid(value) {
             self.warnings.push(Warning::at_line(
                 WarningCode::InvalidInn,
                 line,
                 format!("{name} `{value}` fails its length or check digits"),
             ));
         }
-        value.to_owned()
+        value.into()
     }
 
     fn finish(mut self, tally: crate::lines::EncodingTally) -> Result<Statement, StatementError> {
@@ -406,6 +443,32 @@ impl StatementBuilder {
         crate::reconcile::check(&mut statement);
         Ok(statement)
     }
+}
+
+/// Points the key's slot at the pair just pushed (the last occurrence
+/// wins), warning when it repeats with another value.
+fn record_known_key(
+    draft: &mut DocumentDraft,
+    warnings: &mut Vec<Warning>,
+    n: usize,
+    key: &str,
+    known: Option<DocumentKey>,
+) {
+    let Some(known) = known else { return };
+    let pushed = draft.attributes.len();
+    let slot = draft.slots[known.slot()];
+    if slot.0 != 0
+        && let (Some((_, previous)), Some((_, value))) =
+            (draft.attributes.pair(slot.0 as usize - 1), draft.attributes.pair(pushed - 1))
+        && previous.trim() != value.trim()
+    {
+        warnings.push(Warning::at_line(
+            WarningCode::RepeatedKey,
+            n,
+            format!("`{key}` repeats in the document at line {} with another value; the last one is used", draft.line),
+        ));
+    }
+    draft.slots[known.slot()] = (pushed as u32, n as u32);
 }
 
 impl BalanceDraft {

@@ -22,8 +22,16 @@
 //! `min_score` and leads the next by `min_margin`; otherwise the payment
 //! goes to review with the candidates and their scores. Confidence is the
 //! score capped at 100. An invalid payer INN is never used (a note says so).
+//!
+//! A purpose naming several open invoices of the payer whose amount pays
+//! them in the order named is split over them first (`split.rs`: each share
+//! scored with `amount_split` / `amount_split_partial` instead of the amount
+//! reasons).
 
 pub mod purpose;
+mod split;
+
+pub use split::Share;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -67,6 +75,9 @@ pub enum Decision {
         /// The part of the payment beyond what the invoice still owed.
         overpaid: Option<Decimal>,
     },
+    /// Split over several invoices the purpose names (`matching/split.rs`),
+    /// in the order named; each share is applied like a match.
+    Split(Vec<Share>),
     /// A person must decide.
     Review(ReviewNote),
     /// Not an incoming payment: nothing to match.
@@ -286,6 +297,11 @@ impl<'a> PaymentMatcher<'a> {
         }
         let references = number_references(&payment.purpose);
         let payer_inn = payment.payer.inn.as_ref().filter(|i| i.verify().is_ok()).map(|i| i.as_str());
+        if references.len() >= 2
+            && let Some(decision) = self.split(payment, &references, payer_inn)
+        {
+            return decision;
+        }
         let mut candidates = self.by_reference(&references);
         let mut from_inn = false;
         if candidates.is_empty()
@@ -400,9 +416,7 @@ impl<'a> PaymentMatcher<'a> {
         } else {
             AmountFit::Over
         };
-        let from = invoice.date - Duration::days(DAYS_BEFORE_INVOICE);
-        let to = invoice.date + Duration::days(self.rules.window_days);
-        c.in_window = payment.date >= from && payment.date <= to;
+        c.in_window = self.in_window(c.invoice, payment);
         c.score = match c.number {
             Some((NumberFit::Exact, _)) => NUMBER_EXACT,
             Some((NumberFit::Digits, _)) => NUMBER_DIGITS,
@@ -420,6 +434,15 @@ impl<'a> PaymentMatcher<'a> {
             AmountFit::Partial => AMOUNT_PARTIAL,
             AmountFit::Over => AMOUNT_OVER,
         } + if c.in_window { DATE_WINDOW } else { DATE_OUTSIDE };
+    }
+
+    /// Whether the payment is dated from a few days before the invoice to
+    /// `window_days` after it.
+    fn in_window(&self, invoice: usize, payment: &Payment) -> bool {
+        let date = self.invoices[invoice].date;
+        let from = date - Duration::days(DAYS_BEFORE_INVOICE);
+        let to = date + Duration::days(self.rules.window_days);
+        payment.date >= from && payment.date <= to
     }
 
     /// The evidence for one candidate as reasons people read.

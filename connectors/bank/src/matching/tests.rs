@@ -206,3 +206,79 @@ fn number_keys_ignore_case_separators_and_look_alike_letters() {
     assert_eq!(trailing_digits("TD00000123"), Some(123));
     assert_eq!(trailing_digits("A12B"), None);
 }
+
+fn shares(decision: &Decision) -> Vec<(usize, Decimal, u8, Vec<String>)> {
+    match decision {
+        Decision::Split(shares) => shares
+            .iter()
+            .map(|s| (s.invoice, s.amount, s.confidence, s.reasons.iter().map(|r| r.code.clone()).collect()))
+            .collect(),
+        other => panic!("expected a split, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_payment_naming_two_invoices_and_paying_their_sum_is_split() {
+    let invoices =
+        vec![invoice("12", 1_000, Some(CLIENT_INN)), invoice("13", 2_500, Some(CLIENT_INN)), invoice("14", 700, None)];
+    for purpose in ["Оплата по счетам № 12, 13 от 01.02.2024", "Оплата сч. 12 и 13", "по сч.№12, сч.№13"]
+    {
+        let mut matcher = PaymentMatcher::new(&invoices, MatchRules::default());
+        let split = shares(&matcher.decide(&payment(purpose, 3_500, Some(CLIENT_INN))));
+        assert_eq!(split.len(), 2, "{purpose}");
+        assert_eq!((split[0].0, split[0].1), (0, Decimal::from(1_000)), "{purpose}");
+        assert_eq!((split[1].0, split[1].1), (1, Decimal::from(2_500)), "{purpose}");
+        for (_, _, confidence, codes) in &split {
+            assert!(*confidence >= 55, "{purpose}: {confidence}");
+            assert!(codes.contains(&"number_exact".to_owned()) && codes.contains(&"amount_split".to_owned()));
+            assert!(codes.contains(&"inn_equal".to_owned()), "{purpose}: {codes:?}");
+        }
+        // Both are paid now: the shares count like matches.
+        let again = matcher.decide(&payment("Оплата по счету 12", 100, Some(CLIENT_INN)));
+        assert_eq!(review_reason(&again), "no_open_invoice");
+    }
+}
+
+#[test]
+fn a_smaller_amount_covers_the_invoices_in_the_order_named() {
+    let invoices = vec![invoice("12", 1_000, Some(CLIENT_INN)), invoice("13", 2_500, Some(CLIENT_INN))];
+    let mut matcher = PaymentMatcher::new(&invoices, MatchRules::default());
+    // Named 13 first: 13 is paid in full, 12 gets the rest.
+    let split = shares(&matcher.decide(&payment("Оплата по счетам 13, 12", 3_000, Some(CLIENT_INN))));
+    assert_eq!(
+        split.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        [(1, Decimal::from(2_500)), (0, Decimal::from(500))]
+    );
+    assert!(split[1].3.contains(&"amount_split_partial".to_owned()));
+    // Less than the first invoice owes is a partial payment of one of the
+    // two, which the single-invoice decision cannot choose: review.
+    let mut matcher = PaymentMatcher::new(&invoices, MatchRules::default());
+    let decision = matcher.decide(&payment("Оплата по счетам 12, 13", 400, Some(CLIENT_INN)));
+    assert_eq!(review_reason(&decision), "ambiguous");
+}
+
+#[test]
+fn unclear_splits_go_to_review_or_to_the_single_decision() {
+    let ours = |n: &str, total| invoice(n, total, Some(CLIENT_INN));
+    // More than both owe together: which invoice the rest is for is unclear.
+    let invoices = vec![ours("12", 1_000), ours("13", 2_500)];
+    let mut matcher = PaymentMatcher::new(&invoices, MatchRules::default());
+    assert_eq!(review_reason(&matcher.decide(&payment("по счетам 12, 13", 5_000, Some(CLIENT_INN)))), "ambiguous");
+    // Invoices of two clients are not split over, whoever pays.
+    let invoices = vec![ours("12", 1_000), invoice("13", 2_500, Some(OTHER_INN))];
+    for inn in [Some(CLIENT_INN), None] {
+        let mut matcher = PaymentMatcher::new(&invoices, MatchRules::default());
+        let decision = matcher.decide(&payment("по счетам 12, 13", 3_500, inn));
+        assert!(!matches!(decision, Decision::Split(_)), "{inn:?}: {decision:?}");
+    }
+    // A number naming two open invoices of the payer is not a split.
+    let invoices = vec![ours("12", 1_000), ours("12", 1_000), ours("13", 2_500)];
+    let mut matcher = PaymentMatcher::new(&invoices, MatchRules::default());
+    let decision = matcher.decide(&payment("по счетам 12, 13", 3_500, Some(CLIENT_INN)));
+    assert!(!matches!(decision, Decision::Split(_)), "{decision:?}");
+    // One of the numbers is no open invoice: decided as a single payment.
+    let invoices = vec![ours("12", 1_000)];
+    let mut matcher = PaymentMatcher::new(&invoices, MatchRules::default());
+    let decision = matcher.decide(&payment("по счетам 12, 99", 1_000, Some(CLIENT_INN)));
+    assert_eq!(matched(&decision).0, 0);
+}

@@ -89,7 +89,7 @@ pub fn parse<R: BufRead>(input: R) -> Result<Statement, StatementError> {
     }
     let mut statement = Statement {
         format: Format::Mt940,
-        encoding: lines.tally.encoding(),
+        encoding: lines.tally().encoding(),
         header,
         accounts,
         entries,
@@ -216,7 +216,7 @@ fn statement_line(value: &str, n: usize, m: &Message) -> Result<Entry, Statement
     let kind = tail.get(..4).unwrap_or(tail).to_owned();
     let refs = tail.get(4..).unwrap_or("");
     let (customer_ref, bank_ref) = refs.split_once("//").unwrap_or((refs, ""));
-    let own = Counterparty { account: m.account.clone(), ..Default::default() };
+    let own = Counterparty { account: m.account.as_str().into(), ..Default::default() };
     let (payer, payee) =
         if direction == Direction::Credit { (Counterparty::default(), own) } else { (own, Counterparty::default()) };
     let mut references = Vec::new();
@@ -228,13 +228,13 @@ fn statement_line(value: &str, n: usize, m: &Message) -> Result<Entry, Statement
     }
     Ok(Entry {
         location: Location::Line(n),
-        kind,
-        number: references.first().map(|(_, v)| v.clone()).unwrap_or_default(),
+        kind: kind.into(),
+        number: references.first().map(|(_, v)| v.as_str().into()).unwrap_or_default(),
         date: booking.unwrap_or(value_date),
         amount,
-        currency: m.currency.clone(),
+        currency: m.currency.as_str().into(),
         direction,
-        account: Some(m.account.clone()),
+        account: Some(m.account.as_str().into()),
         payer,
         payee,
         purpose: String::new(),

@@ -103,6 +103,17 @@ fn map_or_list(value: Option<&Value>) -> Vec<(String, Value)> {
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
+/// How long a `QUERY_LIMIT_EXCEEDED` refusal should pause the portal's
+/// calls. The portal's leaky bucket drains 2 requests a second (5 on
+/// Enterprise plans), so after a second there is room again; the
+/// dispatcher's own default pause (5 s) would leave most of the budget
+/// unused. The refusal happens before anything runs, so the retry repeats
+/// nothing; the gate sends one probe and then goes on at the configured
+/// rate.
+fn leak_time(code: &str) -> Option<Duration> {
+    code.eq_ignore_ascii_case("QUERY_LIMIT_EXCEEDED").then_some(Duration::from_secs(1))
+}
+
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
@@ -163,7 +174,7 @@ impl RestClient {
             };
             let description = envelope.get("error_description").and_then(Value::as_str).unwrap_or_default();
             let mut e = RestError::new(method, Some(status), &code, description);
-            e.retry_after = after.or_else(|| self.operating_block(method, &code));
+            e.retry_after = after.or_else(|| self.operating_block(method, &code)).or_else(|| leak_time(&code));
             return Err(e);
         }
         if !(200..300).contains(&status) || !envelope.contains_key("result") {

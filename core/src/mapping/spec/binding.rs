@@ -15,6 +15,22 @@ use crate::mapping::yaml::Located;
 pub enum TargetKind {
     /// A canonical deal (sales deal, 1C:CRM Interest, amoCRM lead, child deal).
     Deal,
+    /// An invoice for payment: what the client owes on a deal (`deal:` says
+    /// where the document names its deal).
+    Invoice,
+    /// A customer order, counted like an invoice when the deal has no
+    /// invoices.
+    Order,
+    /// A shipment of (part of) an order or invoice (`covers:` says which);
+    /// shipments add up per order, one part per shipment document.
+    Shipment,
+}
+
+impl TargetKind {
+    /// Invoices, orders and shipments: documents about a deal, not deals.
+    pub fn is_document(self) -> bool {
+        self != TargetKind::Deal
+    }
 }
 
 /// Maps one kind of record of one connector instance onto canonical records.
@@ -34,7 +50,8 @@ pub struct BindingSpec {
     /// only to records for which it is true, e.g. `record.CATEGORY_ID == '0'`.
     #[serde(default)]
     pub filter: Option<Located<String>>,
-    /// Canonical kind produced. Default `deal`.
+    /// Canonical kind produced: `deal` (the default), `invoice`, `order` or
+    /// `shipment`.
     #[serde(default = "deal")]
     pub target: TargetKind,
     /// Source path of the record id (dotted, `[n]` for array items), e.g. `ID`
@@ -43,13 +60,26 @@ pub struct BindingSpec {
     /// Where the record names its parent deal (same system and instance).
     #[serde(default)]
     pub parent: Option<ParentSpec>,
+    /// Invoices and orders: where the document names the deal it belongs to
+    /// (the deal's id in the same system and instance), e.g. `Сделка_Key`.
+    /// A document without one is kept but moves no deal.
+    #[serde(default)]
+    pub deal: Option<ParentSpec>,
+    /// Shipments: where the shipment names the order or invoice it covers
+    /// (that document's id in the same system and instance), e.g.
+    /// `ЗаказКлиента_Key`. Required for shipments.
+    #[serde(default)]
+    pub covers: Option<ParentSpec>,
     /// Where the stage comes from and which stage map translates it. The
     /// stage map also gives the canonical pipeline.
     #[serde(default)]
     pub stage: Option<StageSourceSpec>,
-    /// Canonical field → how to fill it. Canonical fields: `title`,
-    /// `amount`, `client.name`, `client.inn`, `client.kpp`, `client.emails`,
-    /// `client.phones`, `responsible`, `actor`, `custom.<name>`.
+    /// Canonical field → how to fill it. Deals: `title`, `amount`,
+    /// `client.name`, `client.inn`, `client.kpp`, `client.emails`,
+    /// `client.phones`, `responsible`, `actor`, `custom.<name>`. Invoices
+    /// and orders: `number`, `date`, `total`, `paid`, `shipped`,
+    /// `client.name`, `client.inn`, `client.kpp`, `custom.<name>`.
+    /// Shipments: `number`, `date`, `amount` (required).
     #[serde(default)]
     pub fields: BTreeMap<Name, FieldSpec>,
     /// Source fields the hub sets, as given, when it creates a record of this
@@ -62,11 +92,12 @@ fn deal() -> TargetKind {
     TargetKind::Deal
 }
 
-/// Where a record names its parent.
+/// Where a record names another record of the same system and instance:
+/// its parent deal, its deal, the order it covers.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParentSpec {
-    /// Source path of the parent's id, e.g. `UF_CRM_PARENT_DEAL`.
+    /// Source path of the other record's id, e.g. `UF_CRM_PARENT_DEAL`.
     pub from: Located<String>,
     /// Conversions applied to the id first, e.g. `[{strip_prefix: "D_"}]`.
     #[serde(default)]
@@ -109,7 +140,8 @@ pub struct FieldSpec {
     /// `responsible` and `actor`, false otherwise.
     #[serde(default)]
     pub person: Option<bool>,
-    /// For `amount` only: where the currency code comes from.
+    /// For amounts only (`amount`, `total`, `paid`, `shipped`): where the
+    /// currency code comes from.
     #[serde(default)]
     pub currency: Option<CurrencySpec>,
 }

@@ -120,6 +120,28 @@ pub struct SpawnChildSpec {
     pub title: Option<Located<String>>,
 }
 
+/// Create a record for this deal in a connected system it does not live
+/// in yet (e.g. the customer order in 1C when a CRM deal is won). The new
+/// record's id becomes an external ref of the deal; a deal that already
+/// lives in that connector gets nothing.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRecordSpec {
+    /// Connector instance that creates it, e.g. `onec`.
+    pub connector: Name,
+    /// Kind of that connector, e.g. `onec`.
+    pub system: Name,
+    /// What the connector needs to know to create it, as a binding's
+    /// `create_with` (e.g. `odata.entity_set: Document_ЗаказКлиента`).
+    #[serde(default)]
+    pub create: BTreeMap<String, String>,
+    /// The record's fields in the system's own names, each a template,
+    /// e.g. `СуммаДокумента: "{{ deal.amount }}"`. A field that renders
+    /// empty is not written.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Located<String>>,
+}
+
 /// Move a deal to a stage.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -258,4 +280,6 @@ pub enum ActionSpec {
     RequireApproval(RequireApprovalSpec),
     /// Refuse entry into the stage unless a condition holds (for `deal_enters` flows).
     Guard(GuardSpec),
+    /// Create a record for this deal in another connected system.
+    CreateRecord(CreateRecordSpec),
 }

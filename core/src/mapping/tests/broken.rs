@@ -146,3 +146,44 @@ flows:
         assert!(line.starts_with(prefix), "expected `{prefix}…`, got `{line}`");
     }
 }
+
+#[test]
+fn document_bindings_say_what_documents_can_say() {
+    let bindings = "\
+bindings:
+  - name: orders
+    connector: erp
+    system: onec
+    record: customer_order
+    target: order
+    id: Ref_Key
+    stage: { from: Этап, map: none }
+    covers: { from: ЗаказКлиента_Key }
+    fields:
+      title: { from: Description }
+      total: { from: СуммаДокумента }
+  - name: shipments
+    connector: erp
+    system: onec
+    record: shipment
+    target: shipment
+    id: Ref_Key
+    fields:
+      paid: { from: СуммаОплаты, currency: { default: RUB } }
+";
+    let found = problems(&[("a.yaml", PIPELINES), ("docs.yaml", bindings)]);
+    let expected = [
+        "docs.yaml:8:20: a binding with `target: order` cannot have `stage`",
+        "docs.yaml:8:31: unknown stage map `none`",
+        "docs.yaml:9:21: a binding with `target: order` cannot have `covers`",
+        "docs.yaml:11:7: this binding cannot fill `title`; it fills number, date, total, paid, shipped",
+        "docs.yaml:12:7: `total` needs `currency: {from: …, default: …}`",
+        "docs.yaml:13:11: a binding with `target: shipment` needs `covers` (the order it ships)",
+        "docs.yaml:13:11: a binding with `target: shipment` needs the field `amount`",
+        "docs.yaml:20:7: this binding cannot fill `paid`; it fills number, date, amount",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (line, prefix) in found.iter().zip(expected) {
+        assert!(line.starts_with(prefix), "expected `{prefix}…`, got `{line}`");
+    }
+}

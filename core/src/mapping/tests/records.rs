@@ -146,3 +146,65 @@ bindings:
     let other = json!({"Ref_Key": "a2", "Сценарий": "Работы"});
     assert!(set.map_record("onec", "interest", &other).unwrap().is_empty());
 }
+
+const DOCUMENTS: &str = r#"
+pipelines: { sales: [new, won] }
+bindings:
+  - name: erp-orders
+    connector: erp
+    system: onec
+    record: customer_order
+    target: order
+    id: Ref_Key
+    deal: { from: Сделка_Key, convert: [{ empty_if: "00000000-0000-0000-0000-000000000000" }] }
+    fields:
+      number: { from: Number, convert: [trim] }
+      date: { from: Date, convert: [date] }
+      total: { from: СуммаДокумента, currency: { from: Валюта, default: RUB } }
+      paid: { from: СуммаОплаты, currency: { from: Валюта, default: RUB } }
+      client.inn: { from: Контрагент.ИНН }
+  - name: erp-shipments
+    connector: erp
+    system: onec
+    record: shipment
+    target: shipment
+    id: Ref_Key
+    covers: { from: ЗаказКлиента_Key }
+    fields:
+      date: { from: Date, convert: [date] }
+      amount: { from: СуммаДокумента, currency: { default: RUB } }
+"#;
+
+#[test]
+fn an_order_names_its_deal_and_a_shipment_its_order_with_exact_amounts() {
+    let set = load(&[("set.yaml", DOCUMENTS)]).unwrap();
+    let order = json!({"Ref_Key": "b1", "Number": " ТД00-17 ", "Date": "2026-02-03T10:00:00", "Сделка_Key": "a1",
+        "СуммаДокумента": "150 000,50", "Контрагент": {"ИНН": "7707083893"}});
+    let mapped = set.map_record("erp", "customer_order", &order).unwrap().remove(0);
+    let CanonicalEvent::InvoiceObserved { source, deal, observed } = mapped.event else { panic!("{mapped:?}") };
+    assert_eq!(source, ExternalRef::new("onec", "erp", "b1"));
+    assert_eq!(deal, Some(ExternalRef::new("onec", "erp", "a1")));
+    assert_eq!(observed.kind, crate::model::InvoiceKind::Order);
+    assert_eq!(observed.number.as_deref(), Some("ТД00-17"));
+    assert_eq!(observed.date, chrono::NaiveDate::from_ymd_opt(2026, 2, 3));
+    assert_eq!(observed.total.unwrap().to_string(), "150000.50 RUB");
+    assert_eq!(observed.paid, None, "not reported: left alone");
+    assert_eq!(observed.client.unwrap().inn.unwrap().as_str(), "7707083893");
+
+    let unbound = json!({"Ref_Key": "b2", "Сделка_Key": "00000000-0000-0000-0000-000000000000", "СуммаДокумента": 1});
+    let mapped = set.map_record("erp", "customer_order", &unbound).unwrap().remove(0);
+    assert!(matches!(mapped.event, CanonicalEvent::InvoiceObserved { deal: None, .. }), "{mapped:?}");
+
+    let shipment = json!({"Ref_Key": "d1", "ЗаказКлиента_Key": "b1", "СуммаДокумента": 100000.25});
+    let mapped = set.map_record("erp", "shipment", &shipment).unwrap().remove(0);
+    let CanonicalEvent::ShipmentObserved { covers, observed, .. } = mapped.event else { panic!("{mapped:?}") };
+    assert_eq!(covers, ExternalRef::new("onec", "erp", "b1"));
+    assert_eq!(observed.amount.to_string(), "100000.25 RUB");
+
+    let nothing_covered = json!({"Ref_Key": "d2", "СуммаДокумента": 5});
+    let error = set.map_record("erp", "shipment", &nothing_covered).unwrap_err().to_string();
+    assert_eq!(error, "binding `erp-shipments`, field `covers` (from `ЗаказКлиента_Key`): required value is missing");
+    let no_amount = json!({"Ref_Key": "d3", "ЗаказКлиента_Key": "b1"});
+    let error = set.map_record("erp", "shipment", &no_amount).unwrap_err().to_string();
+    assert_eq!(error, "binding `erp-shipments`, field `amount` (from `СуммаДокумента`): required value is missing");
+}

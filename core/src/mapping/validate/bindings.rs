@@ -11,13 +11,14 @@ use crate::mapping::fields::BindingTarget;
 use crate::mapping::merge::{Defined, MergedSpec};
 use crate::mapping::record::{CompiledBinding, CompiledField, ValueSource};
 use crate::mapping::source_path::SourcePath;
-use crate::mapping::spec::{BindingSpec, Conversion, FieldSpec, TargetKind};
+use crate::mapping::spec::{BindingSpec, Conversion, FieldSpec, ParentSpec, TargetKind};
 use crate::mapping::yaml::Located;
 
-/// Custom field names some binding fills.
+/// Custom field names some deal binding fills.
 pub(crate) fn custom_fields_filled(spec: &MergedSpec) -> BTreeSet<String> {
     spec.bindings
         .values()
+        .filter(|b| !b.spec.target.is_document())
         .flat_map(|b| b.spec.fields.keys())
         .filter_map(|name| name.strip_prefix("custom.").map(str::to_owned))
         .collect()
@@ -43,17 +44,20 @@ fn binding(
             diags.error(&def.at(value), format!("`{what}` must not be empty"));
         }
     }
-    let TargetKind::Deal = b.target;
+    check_target(def, diags);
     let filter = b.filter.as_ref().map(|f| {
         exprs::expression(&f.value, def.at(f), &Scope::Record, diags);
         f.value.clone()
     });
     let id = path(def, &b.id, false, diags);
-    let parent = b.parent.as_ref().map(|p| {
+    let reference = |p: &ParentSpec, diags: &mut Diagnostics| {
         check_conversions(def, &p.convert, lookups, diags);
         let convert = p.convert.iter().map(|c| c.value.clone()).collect();
         ValueSource { from: Some(path(def, &p.from, false, diags)), convert, default: None }
-    });
+    };
+    let parent = b.parent.as_ref().map(|p| reference(p, diags));
+    let deal = b.deal.as_ref().map(|p| reference(p, diags));
+    let covers = b.covers.as_ref().map(|p| reference(p, diags));
     let stage = b.stage.as_ref().map(|s| {
         if !spec.stage_maps.contains_key(s.map.as_str()) {
             diags.error(&def.at(&s.map), format!("unknown stage map `{}`", s.map.value));
@@ -66,9 +70,12 @@ fn binding(
         connector: b.connector.value.clone(),
         system: b.system.value.clone(),
         record_kind: b.record.value.clone(),
+        target: b.target,
         filter,
         id,
         parent,
+        deal,
+        covers,
         stage,
         fields,
         create_with: b.create_with.clone(),
@@ -76,6 +83,46 @@ fn binding(
     };
     binding.index_keys();
     binding
+}
+
+/// What a binding of its target kind may say: documents have no stage,
+/// parent or `create_with` (the hub does not create them from a deal
+/// binding's terms); `deal:` is for invoices and orders, `covers:` for
+/// shipments, which also need an `amount`.
+fn check_target(def: &Defined<BindingSpec>, diags: &mut Diagnostics) {
+    let b = &def.spec;
+    let kind = match b.target {
+        TargetKind::Deal => "deal",
+        TargetKind::Invoice => "invoice",
+        TargetKind::Order => "order",
+        TargetKind::Shipment => "shipment",
+    };
+    // Each refusal points at what was said (the binding's name for
+    // `create_with`, which keeps no position).
+    let mut refuse = |at: Option<SourceSpan>, what: &str| {
+        if let Some(at) = at {
+            diags.error(&at, format!("a binding with `target: {kind}` cannot have `{what}`"));
+        }
+    };
+    if b.target.is_document() {
+        refuse(b.stage.as_ref().map(|s| def.at(&s.from)), "stage");
+        refuse(b.parent.as_ref().map(|p| def.at(&p.from)), "parent");
+        refuse((!b.create_with.is_empty()).then(|| def.at(&b.name)), "create_with");
+    }
+    if !matches!(b.target, TargetKind::Invoice | TargetKind::Order) {
+        refuse(b.deal.as_ref().map(|p| def.at(&p.from)), "deal");
+    }
+    if b.target != TargetKind::Shipment {
+        refuse(b.covers.as_ref().map(|p| def.at(&p.from)), "covers");
+    }
+    if b.target == TargetKind::Shipment {
+        if b.covers.is_none() {
+            diags.error(&def.at(&b.name), "a binding with `target: shipment` needs `covers` (the order it ships)");
+        }
+        if !b.fields.keys().any(|name| name.as_str() == "amount") {
+            diags.error(&def.at(&b.name), "a binding with `target: shipment` needs the field `amount`");
+        }
+    }
 }
 
 fn compile_field(
@@ -92,6 +139,10 @@ fn compile_field(
             return None;
         }
     };
+    if let Err(allowed) = target.check_for(def.spec.target) {
+        diags.error(&def.at(name), format!("this binding cannot fill `{}`; it fills {allowed}", name.value));
+        return None;
+    }
     let value = value_source(def, name, field.from.as_ref(), &field.convert, field.default.as_ref(), lookups, diags);
     if let Some(from) = &field.from
         && value.from.as_ref().is_some_and(SourcePath::is_list)
@@ -99,22 +150,25 @@ fn compile_field(
     {
         diags.error(&def.at(from), format!("`{}` holds one value; `[*]` is for list fields", name.value));
     }
-    let currency = match (&target, &field.currency) {
-        (BindingTarget::Amount, Some(c)) => {
+    let currency = match (target.is_money(), &field.currency) {
+        (true, Some(c)) => {
             if c.from.is_none() && c.default.is_none() {
                 diags.error(&def.at(name), "`currency` needs `from` or `default`");
             }
             Some(value_source(def, name, c.from.as_ref(), &c.convert, c.default.as_ref(), lookups, diags))
         }
-        (BindingTarget::Amount, None) => {
-            diags.error(&def.at(name), "`amount` needs `currency: {from: …, default: …}`");
+        (true, None) => {
+            diags.error(&def.at(name), format!("`{}` needs `currency: {{from: …, default: …}}`", name.value));
             None
         }
-        (_, Some(_)) => {
-            diags.error(&def.at(name), format!("`currency` applies to `amount` only, not `{}`", name.value));
+        (false, Some(_)) => {
+            diags.error(
+                &def.at(name),
+                format!("`currency` applies to amounts only (amount, total, paid, shipped), not `{}`", name.value),
+            );
             None
         }
-        (_, None) => None,
+        (false, None) => None,
     };
     let person = field.person.unwrap_or(target.is_person());
     Some(CompiledField {

@@ -286,6 +286,12 @@ impl FlowChecker<'_, '_> {
                     otherwise,
                 }
             }
+            ActionSpec::CreateRecord(c) => Action::CreateRecord {
+                connector: c.connector.value.clone(),
+                system: c.system.value.clone(),
+                create: c.create.clone(),
+                fields: c.fields.iter().map(|(name, text)| (name.clone(), self.template(text))).collect(),
+            },
         }
     }
 }

@@ -17,7 +17,10 @@
 //! would halve the moves per second, and writing a value the deal already
 //! has changes nothing. Tasks and notifications have no such check (a
 //! retry after a lost answer can repeat them).
+//!
+//! Several deals' commands at once go out as one `batch` (`coalesce`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +33,10 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{Bitrix24Config, WebhookUrl};
 use crate::reader::PortalReader;
-use crate::rest::{RestClient, RestError, id_text};
+use crate::rest::{MAX_BATCH, RestClient, RestError, id_text};
 use crate::stages::looks_like_code;
+
+mod coalesce;
 
 /// `ORIGINATOR_ID` of every deal the hub creates.
 pub const ORIGINATOR: &str = "dealbridge";
@@ -113,18 +118,29 @@ impl Bitrix24Target {
         uuid::Uuid::new_v5(&ORIGIN_NAMESPACE, command.idempotency_key.as_bytes()).to_string()
     }
 
-    async fn update_deal(
+    /// What `update_deal` writes: the fields, with the stage as its code.
+    async fn update_fields(
         &self,
         id: &str,
         stage: Option<&str>,
-        fields: &std::collections::BTreeMap<String, Value>,
-        context: AttemptContext,
-    ) -> Result<Performed, DeliveryFailure> {
+        fields: &BTreeMap<String, Value>,
+    ) -> Result<Map<String, Value>, DeliveryFailure> {
         let mut wanted: Map<String, Value> = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Some(stage) = stage {
             let category = wanted.get("CATEGORY_ID").and_then(id_text);
             wanted.insert("STAGE_ID".into(), json!(self.stage_code(stage, category, Some(id)).await?));
         }
+        Ok(wanted)
+    }
+
+    async fn update_deal(
+        &self,
+        id: &str,
+        stage: Option<&str>,
+        fields: &BTreeMap<String, Value>,
+        context: AttemptContext,
+    ) -> Result<Performed, DeliveryFailure> {
+        let mut wanted = self.update_fields(id, stage, fields).await?;
         if wanted.is_empty() {
             return Ok(Performed::AlreadyApplied { created: None });
         }
@@ -149,19 +165,11 @@ impl Bitrix24Target {
         Ok(Performed::Applied { created: None })
     }
 
-    async fn create_deal(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
+    /// The deal a `create_deal` command makes, as `crm.deal.add` fields.
+    async fn create_fields(&self, command: &Command) -> Result<Map<String, Value>, DeliveryFailure> {
         let CommandOp::CreateDeal { create, parent_external_id, stage, responsible, fields } = &command.op else {
             unreachable!("called for create_deal only");
         };
-        let origin = Self::origin_id(command);
-        let created = |id: String| Some(ExternalRef::new(command.system.clone(), command.connector.clone(), id));
-        if context.possibly_applied {
-            let filter = json!({ "ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": origin });
-            let page = self.client.deal_list(&filter, &["ID"], &json!({"ID": "ASC"}), 0).await?;
-            if let Some(id) = page.items.first().and_then(|d| d.get("ID")).and_then(id_text) {
-                return Ok(Performed::AlreadyApplied { created: created(id) });
-            }
-        }
         let mut all: Map<String, Value> = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (k, v) in create {
             all.insert(k.clone(), json!(v));
@@ -177,10 +185,46 @@ impl Bitrix24Target {
             all.insert(self.parent_field.clone(), json!(format!("{}{parent}", self.parent_prefix)));
         }
         all.insert("ORIGINATOR_ID".into(), json!(ORIGINATOR));
-        all.insert("ORIGIN_ID".into(), json!(origin));
-        let id = self.client.deal_add(&all).await?;
-        Ok(Performed::Applied { created: created(id) })
+        all.insert("ORIGIN_ID".into(), json!(Self::origin_id(command)));
+        Ok(all)
     }
+
+    async fn create_deal(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
+        if context.possibly_applied {
+            let filter = json!({ "ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": Self::origin_id(command) });
+            let page = self.client.deal_list(&filter, &["ID"], &json!({"ID": "ASC"}), 0).await?;
+            if let Some(id) = page.items.first().and_then(|d| d.get("ID")).and_then(id_text) {
+                return Ok(Performed::AlreadyApplied { created: Some(created_ref(command, id)) });
+            }
+        }
+        let id = self.client.deal_add(&self.create_fields(command).await?).await?;
+        Ok(Performed::Applied { created: Some(created_ref(command, id)) })
+    }
+}
+
+/// The deal a `create_deal` command made, as the canonical deal's new ref.
+fn created_ref(command: &Command, id: String) -> ExternalRef {
+    ExternalRef::new(command.system.clone(), command.connector.clone(), id)
+}
+
+/// `tasks.task.add` fields of a `create_task` command.
+fn task_fields(op: &CommandOp) -> Map<String, Value> {
+    let CommandOp::CreateTask { external_id, title, description, responsible, deadline, .. } = op else {
+        unreachable!("called for create_task only");
+    };
+    let mut fields = Map::new();
+    fields.insert("TITLE".into(), json!(title));
+    fields.insert("RESPONSIBLE_ID".into(), json!(responsible));
+    if !description.is_empty() {
+        fields.insert("DESCRIPTION".into(), json!(description));
+    }
+    if let Some(at) = deadline {
+        fields.insert("DEADLINE".into(), json!(at.to_rfc3339()));
+    }
+    if let Some(deal) = external_id {
+        fields.insert("UF_CRM_TASK".into(), json!([format!("D_{deal}")]));
+    }
+    fields
 }
 
 /// A deal that is gone cannot be changed, whatever else is wrong.
@@ -237,25 +281,28 @@ impl OutboundConnector for Bitrix24Target {
     }
 
     async fn perform(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
+        self.perform_one(command, context).await
+    }
+
+    /// A `batch` carries up to 50 commands.
+    fn coalesce_limit(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn perform_all(&self, commands: &[(&Command, AttemptContext)]) -> Vec<Result<Performed, DeliveryFailure>> {
+        self.perform_batched(commands).await
+    }
+}
+
+impl Bitrix24Target {
+    async fn perform_one(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
         match &command.op {
             CommandOp::UpdateDeal { external_id, stage, fields } => {
                 self.update_deal(external_id, stage.as_deref(), fields, context).await
             }
             CommandOp::CreateDeal { .. } => self.create_deal(command, context).await,
-            CommandOp::CreateTask { external_id, title, description, responsible, deadline, .. } => {
-                let mut fields = Map::new();
-                fields.insert("TITLE".into(), json!(title));
-                fields.insert("RESPONSIBLE_ID".into(), json!(responsible));
-                if !description.is_empty() {
-                    fields.insert("DESCRIPTION".into(), json!(description));
-                }
-                if let Some(at) = deadline {
-                    fields.insert("DEADLINE".into(), json!(at.to_rfc3339()));
-                }
-                if let Some(deal) = external_id {
-                    fields.insert("UF_CRM_TASK".into(), json!([format!("D_{deal}")]));
-                }
-                self.client.task_add(&fields).await?;
+            CommandOp::CreateTask { .. } => {
+                self.client.task_add(&task_fields(&command.op)).await?;
                 Ok(Performed::Applied { created: None })
             }
             CommandOp::Notify { to, text, .. } => {

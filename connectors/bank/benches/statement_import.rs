@@ -1,0 +1,236 @@
+//! A whole statement import at scale on the embedded SQLite store:
+//! 100,000 incoming payments (one 1CClientBankExchange file, ~40 MB, held
+//! in memory) against 1,000,000 open invoices stored in the database.
+//!
+//! ```sh
+//! cargo bench -p dealbridge-connector-bank --bench statement_import
+//! # peak memory of the whole process:
+//! /usr/bin/time -v target/release/deps/statement_import-* --bench 2>&1 | grep -E 'import|Maximum resident'
+//! ```
+//!
+//! Timed: `StatementImporter::import` on the file's bytes — parse, payment
+//! ids, the known-payment check, loading the open invoices, matching,
+//! applying (invoice totals; the flows run for invoices with a stored
+//! deal) and the one transaction that stores the statement, the payments
+//! and the invoices. Not timed: generating the data and storing the
+//! invoices beforehand. The phases are also timed one by one (parse, load,
+//! match) on the same data before the import, for where the time goes.
+//!
+//! `BENCH_DEALS=n` stores a deal for the first n invoices (default 2,000), so
+//! that many of the matched payments run the payment flows as well.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use dealbridge_connector_bank::import::{ImportSource, StatementImporter};
+use dealbridge_connector_bank::matching::{Decision, MatchRules, PaymentMatcher};
+use dealbridge_connector_bank::parse_statement;
+use dealbridge_connector_bank::payments::to_payments;
+use dealbridge_core::mapping::MappingSet;
+use dealbridge_core::model::{Client, Deal, Inn, Invoice, InvoiceKind, InvoiceStatus, Money};
+use dealbridge_core::runner::EngineRunner;
+use dealbridge_core::store::{ChangeSet, SqliteStore, Store};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+const INVOICES: usize = 1_000_000;
+const PAYMENTS: usize = 100_000;
+const CLIENTS: u64 = 100_000;
+const OWN_ACCOUNT: &str = "40702810000000000001";
+
+/// A deterministic generator (SplitMix64), so every run imports the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A valid 10-digit INN for client `n`.
+fn inn(n: u64) -> String {
+    let body = format!("77{n:07}");
+    let weights = [2, 4, 10, 3, 5, 9, 4, 6, 8];
+    let sum: u32 = body.bytes().zip(weights).map(|(b, w)| u32::from(b - b'0') * w).sum();
+    format!("{body}{}", sum % 11 % 10)
+}
+
+fn number(i: usize) -> String {
+    if i < 600_000 { format!("{}", i + 1) } else { format!("ТД00-{:06}", i + 1) }
+}
+
+fn invoices(deals: usize) -> (Vec<Invoice>, Vec<Deal>) {
+    let base = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+    let mut rng = Rng(42);
+    let now = Utc::now();
+    let mut stored_deals = Vec::new();
+    let invoices = (0..INVOICES)
+        .map(|i| {
+            let total = Decimal::from(1_000 + rng.below(500_000));
+            let deal_id = Uuid::from_u128((i as u128 + 1) << 64);
+            if i < deals {
+                let mut deal = Deal::new("sales", "payment", now, "system:bench");
+                deal.id = deal_id;
+                deal.title = format!("Сделка {i}");
+                deal.responsible = Some("manager".into());
+                stored_deals.push(deal);
+            }
+            Invoice {
+                id: Uuid::from_u128(i as u128 + 1),
+                kind: InvoiceKind::Invoice,
+                number: number(i),
+                date: base + chrono::Duration::days(rng.below(300) as i64),
+                deal_id: Some(deal_id),
+                client: Some(Client {
+                    name: format!("ООО Клиент {}", i as u64 % CLIENTS),
+                    inn: Some(Inn::new(&inn(i as u64 % CLIENTS))),
+                    ..Default::default()
+                }),
+                total: Money { amount: total, currency: "RUB".into() },
+                paid: Money { amount: Decimal::ZERO, currency: "RUB".into() },
+                shipped: Money { amount: Decimal::ZERO, currency: "RUB".into() },
+                shipments: Vec::new(),
+                status: InvoiceStatus::Open,
+                lines: Vec::new(),
+                custom_fields: Default::default(),
+                external_refs: Vec::new(),
+                updated_at: now,
+            }
+        })
+        .collect();
+    (invoices, stored_deals)
+}
+
+/// A UTF-8 1C statement of `PAYMENTS` credits to `OWN_ACCOUNT`, paying
+/// invoices in the purpose-text forms of `docs/connectors/bank.md` with
+/// exact, partial and over-amounts, a tenth naming nothing.
+fn statement(invoices: &[Invoice]) -> Vec<u8> {
+    let mut rng = Rng(7);
+    let mut out = String::with_capacity(PAYMENTS * 420);
+    out.push_str("1CClientBankExchange\nВерсияФормата=1.03\nКодировка=Windows\nОтправитель=Банк\nПолучатель=1С\n");
+    out.push_str(&format!("ДатаНачала=01.01.2024\nДатаКонца=31.12.2024\nРасчСчет={OWN_ACCOUNT}\n"));
+    for k in 0..PAYMENTS {
+        let inv = &invoices[rng.below(INVOICES as u64) as usize];
+        let form = rng.below(10);
+        let amount = match rng.below(4) {
+            0 | 1 => inv.total.amount,
+            2 => inv.total.amount / Decimal::from(2),
+            _ => inv.total.amount + Decimal::from(100),
+        };
+        let invoice_date = inv.date.format("%d.%m.%Y");
+        let purpose = match form {
+            0..=2 => format!("Оплата по счету № {} от {invoice_date}, НДС не облагается", inv.number),
+            3 | 4 => format!("Оплата сч. {} за товар", inv.number),
+            5 => format!("по сч.№{}", inv.number),
+            6 => format!("Оплата по счету {}", inv.number.trim_start_matches("ТД00-").trim_start_matches('0')),
+            7 | 8 => "Оплата за оборудование".to_owned(),
+            _ => "Возврат займа".to_owned(),
+        };
+        let client = inv.client.as_ref().expect("client");
+        let payer_inn = if form == 9 { "" } else { client.inn.as_ref().map(Inn::as_str).unwrap_or("") };
+        let date = (inv.date + chrono::Duration::days(3)).format("%d.%m.%Y");
+        out.push_str(&format!(
+            "СекцияДокумент=Платежное поручение\nНомер={k}\nДата={date}\nСумма={amount}\n\
+             ПлательщикСчет=407028100000{k:08}\nПлательщик={name}\nПлательщикИНН={payer_inn}\n\
+             ПлательщикБИК=044525225\nПолучательСчет={OWN_ACCOUNT}\nДатаПоступило={date}\n\
+             Получатель=ООО Продавец\nПолучательИНН=7707083893\nНазначениеПлатежа={purpose}\nКонецДокумента\n",
+            name = client.name,
+        ));
+    }
+    out.push_str("КонецФайла\n");
+    out.into_bytes()
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // The import logs where its time went.
+    tracing_subscriber::fmt().with_env_filter("dealbridge_connector_bank=info").with_target(false).init();
+    let deals: usize = std::env::var("BENCH_DEALS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url, 2).await.expect("open SQLite"));
+    store.migrate().await.expect("migrate");
+
+    let setup = Instant::now();
+    let (invoices, stored_deals) = invoices(deals);
+    let bytes = statement(&invoices);
+    let mut chunks = invoices.chunks(50_000);
+    let first = chunks.next().expect("invoices");
+    store
+        .apply(&ChangeSet { invoices: first.to_vec(), deals: stored_deals, ..Default::default() })
+        .await
+        .expect("store");
+    for chunk in chunks {
+        store.apply(&ChangeSet { invoices: chunk.to_vec(), ..Default::default() }).await.expect("store invoices");
+    }
+    drop(invoices);
+    println!(
+        "statement import: {PAYMENTS} payments ({:.1} MB, in memory) against {INVOICES} open invoices in SQLite \
+         ({deals} with a stored deal); setup {:.1} s",
+        bytes.len() as f64 / 1e6,
+        setup.elapsed().as_secs_f64()
+    );
+
+    // The phases alone, read-only, on the same data.
+    let t = Instant::now();
+    let parsed = parse_statement(bytes.as_slice()).expect("statement");
+    let payments = to_payments(&parsed, Utc::now());
+    let parse = t.elapsed();
+    let t = Instant::now();
+    let open = store.open_invoices().await.expect("open invoices");
+    let load = t.elapsed();
+    let t = Instant::now();
+    let mut matcher = PaymentMatcher::new(&open, MatchRules::default());
+    let matched = payments.iter().filter(|p| matches!(matcher.decide(p), Decision::Matched { .. } | Decision::Split(_))).count();
+    let matching = t.elapsed();
+    drop(matcher);
+    drop((parsed, payments, open));
+    println!("  phases alone: parse + payments {:>7.1} ms", ms(parse));
+    println!("                load open invoices {:>5.1} ms", ms(load));
+    println!("                index + match {:>10.1} ms ({matched} matched)", ms(matching));
+
+    let set = MappingSet::load_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mappings").as_path())
+        .unwrap_or_else(|problems| panic!("mappings: {problems:?}"));
+    let importer = StatementImporter {
+        store: store.clone(),
+        runner: EngineRunner::new(store.clone()),
+        rules: MatchRules::default(),
+    };
+    let t = Instant::now();
+    let report = importer.import(&set, &bytes, Some("bench.txt"), ImportSource::Cli).await.expect("import");
+    let import = t.elapsed();
+    let p = &report.payments;
+    println!(
+        "  import (parse, match, apply, one transaction): {:.1} ms — {} new, {} matched ({} overpaid), {} to review",
+        ms(import),
+        p.new,
+        p.matched,
+        p.overpaid,
+        p.review
+    );
+    let t = Instant::now();
+    let again = importer.import(&set, &bytes, Some("bench.txt"), ImportSource::Cli).await.expect("import again");
+    println!("  the same file again: {:.1} ms (already imported: {})", ms(t.elapsed()), again.already_imported);
+    if let Some(peak) = peak_rss() {
+        println!("  peak resident memory (VmHWM, whole process incl. generated data): {peak}");
+    }
+}
+
+/// The process's peak resident set, from /proc (Linux).
+fn peak_rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+}
