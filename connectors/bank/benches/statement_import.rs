@@ -194,7 +194,8 @@ async fn main() {
     let load = t.elapsed();
     let t = Instant::now();
     let mut matcher = PaymentMatcher::new(&open, MatchRules::default());
-    let matched = payments.iter().filter(|p| matches!(matcher.decide(p), Decision::Matched { .. } | Decision::Split(_))).count();
+    let matched =
+        payments.iter().filter(|p| matches!(matcher.decide(p), Decision::Matched { .. } | Decision::Split(_))).count();
     let matching = t.elapsed();
     drop(matcher);
     drop((parsed, payments, open));

@@ -74,15 +74,6 @@ impl LaneResumer {
         while passes.join_next().await.is_some() {}
     }
 
-    /// One pass: claims due heads and works their lanes; returns how many
-    /// heads it claimed.
-    pub async fn resume_due(&self) -> Result<usize, StoreError> {
-        let heads = self.store.delivery_claim_due(&self.lease(), Utc::now(), CLAIM_BATCH).await?;
-        let claimed = heads.len();
-        self.work(heads).await?;
-        Ok(claimed)
-    }
-
     /// Works claimed heads. Heads for a target that coalesces are first
     /// attempted together, so a deep queue of retries to a rate-limited
     /// portal goes out in shared calls; each lane then goes on alone.

@@ -11,7 +11,8 @@ use crate::statement::{Direction, Statement};
 use crate::warning::{Warning, WarningCode};
 
 pub fn assign(statement: &mut Statement) {
-    let single = (statement.accounts.len() == 1).then(|| crate::statement::Text::from(statement.accounts[0].number.as_str()));
+    let single =
+        (statement.accounts.len() == 1).then(|| crate::statement::Text::from(statement.accounts[0].number.as_str()));
     let own: Vec<String> = statement.accounts.iter().map(|a| a.number.clone()).collect();
     let is_own = |n: &str| !n.is_empty() && own.iter().any(|o| o == n);
     let mut warnings = Vec::new();
