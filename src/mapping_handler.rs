@@ -165,7 +165,7 @@ impl MappingHandler {
                     last.stage = stage.or(last.stage);
                     last.fields.extend(fields);
                 }
-                CommandOp::CreateTask { .. } | CommandOp::Notify { .. } => {}
+                CommandOp::CreateTask { .. } | CommandOp::Notify { .. } | CommandOp::Comment { .. } => {}
             }
         }
         Ok(Some(last))
@@ -220,7 +220,7 @@ impl MappingHandler {
                     writes.stage |= stage.is_some();
                     writes.fields.extend(fields.keys().cloned());
                 }
-                CommandOp::CreateTask { .. } | CommandOp::Notify { .. } => {}
+                CommandOp::CreateTask { .. } | CommandOp::Notify { .. } | CommandOp::Comment { .. } => {}
             }
         }
         Ok(writes)

@@ -271,7 +271,8 @@ pub fn render_text(trace: &DealTrace) -> String {
         out.push_str(&format!("  parent:      {parent}\n"));
     }
     for r in &deal.external_refs {
-        out.push_str(&format!("  in {} ({}): {}\n", r.system, r.instance, r.id));
+        let what = r.document.as_deref().map(|kind| format!(" ({kind} made for the deal)")).unwrap_or_default();
+        out.push_str(&format!("  in {} ({}): {}{what}\n", r.system, r.instance, r.id));
     }
     for (name, value) in &deal.custom_fields {
         out.push_str(&format!("  custom.{name}: {value}\n"));

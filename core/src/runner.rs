@@ -14,9 +14,10 @@ use uuid::Uuid;
 use crate::connector::SourceRecord;
 use crate::flow::{Cause, Effects, Engine, EngineError, World};
 use crate::mapping::MappingSet;
-use crate::model::CanonicalEvent;
+use crate::model::{CanonicalEvent, ExternalRef, Money, PaidPart};
 use crate::store::{
-    ChangeSet, EventOutcome, RawEvent, Store, StoreError, change_set_from_world, extend_world, load_world,
+    ChangeSet, EventOutcome, RawEvent, Store, StoreError, StoredPayment, change_set_from_world, extend_world,
+    load_world,
 };
 
 /// How many unloaded deals one run may pull in before it is called a bug.
@@ -112,6 +113,7 @@ impl EngineRunner {
         let seeds = self.seed_deals(events).await?;
         let mut world = load_world(self.store.as_ref(), &seeds).await?;
         self.load_documents(events, &mut world).await?;
+        self.load_bank_parts(events, &mut world).await?;
         self.load_team_loads(set, &mut world).await?;
         let engine = Engine::new(set.plan(), set.runtime(), set);
         let mut effects = Effects::default();
@@ -181,6 +183,11 @@ impl EngineRunner {
                 CanonicalEvent::ShipmentObserved { covers, .. } => {
                     seeds.extend(self.store.find_invoice(covers).await?.and_then(|i| i.deal_id));
                 }
+                CanonicalEvent::PaymentObserved { observed, .. } => {
+                    for share in &observed.shares {
+                        seeds.extend(self.store.find_invoice(&share.pays).await?.and_then(|i| i.deal_id));
+                    }
+                }
                 CanonicalEvent::PaymentApplied { deal_id, .. }
                 | CanonicalEvent::InvoiceFullyPaid { deal_id, .. }
                 | CanonicalEvent::ShipmentsCoverOrder { deal_id, .. }
@@ -198,15 +205,42 @@ impl EngineRunner {
     /// that belong to no deal (the world loads invoices by deal).
     async fn load_documents(&self, events: &[(CanonicalEvent, Cause)], world: &mut World) -> Result<(), StoreError> {
         for (event, _) in events {
-            let named = match event {
-                CanonicalEvent::InvoiceObserved { source, .. } => source,
-                CanonicalEvent::ShipmentObserved { covers, .. } => covers,
+            let named: Vec<&ExternalRef> = match event {
+                CanonicalEvent::InvoiceObserved { source, .. } => vec![source],
+                CanonicalEvent::ShipmentObserved { covers, .. } => vec![covers],
+                CanonicalEvent::PaymentObserved { observed, .. } => observed.shares.iter().map(|s| &s.pays).collect(),
                 _ => continue,
             };
-            if world.invoice_by_ref(named).is_none()
-                && let Some(invoice) = self.store.find_invoice(named).await?
-            {
-                world.invoices.entry(invoice.id).or_insert(invoice);
+            for named in named {
+                if world.invoice_by_ref(named).is_none()
+                    && let Some(invoice) = self.store.find_invoice(named).await?
+                {
+                    world.invoices.entry(invoice.id).or_insert(invoice);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bank statement payments applied to the documents an ERP's
+    /// payment pays, as parts of those documents (already in their paid
+    /// amount), so the engine sees the same money reported twice.
+    async fn load_bank_parts(&self, events: &[(CanonicalEvent, Cause)], world: &mut World) -> Result<(), StoreError> {
+        let mut paid: Vec<Uuid> = Vec::new();
+        for (event, _) in events {
+            if let CanonicalEvent::PaymentObserved { observed, .. } = event {
+                paid.extend(observed.shares.iter().filter_map(|s| world.invoice_by_ref(&s.pays)));
+            }
+        }
+        paid.sort();
+        paid.dedup();
+        for stored in self.store.payments_applied_to(&paid).await? {
+            let Some(part) = bank_part(&stored) else { continue };
+            let Some(invoice) = stored.matched.as_ref().and_then(|m| world.invoices.get_mut(&m.invoice_id)) else {
+                continue;
+            };
+            if !invoice.paid_parts.iter().any(|p| p.names(&part.payment)) {
+                invoice.paid_parts.push(part);
             }
         }
         Ok(())
@@ -263,6 +297,27 @@ fn record_metrics(effects: &Effects) {
     metrics::counter!("dealbridge_engine_changes_total").increment(effects.changes.len() as u64);
     metrics::counter!("dealbridge_engine_commands_total").increment(effects.commands.len() as u64);
     metrics::counter!("dealbridge_engine_problems_total").increment(effects.problems.len() as u64);
+}
+
+/// A matched bank payment as a part of its (first) invoice.
+fn bank_part(stored: &StoredPayment) -> Option<PaidPart> {
+    let matched = stored.matched.as_ref()?;
+    // A payment that added nothing (the same money as a receipt already
+    // counted) is no part of its own.
+    if matched.paid_total.amount <= matched.paid_before.amount {
+        return None;
+    }
+    let payment = stored.payment.external_refs.first()?.clone();
+    Some(PaidPart {
+        payment,
+        number: stored.payment.document_number.clone(),
+        date: Some(stored.payment.date),
+        amount: Money {
+            amount: matched.paid_total.amount - matched.paid_before.amount,
+            currency: matched.paid_total.currency.clone(),
+        },
+        same_as: Vec::new(),
+    })
 }
 
 #[cfg(test)]

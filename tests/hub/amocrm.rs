@@ -254,6 +254,14 @@ async fn lead_status_story(store: StoreKind, bus: BusUnderTest) {
     let stages: Vec<&str> =
         canonical_sale["stage_history"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["new", "evaluation", "estimate_ready"], "every stage entered once: no echo moved it back");
+    // The estimate is noted on the parent lead's timeline.
+    let notes: Vec<&Value> = log
+        .iter()
+        .filter(|r| r.user == HUB_USER && r.method == "POST" && r.path == format!("/api/v4/leads/{sale}/notes"))
+        .map(|r| &r.body)
+        .collect();
+    let estimate = json!([{"note_type": "common", "params": {"text": "Оценка логистики: 18500 RUB (Логистика: Поставка в Казань)"}}]);
+    assert_eq!(notes.iter().filter(|b| ***b == estimate).count(), 1, "{notes:#?}");
 
     // 5. The hub's requests are what the story needs, each once: its own
     //    writes came back as webhooks and caused nothing more.

@@ -22,6 +22,7 @@ const TOKEN: &str = "test-b24-application-token";
 const HUB_USER: u64 = 1;
 const MANAGER: (u64, &str) = (7, "manager-webhook");
 const LOGISTICIAN: (u64, &str) = (31, "logistician-webhook");
+const INSTALLER: (u64, &str) = (21, "installer-webhook");
 
 /// The hub and the emulated portal wired to each other.
 struct Rig {
@@ -62,8 +63,19 @@ impl Rig {
     /// Starts the hub and then the emulator, which sends its events to the
     /// hub's `POST /hooks/bitrix24`.
     async fn start(store: &StoreKind, bus: &BusUnderTest, drop_share: f64, catch_up_secs: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), store, &format!("{}{}", hub_config(catch_up_secs), bus.config()));
+        Self::start_with(store, bus, drop_share, catch_up_secs, tempfile::tempdir().unwrap(), "").await
+    }
+
+    /// Like `start`, with more config (e.g. a `[mappings]` directory in `dir`).
+    async fn start_with(
+        store: &StoreKind,
+        bus: &BusUnderTest,
+        drop_share: f64,
+        catch_up_secs: u64,
+        dir: tempfile::TempDir,
+        extra: &str,
+    ) -> Self {
+        write_config(dir.path(), store, &format!("{}{}{extra}", hub_config(catch_up_secs), bus.config()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = emulator_config(drop_share);
         let webhook = format!("http://{}/rest/{HUB_USER}/{}/", listener.local_addr().unwrap(), config.webhook_code);
@@ -82,6 +94,11 @@ impl Rig {
 
     async fn calls(&self) -> Vec<CallRecord> {
         reqwest::get(format!("{}/_emulator/calls", self.emu.base_url())).await.unwrap().json().await.unwrap()
+    }
+
+    /// The timeline comments written on the portal.
+    async fn timeline(&self) -> Vec<Value> {
+        reqwest::get(format!("{}/_emulator/timeline", self.emu.base_url())).await.unwrap().json().await.unwrap()
     }
 
     async fn events(&self) -> Vec<EventRecord> {
@@ -105,7 +122,11 @@ impl Rig {
 fn emulator_config(drop_share: f64) -> EmulatorConfig {
     EmulatorConfig {
         webhook_user: HUB_USER,
-        user_webhooks: vec![(MANAGER.0, MANAGER.1.into()), (LOGISTICIAN.0, LOGISTICIAN.1.into())],
+        user_webhooks: vec![
+            (MANAGER.0, MANAGER.1.into()),
+            (LOGISTICIAN.0, LOGISTICIAN.1.into()),
+            (INSTALLER.0, INSTALLER.1.into()),
+        ],
         application_token: TOKEN.into(),
         drop_share,
         ..EmulatorConfig::default()
@@ -219,6 +240,14 @@ async fn logistics_estimate(store: StoreKind, bus: BusUnderTest) {
     let children = canonical_sale["children"].as_array().unwrap();
     assert_eq!(children.len(), 1, "one child, however often the parent came back");
     assert_eq!(children[0]["stage"], "approval");
+    // The estimate is written on the sale's timeline, once.
+    let timeline = rig.timeline().await;
+    assert_eq!(timeline.len(), 1, "{timeline:#?}");
+    assert_eq!(
+        (timeline[0]["ENTITY_TYPE"].as_str(), timeline[0]["ENTITY_ID"].to_string()),
+        (Some("deal"), sale.clone())
+    );
+    assert_eq!(timeline[0]["COMMENT"], "Оценка логистики: 18500.00 RUB (Логистика: Поставка в Казань)");
 
     // 5. The call log: the hub's writes are exactly what the story needs;
     //    its reads are one per event at most; its own writes came back as
@@ -369,5 +398,127 @@ async fn with_a_fifth_of_the_events_dropped_the_catch_up_brings_the_hub_to_the_p
         .iter()
         .rposition(|c| c.user == HUB_USER && c.method == "crm.deal.get" && c.params["id"] == json!(ids[2]));
     assert!(listed.is_some() && listed < read, "the catch-up found the change and the hub read it: {log:#?}");
+    rig.stop().await;
+}
+
+/// The installers' smart process «Монтаж» (entityTypeId 1032 = hex 408,
+/// its pipeline 5), bound beside the shipped set: a sale entering shipment
+/// gets an installation child there, which may not be closed without the
+/// act's number.
+const INSTALLATION: &str = r#"
+pipelines:
+  installation: [new, in_progress, done]
+stage_maps:
+  b24-installation:
+    pipeline: installation
+    stages:
+      "DT1032_5:NEW": new
+      "DT1032_5:PREPARATION": in_progress
+      "DT1032_5:SUCCESS": done
+bindings:
+  - name: b24-installation-items
+    connector: bitrix24
+    system: bitrix24
+    record: item
+    filter: "record.entityTypeId == 1032"
+    id: ref
+    parent: { from: parentId2 }
+    stage: { from: stageId, map: b24-installation }
+    fields:
+      title: { from: title }
+      responsible: { from: assignedById }
+      custom.act_number: { from: ufCrm5ActNumber }
+    create_with: { entityTypeId: "1032", categoryId: "5" }
+flows:
+  - name: order-installation
+    when: { deal_enters: { pipeline: sales, stage: shipment } }
+    then:
+      - spawn_child:
+          pipeline: installation
+          stage: new
+          responsible: { person: sidorov }
+          title: "Монтаж: {{ deal.title }}"
+  - name: installation-needs-act
+    when: { deal_enters: { pipeline: installation, stage: done } }
+    then:
+      - guard:
+          condition: "deal.custom.act_number is defined and deal.custom.act_number"
+          message: "Монтаж не закрыть без номера акта: {{ deal.title }}"
+"#;
+
+/// The shipped mappings plus the installation smart process, in `root`.
+fn installation_mappings(root: &std::path::Path) -> std::path::PathBuf {
+    let dir = root.join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    for entry in std::fs::read_dir(shipped).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.join("installation.yaml"), INSTALLATION).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_child_in_a_smart_process_is_created_as_an_item_of_the_sale_and_moved_back_as_an_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = installation_mappings(dir.path());
+    let extra = format!("[mappings]\ndir = \"{}\"\n", mappings.display());
+    let rig = Rig::start_with(&StoreKind::Sqlite, &BusUnderTest::Embedded, 0.0, 0, dir, &extra).await;
+    let manager = rig.person(MANAGER);
+    let installer = rig.person(INSTALLER);
+
+    // 1. The manager's sale goes to «В работе» (shipment): the hub orders
+    //    the installation as an item of the smart process, linked to the
+    //    sale by `parentId2`.
+    let sale = manager.deal_add(&fields(json!({"TITLE": "Насосная станция", "ASSIGNED_BY_ID": 7}))).await.unwrap();
+    eventually("the hub knows the sale", Duration::from_secs(10), async || rig.canonical(&sale).await).await;
+    manager.deal_update(&sale, &fields(json!({"STAGE_ID": "EXECUTING"}))).await.unwrap();
+    hub_called(&rig, "the hub adds the installation item", |c| c.method == "crm.item.add").await;
+    let log = rig.calls().await;
+    let add = log.iter().find(|c| c.user == HUB_USER && c.method == "crm.item.add").unwrap();
+    assert_eq!(add.params["entityTypeId"], json!(1032), "{add:#?}");
+    let wanted = json!({"title": "Монтаж: Насосная станция", "stageId": "DT1032_5:NEW", "categoryId": "5",
+                        "assignedById": "21", "parentId2": sale});
+    for (key, value) in wanted.as_object().unwrap() {
+        assert_eq!(&add.params["fields"][key], value, "`{key}` of {add:#?}");
+    }
+    assert!(!log.iter().any(|c| c.user == HUB_USER && c.method == "crm.deal.add"), "no deal for the item: {log:#?}");
+
+    // 2. The hub knows the item by its code, as the child of the sale.
+    let item = installer.item_list(1032, &json!({}), &["id"]).await.unwrap()[0]["id"].to_string();
+    let code = format!("T408_{item}");
+    let child =
+        eventually("the item is the sale's child", Duration::from_secs(15), async || rig.canonical(&code).await).await;
+    let canonical_sale = rig.canonical(&sale).await.unwrap();
+    assert_eq!(child["parent_id"], canonical_sale["id"]);
+    assert_eq!((child["pipeline"].as_str(), child["stage"].as_str()), (Some("installation"), Some("new")));
+    assert_eq!(canonical_sale["children"].as_array().unwrap().len(), 1, "the item's own event adds no second child");
+
+    // 3. The installer closes it without the act's number: the hub moves
+    //    it back with `crm.item.update` of the smart process, never
+    //    `crm.deal.update` of a deal with the item's id.
+    installer.item_update(1032, &item, &fields(json!({"stageId": "DT1032_5:SUCCESS"}))).await.unwrap();
+    let moved_back = |c: &CallRecord| {
+        c.method == "crm.item.update"
+            && c.params["id"] == json!(item)
+            && c.params["fields"]["stageId"] == "DT1032_5:NEW"
+    };
+    hub_called(&rig, "the hub moves the item back", moved_back).await;
+    let log = settled_calls(&rig, Duration::from_secs(2)).await;
+    let update = log.iter().find(|c| c.user == HUB_USER && moved_back(c)).unwrap();
+    assert_eq!(update.params["entityTypeId"], json!(1032), "{update:#?}");
+    assert!(
+        !log.iter().any(|c| c.user == HUB_USER && c.method == "crm.deal.update" && c.params["id"] == json!(item)),
+        "{log:#?}"
+    );
+    assert_eq!(installer.item_get(1032, &item).await.unwrap()["stageId"], "DT1032_5:NEW");
+    let told = log.iter().find(|c| c.user == HUB_USER && c.method == "im.notify.system.add").unwrap();
+    assert_eq!(told.params["USER_ID"], "21", "the installer is told why: {told:#?}");
+    let child = rig.canonical(&code).await.unwrap();
+    assert_eq!(child["stage"], "new");
+    assert!(log.iter().all(|c| c.status == 200), "no call failed: {log:#?}");
     rig.stop().await;
 }

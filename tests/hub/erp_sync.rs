@@ -143,6 +143,10 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
     object.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+fn text_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
 /// A field holding a number, as text or as a number.
 fn number(object: &Map<String, Value>, key: &str) -> Option<f64> {
     match object.get(key)? {
@@ -195,9 +199,8 @@ async fn won_deal_is_ordered_in_1c_and_shows_what_1c_was_paid(store: StoreKind) 
     .await;
     assert_eq!(number(&back, "UF_CRM_PAID_TOTAL"), None, "nothing paid yet");
 
-    // The client pays in full; 1C's service reports the order with what is paid.
-    let paid = fields(json!({"СуммаОплаты": 150000.5}));
-    rig.onec.update(ORDERS, &order_key, &paid, None).await.unwrap();
+    // The client pays in full; the accountant posts the bank receipt in 1C.
+    pay_order_in_1c(&rig.onec, &order_key, 150000.5, "311").await;
     let shown = eventually("the paid amount appears on the Bitrix24 deal", async || {
         let deal = rig.manager.deal_get(&deal).await.ok()?;
         number(&deal, "UF_CRM_PAID_TOTAL").is_some().then_some(deal)
@@ -210,6 +213,24 @@ async fn won_deal_is_ordered_in_1c_and_shows_what_1c_was_paid(store: StoreKind) 
     })
     .await;
     assert_eq!(text(&shipping, "TITLE"), "Котёл");
+
+    // The order is the deal's document, not the deal: the deal's stage
+    // moves went to Bitrix24 only, and nothing was sent to 1C as if the
+    // order were an Interest (a write there would fail and dead-letter).
+    let linked = rig.canonical("onec", &order_key).await.unwrap();
+    let order_ref = linked["external_refs"].as_array().unwrap().iter().find(|r| r["id"] == order_key.as_str());
+    assert_eq!(order_ref.unwrap()["document"], "customer_order", "{linked}");
+    let calls: Vec<Value> = reqwest::get(rig.infobase.control_url("calls")).await.unwrap().json().await.unwrap();
+    let refused: Vec<&Value> = calls.iter().filter(|c| c["status"].as_u64().unwrap_or(0) >= 400).collect();
+    assert!(refused.is_empty(), "1C refused calls: {refused:?}");
+    let hub_writes = calls.iter().filter(|c| c["method"] != "GET" && !text_of(c, "resource").contains("Поступление"));
+    let elsewhere: Vec<&Value> = hub_writes.filter(|c| !text_of(c, "resource").starts_with(ORDERS)).collect();
+    assert!(elsewhere.is_empty(), "the hub wrote only the order to 1C: {elsewhere:?}");
+    for state in ["parked", "dead"] {
+        let path = format!("/api/v1/deliveries?state={state}");
+        let list: Value = rig.hub.get_with_token(&path, Some(VIEWER)).await.json().await.unwrap();
+        assert_eq!(list["deliveries"].as_array().map_or(0, Vec::len), 0, "{state}: {list}");
+    }
     rig.stop().await;
 }
 

@@ -12,6 +12,7 @@ mod erp_sync;
 mod inbox;
 mod lifecycle;
 mod onec;
+mod onec_payments;
 mod replicas;
 mod security;
 mod statements;

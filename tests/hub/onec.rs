@@ -17,29 +17,29 @@ use crate::support::*;
 const PASSWORD: &str = "test-onec-password";
 const NOTIFY_USER: &str = "crm-hook";
 const NOTIFY_SECRET: &str = "test-onec-notify-secret";
-const INTERESTS: &str = "Document_CRM_Интерес";
-const ORDERS: &str = "Document_ЗаказКлиента";
+pub(crate) const INTERESTS: &str = "Document_CRM_Интерес";
+pub(crate) const ORDERS: &str = "Document_ЗаказКлиента";
 const SHIPMENTS: &str = "Document_РеализацияТоваровУслуг";
 const TASKS: &str = "Task_ЗадачаИсполнителя";
 const ORIGIN_FIELD: &str = "ИдентификаторИнтеграции";
 
 /// 1C user ids of the people in mappings/people.yaml.
 const IVANOV: &str = "5d2a2156-6c1e-11ee-8c99-0242ac120002";
-const SMIRNOVA: &str = "5d2a2264-6c1e-11ee-8c99-0242ac120002";
+pub(crate) const SMIRNOVA: &str = "5d2a2264-6c1e-11ee-8c99-0242ac120002";
 const PETROV: &str = "5d2a1f30-6c1e-11ee-8c99-0242ac120002";
 const ENGINEERS: [&str; 2] = ["5d2a2480-6c1e-11ee-8c99-0242ac120002", "5d2a258e-6c1e-11ee-8c99-0242ac120002"];
 
 /// The hub and the 1C double wired to each other.
-struct Rig {
-    hub: TestHub,
+pub(crate) struct Rig {
+    pub(crate) hub: TestHub,
     emu: RunningEmulator,
     /// The people's 1C client: the same publication and user as the hub's.
-    onec: ODataClient,
+    pub(crate) onec: ODataClient,
     dir: tempfile::TempDir,
 }
 
 impl Rig {
-    async fn start(store: &StoreKind) -> Self {
+    pub(crate) async fn start(store: &StoreKind) -> Self {
         Self::start_with(store, 0, 0.0).await
     }
 
@@ -97,14 +97,14 @@ max_attempts = 8
     }
 
     /// The canonical deal carrying this `Ref_Key`, if the hub knows it.
-    async fn canonical(&self, ref_key: &str) -> Option<Value> {
+    pub(crate) async fn canonical(&self, ref_key: &str) -> Option<Value> {
         let path = format!("/api/v1/deals?system=onec&instance=onec&external_id={ref_key}");
         let response = self.hub.get_with_token(&path, Some(VIEWER)).await;
         (response.status() == 200).then_some(())?;
         Some(response.json().await.unwrap())
     }
 
-    async fn interest(&self, ref_key: &str) -> Map<String, Value> {
+    pub(crate) async fn interest(&self, ref_key: &str) -> Map<String, Value> {
         self.onec.get(INTERESTS, ref_key).await.unwrap()
     }
 
@@ -132,7 +132,7 @@ max_attempts = 8
         self.onec.list(TASKS, &Query::default()).await.unwrap().value
     }
 
-    async fn stop(self) -> tempfile::TempDir {
+    pub(crate) async fn stop(self) -> tempfile::TempDir {
         self.hub.stop().await;
         self.emu.stop().await;
         self.dir
@@ -140,7 +140,7 @@ max_attempts = 8
 }
 
 /// Polls `probe` until it gives a value, failing after 20 s.
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let started = Instant::now();
     loop {
         if let Some(v) = probe().await {
@@ -152,7 +152,7 @@ async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) ->
 }
 
 /// Waits until the Interest's `field` holds `value` in 1C.
-async fn until_field(rig: &Rig, what: &str, ref_key: &str, field: &str, value: Value) -> Map<String, Value> {
+pub(crate) async fn until_field(rig: &Rig, what: &str, ref_key: &str, field: &str, value: Value) -> Map<String, Value> {
     eventually(what, async || {
         let interest = rig.interest(ref_key).await;
         (interest.get(field) == Some(&value)).then_some(interest)
@@ -162,7 +162,7 @@ async fn until_field(rig: &Rig, what: &str, ref_key: &str, field: &str, value: V
 
 /// Waits until the hub has answered every change 1C notified and made
 /// every call those led to: nothing new for a while.
-async fn settled(rig: &Rig) {
+pub(crate) async fn settled(rig: &Rig) {
     let quiet = Duration::from_millis(700);
     let mut last = rig.calls().await.len();
     let mut since = Instant::now();
@@ -175,7 +175,7 @@ async fn settled(rig: &Rig) {
     }
 }
 
-fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
+pub(crate) fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
     object.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
@@ -473,7 +473,7 @@ async fn shipments_covering_the_order_win_the_deal(store: StoreKind) {
         .create(
             ORDERS,
             json!({"Сделка_Key": sale, "Контрагент_Key": client["Ref_Key"], "СуммаДокумента": 150000.5,
-                   "Валюта": "RUB", "СуммаОплаты": 0,
+                   "Валюта": "RUB",
                    "Товары": [{"Номенклатура": "Котёл КВ-150", "Количество": 1, "Сумма": 150000.5}]})
             .as_object()
             .unwrap(),
@@ -484,8 +484,8 @@ async fn shipments_covering_the_order_win_the_deal(store: StoreKind) {
     onec.post_document(ORDERS, &order).await.unwrap();
     settled(&rig).await;
 
-    // The client pays; 1C's service reports the order with what is paid.
-    onec.update(ORDERS, &order, json!({"СуммаОплаты": 150000.5}).as_object().unwrap(), None).await.unwrap();
+    // The client pays; the accountant posts the bank receipt for the order.
+    pay_order_in_1c(onec, &order, 150000.5, "512").await;
     until_field(&rig, "full payment moves the Interest to shipment", &sale, "Этап", json!("Отгрузка")).await;
     settled(&rig).await;
 

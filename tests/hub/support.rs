@@ -166,3 +166,23 @@ pub async fn postgres(test: &str) -> Option<(StoreKind, dealbridge_core::testing
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Pays a 1C order as an accountant does: a bank receipt («Поступление
+/// безналичных денежных средств») from the client's payment order
+/// `number`, paying `amount` of the order in «Расшифровка платежа», then
+/// posted.
+pub async fn pay_order_in_1c(onec: &dealbridge_connector_onec::ODataClient, order: &str, amount: f64, number: &str) {
+    const RECEIPTS: &str = "Document_ПоступлениеБезналичныхДенежныхСредств";
+    let receipt = serde_json::json!({
+        "ХозяйственнаяОперация": "ПоступлениеОплатыОтКлиента",
+        "НомерВходящегоДокумента": number,
+        "ДатаВходящегоДокумента": "2026-02-05T00:00:00",
+        "СуммаДокумента": amount,
+        "Валюта": "RUB",
+        "НазначениеПлатежа": format!("Оплата по платёжному поручению № {number}"),
+        "РасшифровкаПлатежа": [{"Заказ": order, "Заказ_Type": "StandardODATA.Document_ЗаказКлиента", "Сумма": amount}],
+    });
+    let created = onec.create(RECEIPTS, receipt.as_object().unwrap()).await.unwrap();
+    let key = created["Ref_Key"].as_str().unwrap().to_owned();
+    onec.post_document(RECEIPTS, &key).await.unwrap();
+}

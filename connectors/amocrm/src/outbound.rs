@@ -6,6 +6,7 @@
 //! | `create_deal` | `POST /api/v4/leads` with the binding's `create` fields (e.g. `pipeline_id`), the stage, `responsible_user_id`, the fields and the parent link (custom field `parent_field_id`); the new id is `_embedded.leads[0].id` |
 //! | `create_task` | `POST /api/v4/tasks` on the lead (`entity_type: leads`), due at the deadline or in a day |
 //! | `notify` | `POST /api/v4/leads/{id}/notes`, a common note on the lead: amoCRM has no API to message a user |
+//! | `comment` | `POST /api/v4/leads/{id}/notes`, a common note on the lead (its timeline) |
 //!
 //! Stages are status ids. Mapping files may write `<pipeline_id>:<status_id>`
 //! to move a lead to another pipeline; "won" (142) and "lost" (143) are the
@@ -217,7 +218,7 @@ impl AmocrmTarget {
     }
 
     async fn create_lead(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
-        let CommandOp::CreateDeal { create, parent_external_id, stage, responsible, fields } = &command.op else {
+        let CommandOp::CreateDeal { create, parent_external_id, stage, responsible, fields, .. } = &command.op else {
             unreachable!("called for create_deal only");
         };
         if context.possibly_applied {
@@ -289,6 +290,10 @@ impl OutboundConnector for AmocrmTarget {
                     ));
                 };
                 self.client.add_lead_note(lead, text).await.map_err(not_found_is_permanent)?;
+                Ok(Performed::Applied { created: None })
+            }
+            CommandOp::Comment { external_id, text } => {
+                self.client.add_lead_note(external_id, text).await.map_err(not_found_is_permanent)?;
                 Ok(Performed::Applied { created: None })
             }
         }

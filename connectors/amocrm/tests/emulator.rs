@@ -148,6 +148,7 @@ async fn creates_tasks_and_notes_return_their_ids_and_won_takes_the_leads_pipeli
         stage: Some("7000021".into()),
         responsible: Some(MANAGER.0.to_string()),
         fields: [("name".to_owned(), json!("Логистика: Поставка"))].into(),
+        document: None,
     });
     let Performed::Applied { created: Some(created) } = target.perform(&create, FIRST).await.unwrap() else {
         panic!("a created lead")

@@ -2,7 +2,14 @@
 //! (and so on its deal), and the engine hears `PaymentApplied` for every
 //! payment and `InvoiceFullyPaid` for the one that completes an invoice —
 //! the flows in `mappings/` turn those into tasks and stage moves. The
-//! result is a change set the caller commits together with the payments.
+//! result is a change set and the invoices' new paid amounts, which the
+//! caller commits together with the payments.
+//!
+//! The invoices are not read again: the caller passes them as matching read
+//! them (`OpenInvoice`), and their new paid amount and status are written
+//! into the stored invoices in place (`InvoicePaid`) — an import paying
+//! tens of thousands of invoices neither reads nor rewrites their whole
+//! documents.
 //!
 //! Each payment is its own cause (its id), so the commands it leads to have
 //! idempotency keys of their own and a repeated application collapses.
@@ -12,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use dealbridge_core::flow::Cause;
 use dealbridge_core::mapping::MappingSet;
-use dealbridge_core::model::{CanonicalEvent, Invoice, InvoiceStatus, Money};
+use dealbridge_core::model::{CanonicalEvent, InvoiceStatus, Money};
 use dealbridge_core::runner::{EngineRunner, RunError};
-use dealbridge_core::store::{ChangeSet, Store, StoreError, change_set_from_world};
+use dealbridge_core::store::{ChangeSet, InvoicePaid, OpenInvoice, Store, StoreError, change_set_from_world};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -35,12 +42,12 @@ pub struct Application {
 /// What applying produced.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
-    /// Invoice totals and the engine's output.
+    /// The engine's output (deal moves, tasks, commands, trail).
     pub changes: ChangeSet,
     /// Each invoice's paid amount the applications started from.
     pub invoices_read: Vec<(Uuid, Decimal)>,
-    /// The invoices as they are after the applications, by id.
-    pub invoices: BTreeMap<Uuid, Invoice>,
+    /// Each invoice's paid amount and status after the applications.
+    pub invoices_paid: Vec<InvoicePaid>,
     /// Notes per payment (flows that could not run, invoices without a deal).
     pub notes: HashMap<Uuid, Vec<String>>,
 }
@@ -59,39 +66,56 @@ pub fn status_for(paid: Decimal, total: Decimal) -> InvoiceStatus {
 type Events = Vec<(CanonicalEvent, Cause)>;
 
 /// Computes invoice totals and runs the engine for `applications` (in
-/// order) at engine time `at`. Writes nothing.
+/// order) at engine time `at`; `invoices` are the applied invoices as read
+/// (by id). Writes nothing.
 pub async fn apply(
     store: &dyn Store,
     runner: &EngineRunner,
     set: &MappingSet,
     applications: &[Application],
+    invoices: &HashMap<Uuid, &OpenInvoice>,
     at: DateTime<Utc>,
 ) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
     if applications.is_empty() {
         return Ok(applied);
     }
-    let ids: BTreeSet<Uuid> = applications.iter().map(|a| a.invoice_id).collect();
-    let ids: Vec<Uuid> = ids.into_iter().collect();
-    let mut invoices: BTreeMap<Uuid, Invoice> =
-        store.invoices_by_ids(&ids).await?.into_iter().map(|i| (i.id, i)).collect();
-    let deal_ids: Vec<Uuid> =
-        invoices.values().filter_map(|i| i.deal_id).collect::<BTreeSet<_>>().into_iter().collect();
+    let invoice_of =
+        |id: Uuid| invoices.get(&id).copied().ok_or_else(|| StoreError::Conflict(format!("invoice {id} was not read")));
+    let mut deal_ids = BTreeSet::new();
+    for a in applications {
+        deal_ids.extend(invoice_of(a.invoice_id)?.deal_id);
+    }
+    let deal_ids: Vec<Uuid> = deal_ids.into_iter().collect();
     let stored_deals: BTreeSet<Uuid> = store.deals_by_ids(&deal_ids).await?.into_iter().map(|d| d.id).collect();
 
     let mut by_deal: BTreeMap<Uuid, Events> = BTreeMap::new();
     let mut payments_of_deal: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    // The last paid amount of each invoice, in the order first applied.
+    let mut paid: HashMap<Uuid, usize> = HashMap::new();
     for a in applications {
-        let Some(invoice) = invoices.get_mut(&a.invoice_id) else {
-            return Err(StoreError::Conflict(format!("invoice {} is no longer stored", a.invoice_id)));
-        };
-        if !applied.invoices_read.iter().any(|(id, _)| *id == a.invoice_id) {
-            applied.invoices_read.push((a.invoice_id, a.paid_before));
-        }
+        let invoice = invoice_of(a.invoice_id)?;
         let total = invoice.total.clone();
-        invoice.paid = Money { amount: a.paid_after, currency: total.currency.clone() };
-        invoice.status = status_for(a.paid_after, total.amount);
-        invoice.updated_at = at;
+        let paid_total = Money { amount: a.paid_after, currency: total.currency.clone() };
+        let update = InvoicePaid {
+            id: a.invoice_id,
+            paid: paid_total.clone(),
+            status: status_for(a.paid_after, total.amount),
+            updated_at: at,
+        };
+        match paid.get(&a.invoice_id) {
+            Some(&at) => applied.invoices_paid[at] = update,
+            None => {
+                paid.insert(a.invoice_id, applied.invoices_paid.len());
+                applied.invoices_read.push((a.invoice_id, a.paid_before));
+                applied.invoices_paid.push(update);
+            }
+        }
+        // Money the ERP already reported (`counted_once`) adds nothing, so
+        // no flow hears of it.
+        if a.paid_after == a.paid_before {
+            continue;
+        }
         let deal = invoice.deal_id.filter(|d| stored_deals.contains(d));
         let Some(deal_id) = deal else {
             let note = match invoice.deal_id {
@@ -108,7 +132,7 @@ pub async fn apply(
                 deal_id,
                 invoice_id: a.invoice_id,
                 amount: a.amount.clone(),
-                paid_total: invoice.paid.clone(),
+                paid_total,
                 invoice_total: total.clone(),
             },
             cause(0),
@@ -120,11 +144,9 @@ pub async fn apply(
     }
 
     applied.changes = run_engine(runner, set, &by_deal, &payments_of_deal, &mut applied.notes).await?;
-    // The invoices carry this module's totals and status, whatever the
-    // engine's copy of them says.
-    applied.changes.invoices.retain(|i| !invoices.contains_key(&i.id));
-    applied.changes.invoices.extend(invoices.values().cloned());
-    applied.invoices = invoices;
+    // The invoices carry this module's totals and status, written in place;
+    // the engine's copies of them (paid amounts it heard of) are dropped.
+    applied.changes.invoices.retain(|i| !paid.contains_key(&i.id));
     Ok(applied)
 }
 

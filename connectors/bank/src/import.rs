@@ -28,7 +28,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::apply::{Application, apply};
+use crate::apply::{Application, Applied, apply};
+use crate::counted_once;
+use crate::matching::candidates::open_candidates;
 use crate::matching::{Decision, MatchRules, PaymentMatcher};
 use crate::payments::to_payments;
 use crate::{StatementError, Summary, parse_statement};
@@ -211,12 +213,14 @@ impl StatementImporter {
             }
             let at = Utc::now();
             let statement_id = Uuid::now_v7();
+            let preparing = Instant::now();
             let (payments, repeated_in_file) = unique(to_payments(&statement, at));
+            let in_file = payments.len() as u32;
             let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
             let known: BTreeSet<Uuid> = self.store.known_payments(&ids).await?.into_iter().collect();
-            let fresh: Vec<Payment> = payments.iter().filter(|p| !known.contains(&p.id)).cloned().collect();
-            let (stored, applied_changes, invoices_read) =
-                self.decide_and_apply(set, fresh, statement_id, at, &mut phases).await?;
+            let fresh: Vec<Payment> = payments.into_iter().filter(|p| !known.contains(&p.id)).collect();
+            phases.known_payments += preparing.elapsed();
+            let (stored, applied) = self.decide_and_apply(set, fresh, statement_id, at, &mut phases).await?;
             let record = StatementRecord {
                 id: statement_id,
                 digest: digest.clone(),
@@ -230,10 +234,11 @@ impl StatementImporter {
             };
             let commit = PaymentCommit {
                 statement: Some(NewStatement { record: record.clone(), body: bytes.to_vec() }),
-                new_payments: stored.clone(),
+                new_payments: stored,
                 updated_payments: Vec::new(),
-                invoices_read,
-                changes: applied_changes,
+                invoices_read: applied.invoices_read,
+                changes: applied.changes,
+                invoices_paid: applied.invoices_paid,
             };
             let committing = Instant::now();
             let outcome = self.store.commit_payments(&commit).await?;
@@ -243,10 +248,12 @@ impl StatementImporter {
                     if !commit.changes.commands.is_empty() {
                         self.runner.commands_committed().notify_one();
                     }
+                    let stored = &commit.new_payments;
                     metrics::counter!("dealbridge_payments_imported_total").increment(stored.len() as u64);
                     tracing::info!(
                         payments = stored.len(),
                         parse_ms = phases.parse.as_millis() as u64,
+                        known_payments_ms = phases.known_payments.as_millis() as u64,
                         load_invoices_ms = phases.load_invoices.as_millis() as u64,
                         match_ms = phases.matching.as_millis() as u64,
                         apply_ms = phases.apply.as_millis() as u64,
@@ -254,7 +261,9 @@ impl StatementImporter {
                         total_ms = started.elapsed().as_millis() as u64,
                         "statement imported"
                     );
-                    return Ok(report(record, false, payments.len() as u32, &stored));
+                    let report = report(record, false, in_file, stored);
+                    drop_later((commit, statement));
+                    return Ok(report);
                 }
                 CommitOutcome::StatementKnown(id) => {
                     let known = self.store.get_statement(id).await?.ok_or_else(|| {
@@ -269,7 +278,7 @@ impl StatementImporter {
     }
 
     /// Matches the new payments and applies the matches. Returns the
-    /// payments to store, the change set and the invoice amounts read.
+    /// payments to store and what applying them changes.
     async fn decide_and_apply(
         &self,
         set: &MappingSet,
@@ -277,15 +286,15 @@ impl StatementImporter {
         statement_id: Uuid,
         at: DateTime<Utc>,
         phases: &mut Phases,
-    ) -> Result<(Vec<StoredPayment>, dealbridge_core::store::ChangeSet, Vec<(Uuid, Decimal)>), StoreError> {
+    ) -> Result<(Vec<StoredPayment>, Applied), StoreError> {
         let loading = Instant::now();
-        let any_incoming = fresh.iter().any(|p| p.direction == PaymentDirection::Incoming);
-        let open = if any_incoming { self.store.open_invoices().await? } else { Vec::new() };
+        let open = open_candidates(self.store.as_ref(), &fresh, &self.rules).await?;
         phases.load_invoices += loading.elapsed();
         let matching = Instant::now();
         let mut matcher = PaymentMatcher::new(&open, self.rules.clone());
         let mut stored = Vec::with_capacity(fresh.len());
         let mut applications = Vec::new();
+        let mut applied_to: HashMap<Uuid, &OpenInvoice> = HashMap::new();
         for mut payment in fresh {
             let mut record = StoredPayment {
                 payment: payment.clone(),
@@ -305,6 +314,7 @@ impl StatementImporter {
                 }
                 Decision::Matched { invoice, confidence, reasons, paid_before, paid_after, overpaid } => {
                     let invoice = &matcher.invoices()[invoice];
+                    applied_to.insert(invoice.id, invoice);
                     payment.invoice_id = Some(invoice.id);
                     record.payment = payment.clone();
                     record.state = PaymentState::Matched;
@@ -326,6 +336,7 @@ impl StatementImporter {
                     record.state = PaymentState::Matched;
                     for (part, share) in shares.into_iter().enumerate() {
                         let invoice = &matcher.invoices()[share.invoice];
+                        applied_to.insert(invoice.id, invoice);
                         applications.push(Application {
                             payment_id: payment.id,
                             part: part as u32,
@@ -348,16 +359,17 @@ impl StatementImporter {
             }
             stored.push(record);
         }
+        counted_once::settle(self.store.as_ref(), &mut stored, &mut applications, &applied_to).await?;
         phases.matching += matching.elapsed();
         let applying = Instant::now();
-        let applied = apply(self.store.as_ref(), &self.runner, set, &applications, at).await?;
+        let applied = apply(self.store.as_ref(), &self.runner, set, &applications, &applied_to, at).await?;
         phases.apply += applying.elapsed();
         for record in &mut stored {
             if let Some(notes) = applied.notes.get(&record.payment.id) {
                 record.notes.extend(notes.iter().cloned());
             }
         }
-        Ok((stored, applied.changes, applied.invoices_read))
+        Ok((stored, applied))
     }
 
     /// The report of a statement imported before.
@@ -407,7 +419,9 @@ impl StatementImporter {
             let overpaid = (amount.amount > owed).then(|| amount.amount - owed);
             let application =
                 Application { payment_id, part: 0, invoice_id, amount: amount.clone(), paid_before, paid_after };
-            let applied = apply(self.store.as_ref(), &self.runner, set, &[application], at).await?;
+            let read = OpenInvoice::of(&invoice);
+            let invoices = HashMap::from([(invoice_id, &read)]);
+            let applied = apply(self.store.as_ref(), &self.runner, set, &[application], &invoices, at).await?;
             let currency = invoice.total.currency.clone();
             let mut updated = stored.clone();
             updated.payment.invoice_id = Some(invoice_id);
@@ -437,6 +451,7 @@ impl StatementImporter {
                 updated_payments: vec![(updated.clone(), PaymentState::Review)],
                 invoices_read: applied.invoices_read,
                 changes: applied.changes,
+                invoices_paid: applied.invoices_paid,
             };
             match self.store.commit_payments(&commit).await? {
                 CommitOutcome::Committed => {
@@ -485,10 +500,22 @@ fn automatic_match(
 #[derive(Debug, Default)]
 struct Phases {
     parse: Duration,
+    /// Payment ids and the check which of them are stored already.
+    known_payments: Duration,
     load_invoices: Duration,
     matching: Duration,
     apply: Duration,
     commit: Duration,
+}
+
+/// Frees a large value (a parsed statement, an import's payments) on a
+/// blocking thread, so the caller gets its answer without waiting for
+/// hundreds of thousands of allocations to be released.
+fn drop_later<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(value))),
+        Err(_) => drop(value),
+    }
 }
 
 /// Payments with distinct ids, in file order, and how many repeats were dropped.

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod attributes;
 pub mod camt053;
 pub mod client_bank_exchange;
+mod counted_once;
 pub mod error;
 pub mod import;
 mod lines;

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `deal.event`, action `add` / `update` / `move_to_category` (and catch-up) | `deal`: the `crm.deal.get` result plus `STAGE_NAME` and `CATEGORY_NAME` from the stage catalogue |
 //! | `deal.event`, action `delete`, or a deal the portal answers "Not found" | a gone record: the hub records the deletion |
-//! | `item.event` | `item`: the `crm.item.get` item (camelCase fields); nothing if it is gone |
+//! | `item.event` | `item`: the `crm.item.get` item (camelCase fields) plus `ref`, its code `T<hex type>_<id>` (see `records`); nothing if it is gone |
 //!
 //! Diffing against the last known state is the engine's work: a read that
 //! shows what the hub already knows (the echo of its own write) changes
@@ -22,6 +22,7 @@ use dealbridge_core::connector::{FetchError, FetchedRecords, GoneRecord, RecordF
 use serde_json::{Map, Value, json};
 
 use crate::reader::PortalReader;
+use crate::records::{ITEM_REF_KEY, item_code};
 use crate::rest::id_text;
 
 /// Reads the records of this connector's events.
@@ -107,8 +108,9 @@ impl RecordFetcher for DealFetcher {
                     let started_at = Utc::now();
                     let item = self.reader.admitted().await?.item_get(entity, &id).await;
                     match self.reader.returned(item) {
-                        Ok(item) => {
+                        Ok(mut item) => {
                             read_at(started_at, &mut out);
+                            item.insert(ITEM_REF_KEY.into(), json!(item_code(entity, &id)));
                             out.records.push(SourceRecord { kind: "item".into(), data: Value::Object(item) });
                         }
                         Err(e) if e.is_not_found() => {}

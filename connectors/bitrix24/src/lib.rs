@@ -12,7 +12,9 @@
 //! - [`RestClient`] speaks the REST envelope of an incoming webhook and
 //!   classifies its errors into the dispatcher's failure classes.
 //! - [`Bitrix24Target`] performs the hub's commands (`crm.deal.update`,
-//!   `crm.deal.add`, `tasks.task.add`, `im.notify.system.add`).
+//!   `crm.deal.add`, `crm.item.add/update` for smart-process items,
+//!   `tasks.task.add`, `im.notify.system.add`, `crm.timeline.comment.add`);
+//!   [`records`] tells a deal's id from a smart-process item's.
 //! - [`emulator`] is an in-memory portal with the real envelope, paging,
 //!   error codes, leaky-bucket limit and outgoing-webhook events.
 
@@ -24,6 +26,7 @@ pub mod fetch;
 mod inbound;
 mod outbound;
 pub mod reader;
+pub mod records;
 pub mod rest;
 pub mod stages;
 

@@ -229,6 +229,7 @@ async fn create_deal_writes_the_category_parent_link_and_origin_and_returns_the_
         stage: Some("C1:NEW".into()),
         responsible: Some("7".into()),
         fields: BTreeMap::from([("TITLE".into(), json!("Logistics for Parent"))]),
+        document: None,
     });
     let performed = t.perform(&cmd, FIRST).await.unwrap();
     let Performed::Applied { created: Some(created) } = performed else { panic!("{performed:?}") };
@@ -536,6 +537,7 @@ async fn several_deals_commands_go_out_as_one_batch_and_only_the_failed_one_fail
         stage: Some("C1:NEW".into()),
         responsible: Some("5".into()),
         fields: BTreeMap::new(),
+        document: None,
     }));
     commands.push(command(CommandOp::CreateTask {
         task: Uuid::now_v7(),

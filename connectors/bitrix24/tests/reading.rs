@@ -227,6 +227,7 @@ async fn commands_may_name_stages_by_name() {
         stage: Some("Новая".into()),
         responsible: None,
         fields: BTreeMap::from([("TITLE".into(), json!("Логистика"))]),
+        document: None,
     };
     let created = target.perform(&command(create), first).await.unwrap();
     let id = created.created().unwrap().id.clone();

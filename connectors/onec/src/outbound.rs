@@ -7,6 +7,7 @@
 //! | `create_deal` | `POST <set>` with the binding's `create_with` attributes, the stage, the parent (`parent_field`), the responsible user and the fields; `POST …/Post` after it when `create_with` says `odata.post: "true"` |
 //! | `create_task` | `POST <task_set>` with the Interest as the task's subject (`Предмет`) |
 //! | `notify` | `POST /hs/<http_service>/notifications` |
+//! | `comment` | nothing: an Interest has no timeline; the command fails for good, saying so |
 //!
 //! Two `create_with` keys are the connector's own, not attributes:
 //! `odata.entity_set` (create in that set instead of the Interests', e.g.
@@ -126,7 +127,7 @@ impl OnecTarget {
     }
 
     async fn create_deal(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
-        let CommandOp::CreateDeal { create, parent_external_id, stage, responsible, fields } = &command.op else {
+        let CommandOp::CreateDeal { create, parent_external_id, stage, responsible, fields, .. } = &command.op else {
             unreachable!("called for create_deal only");
         };
         let set = create.get(ENTITY_SET_KEY).cloned().unwrap_or_else(|| self.interest_set.clone());
@@ -324,6 +325,14 @@ impl OutboundConnector for OnecTarget {
                 self.client.call_service(&format!("{}/notifications", self.http_service), &body).await?;
                 Ok(Performed::Applied { created: None })
             }
+            // Retrying cannot help, so it fails at once and the admin sees why.
+            CommandOp::Comment { external_id, .. } => Err(DeliveryFailure::new(
+                FailureClass::Permanent,
+                format!(
+                    "1C has no timeline to write a comment on (Interest {external_id}); \
+                     a flow's `comment` reaches the CRMs that hold the deal, not 1C"
+                ),
+            )),
         }
     }
 }

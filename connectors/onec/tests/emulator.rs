@@ -223,6 +223,7 @@ async fn the_target_moves_interests_creates_children_orders_and_tasks_once() {
                 ("Description".into(), json!("Расчёт: Насосная станция")),
                 ("Контрагент.Наименование".into(), json!("ООО")),
             ]),
+            document: None,
         },
         "e1/engineer-calculation/0.0/onec",
     );
@@ -253,6 +254,7 @@ async fn the_target_moves_interests_creates_children_orders_and_tasks_once() {
                 "Товары".into(),
                 json!([{"Номенклатура_Key": "41aa6331-954f-11e3-814b-005056c00008", "Количество": "2", "Цена": "600.00", "Сумма": "1200.00"}]),
             )]),
+            document: None,
         },
         "e2/won-creates-order/0.0/onec",
     );

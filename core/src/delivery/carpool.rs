@@ -238,6 +238,7 @@ impl CommandPerformer {
         let (result, latency) = answer.unwrap_or_else(|| {
             (Err(DeliveryFailure::new(FailureClass::Retryable, "the shared call was abandoned")), Duration::ZERO)
         });
+        let result = result.map(|done| done.linked_for(item.command));
         Step::Settle(self.outcome(item.admission.clone(), item.prior, result, latency, key, quota))
     }
 }

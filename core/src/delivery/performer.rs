@@ -109,7 +109,7 @@ impl CommandPerformer {
             tokio::time::timeout(self.policy.attempt_timeout, target.connector.perform(command, context)).await;
         let latency = started.elapsed();
         metrics::gauge!("dealbridge_delivery_in_flight").decrement(1.0);
-        let result = result.unwrap_or_else(|_| Err(self.no_answer()));
+        let result = result.unwrap_or_else(|_| Err(self.no_answer())).map(|done| done.linked_for(command));
         // The call is back: a probe after a pause has its answer (a failure
         // below may pause the gate again).
         self.gates.settled(&key, target.quota);

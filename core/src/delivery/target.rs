@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::flow::effects::Command;
+use crate::flow::effects::{Command, CommandOp};
 use crate::model::ExternalRef;
 
 /// What one attempt is told besides the command.
@@ -42,6 +42,19 @@ impl Performed {
         match self {
             Performed::Applied { created } | Performed::AlreadyApplied { created } => created.as_ref(),
         }
+    }
+
+    /// The result as the hub links it: a record created as a document for
+    /// the deal (`CreateDeal` with `document`) is marked so, whatever the
+    /// connector said, so the deal's writes never go to it.
+    pub fn linked_for(mut self, command: &Command) -> Self {
+        let CommandOp::CreateDeal { document: Some(record), .. } = &command.op else { return self };
+        if let Performed::Applied { created: Some(created) } | Performed::AlreadyApplied { created: Some(created) } =
+            &mut self
+        {
+            created.document = Some(record.clone());
+        }
+        self
     }
 }
 

@@ -347,6 +347,7 @@ async fn a_child_deal_created_in_the_target_is_linked_to_its_canonical_deal(stor
         stage: Some("C2:NEW".into()),
         responsible: None,
         fields: BTreeMap::new(),
+        document: None,
     };
     hub.send(std::slice::from_ref(&create)).await;
     hub.wait_until("the create is done", async |h| h.state_of(&create).await == Some(DeliveryState::Done)).await;

@@ -12,7 +12,7 @@ use super::context::{DealScope, Scope};
 use super::deal_fields;
 use super::effects::{Change, Notification, Problem, TraceKind};
 use super::engine::{EngineError, FlowTarget, Run};
-use super::outbound::{self, CommandOrigin, DealWrite};
+use super::outbound::{self, CommandOrigin, DealWrite, NewRecord};
 use super::plan::{Action, Assignee, AssignmentRule, DealTarget, Delay, Expr, FieldPath, Flow};
 use crate::model::{CanonicalEvent, Deal, Money, Task, TaskKind, TaskStatus, Timer, TimerStatus};
 
@@ -48,7 +48,8 @@ impl EventScope {
             CanonicalEvent::DealObserved { .. }
             | CanonicalEvent::DealDeleted { .. }
             | CanonicalEvent::InvoiceObserved { .. }
-            | CanonicalEvent::ShipmentObserved { .. } => {}
+            | CanonicalEvent::ShipmentObserved { .. }
+            | CanonicalEvent::PaymentObserved { .. } => {}
         }
         if let CanonicalEvent::PaymentApplied { amount, paid_total, invoice_total, .. } = event {
             scope.money = vec![
@@ -116,13 +117,15 @@ impl Run<'_, '_> {
                 self.create_task(&step, TaskKind::Todo, title, description.as_ref(), assignee, *due, None)
             }
             Action::Notify { to, text } => self.notify(&step, to, text),
+            Action::Comment { target: which, text } => self.comment(&step, *which, text),
             Action::ScheduleTimer { timer, after } => self.schedule_timer(&step, timer, *after),
             Action::CancelTimer { timer } => self.cancel_timer(&step, timer),
             Action::RequireApproval { approver, title, hold_stage } => {
                 self.create_task(&step, TaskKind::Approval, title, None, approver, None, hold_stage.clone())
             }
-            Action::CreateRecord { connector, system, create, fields } => {
-                self.create_record(&step, connector, system, create, fields)
+            Action::CreateRecord { connector, system, create, fields, document } => {
+                let record = NewRecord { connector, system, create, document: document.as_deref() };
+                self.create_record(&step, &record, fields)
             }
             // Checked before any flow of the stage entry ran (see `guards`).
             Action::Guard { .. } => Ok(Ok(())),
@@ -411,12 +414,10 @@ impl Run<'_, '_> {
     fn create_record(
         &mut self,
         step: &ActionStep<'_>,
-        connector: &str,
-        system: &str,
-        create: &std::collections::BTreeMap<String, String>,
+        record: &NewRecord<'_>,
         fields: &[(String, Expr)],
     ) -> Result<Result<(), String>, EngineError> {
-        let deal = step.target.deal;
+        let (deal, connector) = (step.target.deal, record.connector);
         if let Some(existing) = self.world.deals[&deal].external_refs.iter().find(|r| r.instance == connector) {
             let detail = format!("already in {connector} ({}): nothing created", existing.id);
             self.action_trace(step, deal, "create_record", detail);
@@ -439,7 +440,7 @@ impl Run<'_, '_> {
         );
         self.action_trace(step, deal, "create_record", detail);
         let origin = self.origin(step);
-        let command = outbound::create_record(&origin, self.ids.next_id(), connector, system, deal, create, written);
+        let command = outbound::create_record(&origin, self.ids.next_id(), record, deal, written);
         self.push_commands(vec![command], step.target.depth);
         Ok(Ok(()))
     }
@@ -460,6 +461,31 @@ impl Run<'_, '_> {
             _ => deal,
         };
         self.send_notification(&step.flow.name, &self.origin(step), about, &person, &text, step.target.depth);
+        Ok(Ok(()))
+    }
+
+    /// A comment on the timeline of the flow's deal or its parent, in every
+    /// system holding it. The text reads the flow's deal, as `notify` does.
+    fn comment(
+        &mut self,
+        step: &ActionStep<'_>,
+        which: DealTarget,
+        text: &Expr,
+    ) -> Result<Result<(), String>, EngineError> {
+        let deal = match self.target_deal(step, which)? {
+            Ok(deal) => deal,
+            Err(e) => return Ok(Err(e)),
+        };
+        let text = match self.engine.runtime.text(text, &self.scope(step.target.deal)?) {
+            Ok(text) if text.trim().is_empty() => return Ok(Err("the comment's text is empty".into())),
+            Ok(text) => text,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.action_trace(step, deal, "comment", text.clone());
+        let origin = self.origin(step);
+        let (record, ids) = (&self.world.deals[&deal], &mut self.ids);
+        let commands = outbound::comment(&origin, record, &text, || ids.next_id());
+        self.push_commands(commands, step.target.depth);
         Ok(Ok(()))
     }
 

@@ -173,7 +173,7 @@ impl FlowRuntime {
                 self.add_template(title)?;
                 description.as_ref().map_or(Ok(()), |d| self.add_template(d))
             }
-            Action::Notify { text, .. } => self.add_template(text),
+            Action::Notify { text, .. } | Action::Comment { text, .. } => self.add_template(text),
             Action::RequireApproval { title, .. } => self.add_template(title),
             Action::Guard { condition, message, otherwise } => {
                 self.add_condition(condition)?;

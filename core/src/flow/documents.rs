@@ -4,6 +4,10 @@
 //! when the paid amount the system reports grows, `shipments_cover_order`
 //! when the deal's shipments reach 100 % of what it invoiced (or ordered).
 //!
+//! Payments an ERP reports (receipts) are parts of the orders they pay, in
+//! the same way, beside the bank statement payments applied to them; the
+//! same money from both is one part.
+//!
 //! A shipment is one part of the order it covers: the order keeps a part
 //! per shipment document, so a shipment reported again (edited, re-sent by
 //! a catch-up) replaces its part and never counts twice.
@@ -16,8 +20,8 @@ use super::effects::TraceKind;
 use super::engine::{EngineError, Run};
 use super::plan::Trigger;
 use crate::model::{
-    CanonicalEvent, ExternalRef, Invoice, InvoiceKind, InvoiceObservation, InvoiceStatus, Money, ShipmentObservation,
-    ShippedPart,
+    CanonicalEvent, ExternalRef, Invoice, InvoiceKind, InvoiceObservation, InvoiceStatus, Money, PaidPart,
+    PaymentObservation, PaymentShare, ShipmentObservation, ShippedPart,
 };
 
 impl Run<'_, '_> {
@@ -66,26 +70,114 @@ impl Run<'_, '_> {
             );
             self.trace(deal, 0, TraceKind::Action { flow: String::new(), action: "invoice_observed".into(), detail });
         }
-        let invoice = self.world.invoices[&id].clone();
-        if invoice.paid.amount > paid_before.amount {
-            let applied = CanonicalEvent::PaymentApplied {
-                deal_id: deal,
-                invoice_id: id,
-                amount: Money {
-                    amount: invoice.paid.amount - paid_before.amount,
-                    currency: invoice.paid.currency.clone(),
-                },
-                paid_total: invoice.paid.clone(),
-                invoice_total: invoice.total.clone(),
-            };
-            self.event_scope = EventScope::of(&applied);
-            self.fire(&|t| matches!(t, Trigger::PaymentApplied), deal, 0)?;
-            if paid_before.amount < invoice.total.amount && invoice.paid.amount >= invoice.total.amount {
-                self.event_scope = EventScope::of(&CanonicalEvent::InvoiceFullyPaid { deal_id: deal, invoice_id: id });
-                self.fire(&|t| matches!(t, Trigger::InvoiceFullyPaid), deal, 0)?;
-            }
-        }
+        self.paid_news(deal, id, &paid_before)?;
         self.shipments_news(deal, id, shipped_before)
+    }
+
+    /// Fires `payment_applied` when the invoice's paid amount has grown
+    /// from `paid_before`, and `invoice_fully_paid` when it has just
+    /// reached the total.
+    fn paid_news(&mut self, deal: Uuid, id: Uuid, paid_before: &Money) -> Result<(), EngineError> {
+        let invoice = &self.world.invoices[&id];
+        if invoice.paid.amount <= paid_before.amount {
+            return Ok(());
+        }
+        let fully_paid = paid_before.amount < invoice.total.amount && invoice.paid.amount >= invoice.total.amount;
+        let applied = CanonicalEvent::PaymentApplied {
+            deal_id: deal,
+            invoice_id: id,
+            amount: Money { amount: invoice.paid.amount - paid_before.amount, currency: invoice.paid.currency.clone() },
+            paid_total: invoice.paid.clone(),
+            invoice_total: invoice.total.clone(),
+        };
+        self.event_scope = EventScope::of(&applied);
+        self.fire(&|t| matches!(t, Trigger::PaymentApplied), deal, 0)?;
+        if fully_paid {
+            self.event_scope = EventScope::of(&CanonicalEvent::InvoiceFullyPaid { deal_id: deal, invoice_id: id });
+            self.fire(&|t| matches!(t, Trigger::InvoiceFullyPaid), deal, 0)?;
+        }
+        Ok(())
+    }
+
+    /// A payment document an ERP reports: each share becomes (or replaces)
+    /// the document's part of the order it pays, unless the same money is
+    /// already there from another source (a bank statement). A payment
+    /// naming only documents the hub does not know is refused.
+    pub(crate) fn payment_observed(
+        &mut self,
+        source: &ExternalRef,
+        observed: &PaymentObservation,
+    ) -> Result<(), EngineError> {
+        let known: Vec<(Uuid, &PaymentShare)> =
+            observed.shares.iter().filter_map(|share| Some((self.world.invoice_by_ref(&share.pays)?, share))).collect();
+        if known.is_empty() && !observed.shares.is_empty() {
+            let named: Vec<&str> = observed.shares.iter().map(|s| s.pays.id.as_str()).collect();
+            return Err(EngineError::Rejected(format!(
+                "payment {} in {} pays {}, which the hub does not know (not an order or invoice of {})",
+                source.id,
+                source.instance,
+                named.join(", "),
+                source.instance
+            )));
+        }
+        for (id, share) in known {
+            self.payment_share(source, observed, id, &share.amount)?;
+        }
+        Ok(())
+    }
+
+    fn payment_share(
+        &mut self,
+        source: &ExternalRef,
+        observed: &PaymentObservation,
+        id: Uuid,
+        amount: &Money,
+    ) -> Result<(), EngineError> {
+        let deal = self.world.invoices[&id].deal_id;
+        if let Some(deal) = deal {
+            self.require(deal)?;
+        }
+        let invoice = &self.world.invoices[&id];
+        if amount.currency != invoice.total.currency {
+            return Err(EngineError::Rejected(format!(
+                "payment {} pays {amount} of {} {}, which is in {}",
+                source.id,
+                kind_name(invoice.kind),
+                invoice.number,
+                invoice.total.currency
+            )));
+        }
+        let number = observed.number.as_deref().unwrap_or_default();
+        let part = PaidPart {
+            payment: source.clone(),
+            number: number.to_owned(),
+            date: observed.date,
+            amount: amount.clone(),
+            same_as: Vec::new(),
+        };
+        let at = self.cause.at;
+        let invoice = self.world.invoice_mut(id).expect("present");
+        let counted_before: Decimal = invoice.paid_parts.iter().map(|p| p.amount.amount).sum();
+        let Some(outcome) = take_part(&mut invoice.paid_parts, part) else { return Ok(()) };
+        let counted: Decimal = invoice.paid_parts.iter().map(|p| p.amount.amount).sum();
+        // Bank payments applied by amount (not as parts) stay in `paid`: the
+        // part moves it by what it changed.
+        let paid_before = invoice.paid.clone();
+        invoice.paid.amount += counted - counted_before;
+        if invoice.status != InvoiceStatus::Cancelled {
+            invoice.status = status_of(invoice.paid.amount, invoice.total.amount);
+        }
+        invoice.updated_at = at;
+        let document = format!("{} {}", kind_name(invoice.kind), invoice.number);
+        let (paid, total) = (invoice.paid.clone(), invoice.total.clone());
+        let Some(deal) = deal else { return Ok(()) };
+        let payment = observed.number.as_deref().unwrap_or(&source.id);
+        let detail = format!(
+            "payment {payment} in {} pays {amount} of {document}{outcome}: {paid} of {total} paid",
+            source.instance
+        );
+        self.trace(deal, 0, TraceKind::Action { flow: String::new(), action: "payment_observed".into(), detail });
+        self.paid_news(deal, id, &paid_before)
     }
 
     /// A shipment of (part of) an order: its part replaces what the same
@@ -175,12 +267,55 @@ impl Run<'_, '_> {
             paid: zero.clone(),
             shipped: zero,
             shipments: Vec::new(),
+            paid_parts: Vec::new(),
             status: InvoiceStatus::Open,
             lines: Vec::new(),
             custom_fields: Default::default(),
             external_refs: vec![source.clone()],
             updated_at: self.cause.at,
         }
+    }
+}
+
+/// Puts a payment document's part among an invoice's paid parts: it
+/// replaces the document's earlier part, or joins a part that is the same
+/// money from another source (counted once). `None` when nothing changed;
+/// otherwise what happened, for the trail.
+fn take_part(parts: &mut Vec<PaidPart>, part: PaidPart) -> Option<&'static str> {
+    if let Some(known) = parts.iter_mut().find(|p| p.payment.same_record(&part.payment)) {
+        if known.number == part.number && known.date == part.date && known.amount == part.amount {
+            return None;
+        }
+        let same_as = std::mem::take(&mut known.same_as);
+        *known = PaidPart { same_as, ..part };
+        return Some(" (corrected)");
+    }
+    if parts.iter().any(|p| p.names(&part.payment)) {
+        return None;
+    }
+    let other_source = |p: &&mut PaidPart| {
+        p.payment.instance != part.payment.instance && !p.same_as.iter().any(|r| r.instance == part.payment.instance)
+    };
+    match parts.iter_mut().filter(other_source).find(|p| p.same_money(&part.number, part.date, &part.amount)) {
+        Some(same) => {
+            same.same_as.push(part.payment);
+            Some(" (the same money as one already counted: counted once)")
+        }
+        None => {
+            parts.push(part);
+            Some("")
+        }
+    }
+}
+
+/// The status a paid amount gives an invoice of `total`.
+fn status_of(paid: Decimal, total: Decimal) -> InvoiceStatus {
+    if paid >= total && total > Decimal::ZERO {
+        InvoiceStatus::Paid
+    } else if paid > Decimal::ZERO {
+        InvoiceStatus::PartiallyPaid
+    } else {
+        InvoiceStatus::Open
     }
 }
 
@@ -204,7 +339,11 @@ fn updated_invoice(
     if let Some(total) = &observed.total {
         invoice.total = total.clone();
     }
-    if let Some(paid) = &observed.paid {
+    // Payments reported one by one are the paid amount; a reported total
+    // counts only where there are none.
+    if let Some(paid) = &observed.paid
+        && invoice.paid_parts.is_empty()
+    {
         invoice.paid = paid.clone();
     }
     // Shipments reported one by one are the shipped amount; a reported
@@ -221,13 +360,7 @@ fn updated_invoice(
         invoice.custom_fields.insert(name.clone(), value.clone());
     }
     if invoice.status != InvoiceStatus::Cancelled {
-        invoice.status = if invoice.paid.amount >= invoice.total.amount && invoice.total.amount > Decimal::ZERO {
-            InvoiceStatus::Paid
-        } else if invoice.paid.amount > Decimal::ZERO {
-            InvoiceStatus::PartiallyPaid
-        } else {
-            InvoiceStatus::Open
-        };
+        invoice.status = status_of(invoice.paid.amount, invoice.total.amount);
     }
     if invoice != before {
         invoice.updated_at = at;
@@ -260,5 +393,48 @@ fn kind_name(kind: InvoiceKind) -> &'static str {
     match kind {
         InvoiceKind::Invoice => "invoice №",
         InvoiceKind::Order => "order №",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    fn part(system: &str, instance: &str, id: &str, number: &str, amount: i64) -> PaidPart {
+        PaidPart {
+            payment: ExternalRef::new(system, instance, id),
+            number: number.to_owned(),
+            date: NaiveDate::from_ymd_opt(2026, 2, 5),
+            amount: Money { amount: Decimal::from(amount), currency: "RUB".into() },
+            same_as: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_receipt_sent_again_counts_once_and_a_corrected_one_replaces_its_part() {
+        let mut parts = Vec::new();
+        assert_eq!(take_part(&mut parts, part("onec", "erp", "c1", "311", 50_000)), Some(""));
+        assert_eq!(take_part(&mut parts, part("onec", "erp", "c1", "311", 50_000)), None);
+        assert_eq!(take_part(&mut parts, part("onec", "erp", "c1", "311", 40_000)), Some(" (corrected)"));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].amount.amount, Decimal::from(40_000));
+    }
+
+    #[test]
+    fn the_same_payment_from_the_bank_and_from_1c_is_one_part() {
+        let mut parts = vec![part("bank", "40702810900000000001", "k1", "000311", 50_000)];
+        let outcome = take_part(&mut parts, part("onec", "erp", "c1", "311", 50_000));
+        assert_eq!(outcome, Some(" (the same money as one already counted: counted once)"));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].same_as, [ExternalRef::new("onec", "erp", "c1")]);
+        // Sent again, the linked receipt changes nothing.
+        assert_eq!(take_part(&mut parts, part("onec", "erp", "c1", "311", 50_000)), None);
+        // Another receipt of the same amount on the same day with another
+        // number is other money; without numbers nothing is assumed.
+        assert_eq!(take_part(&mut parts, part("onec", "erp", "c2", "312", 50_000)), Some(""));
+        assert_eq!(take_part(&mut parts, part("onec", "erp", "c3", "", 50_000)), Some(""));
+        assert_eq!(parts.len(), 3);
     }
 }

@@ -87,6 +87,11 @@ pub enum CommandOp {
         responsible: Option<String>,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         fields: BTreeMap<String, serde_json::Value>,
+        /// Set when the new record is a document made for the deal (its
+        /// binding's record kind, e.g. `customer_order`) rather than the
+        /// deal itself: the hub links it as such (see `ExternalRef::document`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        document: Option<String>,
     },
     /// Create a task linked to the deal.
     CreateTask {
@@ -107,6 +112,9 @@ pub enum CommandOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         external_id: Option<String>,
     },
+    /// Write a comment on the record's timeline (its history), where
+    /// everyone who opens the record sees it.
+    Comment { external_id: String, text: String },
 }
 
 impl CommandOp {
@@ -117,6 +125,7 @@ impl CommandOp {
             CommandOp::CreateDeal { .. } => "create_deal",
             CommandOp::CreateTask { .. } => "create_task",
             CommandOp::Notify { .. } => "notify",
+            CommandOp::Comment { .. } => "comment",
         }
     }
 }

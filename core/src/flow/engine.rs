@@ -133,6 +133,7 @@ impl Run<'_, '_> {
             CanonicalEvent::ShipmentObserved { source, covers, observed } => {
                 self.shipment_observed(source, covers, observed)
             }
+            CanonicalEvent::PaymentObserved { source, observed } => self.payment_observed(source, observed),
             CanonicalEvent::PaymentApplied { deal_id, invoice_id, paid_total, .. } => {
                 self.require(*deal_id)?;
                 if let Some(invoice) = self.world.invoices.get(invoice_id)

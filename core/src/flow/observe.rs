@@ -17,7 +17,7 @@ impl Run<'_, '_> {
             Some(id) => id,
             None => self.create_observed(source, observed, parent)?,
         };
-        if !self.world.deals[&deal].external_refs.contains(source) {
+        if !self.world.deals[&deal].external_refs.iter().any(|r| r.same_record(source)) {
             self.world.deal_mut(deal).expect("exists").external_refs.push(source.clone());
         }
         if let Some(parent) = parent

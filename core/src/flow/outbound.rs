@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::effects::{Command, CommandOp};
-use crate::model::{Deal, Task};
+use crate::model::{Deal, ExternalRef, Task};
 
 /// The mapping set's outbound half: how canonical names read in a system.
 pub trait OutboundMap: Send + Sync {
@@ -88,7 +88,7 @@ pub fn update_deal(
     mut next_id: impl FnMut() -> Uuid,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
-    for external in &deal.external_refs {
+    for external in deal_records(deal) {
         let instance = external.instance.as_str();
         let stage = if write.stage { map.system_stage(instance, &deal.pipeline, &deal.stage) } else { None };
         let fields = system_fields(map, instance, &deal.pipeline, &write.fields);
@@ -112,7 +112,7 @@ pub fn create_child(
     mut next_id: impl FnMut() -> Uuid,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
-    for external in &parent.external_refs {
+    for external in deal_records(parent) {
         let instance = external.instance.as_str();
         let Some((system, create)) = map.create_with(instance, &child.pipeline) else { continue };
         let mut written = copied.to_vec();
@@ -123,31 +123,41 @@ pub fn create_child(
             stage: map.system_stage(instance, &child.pipeline, &child.stage),
             responsible: child.responsible.as_deref().and_then(|p| map.system_user(instance, p)),
             fields: system_fields(map, instance, &child.pipeline, &written),
+            document: None,
         };
         commands.push(origin.command(next_id(), instance, &system, Some(child.id), op));
     }
     commands
 }
 
+/// What `create_record` asks a system for: where, how, and whether the
+/// new record is a document for the deal rather than the deal itself.
+pub struct NewRecord<'a> {
+    pub connector: &'a str,
+    pub system: &'a str,
+    pub create: &'a BTreeMap<String, String>,
+    /// The document's record kind; `None` when the record is the deal's.
+    pub document: Option<&'a str>,
+}
+
 /// The command that creates a record for `deal` in a system it does not
-/// live in yet: `create` and the fields already in that system's terms.
+/// live in yet, with the fields already in that system's terms.
 pub fn create_record(
     origin: &CommandOrigin<'_>,
     id: Uuid,
-    connector: &str,
-    system: &str,
+    record: &NewRecord<'_>,
     deal: Uuid,
-    create: &BTreeMap<String, String>,
     fields: BTreeMap<String, serde_json::Value>,
 ) -> Command {
     let op = CommandOp::CreateDeal {
-        create: create.clone(),
+        create: record.create.clone(),
         parent_external_id: None,
         stage: None,
         responsible: None,
         fields,
+        document: record.document.map(str::to_owned),
     };
-    origin.command(id, connector, system, Some(deal), op)
+    origin.command(id, record.connector, record.system, Some(deal), op)
 }
 
 /// Commands that create a task in every system the deal lives in and the
@@ -160,7 +170,7 @@ pub fn create_task(
     mut next_id: impl FnMut() -> Uuid,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
-    for external in &deal.external_refs {
+    for external in deal_records(deal) {
         let instance = external.instance.as_str();
         let Some(responsible) = map.system_user(instance, &task.assignee) else { continue };
         let op = CommandOp::CreateTask {
@@ -187,13 +197,31 @@ pub fn notify(
     mut next_id: impl FnMut() -> Uuid,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
-    for external in &deal.external_refs {
+    for external in deal_records(deal) {
         let instance = external.instance.as_str();
         let Some(to) = map.system_user(instance, person) else { continue };
         let op = CommandOp::Notify { to, text: text.to_owned(), external_id: Some(external.id.clone()) };
         commands.push(origin.command(next_id(), instance, &external.system, Some(deal.id), op));
     }
     commands
+}
+
+/// Commands that write a comment on the deal's timeline in every system
+/// holding it. Every system gets it: a comment needs no translation.
+pub fn comment(origin: &CommandOrigin<'_>, deal: &Deal, text: &str, mut next_id: impl FnMut() -> Uuid) -> Vec<Command> {
+    deal_records(deal)
+        .map(|external| {
+            let op = CommandOp::Comment { external_id: external.id.clone(), text: text.to_owned() };
+            origin.command(next_id(), &external.instance, &external.system, Some(deal.id), op)
+        })
+        .collect()
+}
+
+/// The deal's own records in the systems it lives in: where its writes,
+/// tasks and messages go. Documents made for it (a customer order in 1C)
+/// are left out: writing a deal's stage to an order would fail there.
+fn deal_records(deal: &Deal) -> impl Iterator<Item = &ExternalRef> {
+    deal.external_refs.iter().filter(|r| r.holds_deal())
 }
 
 /// Canonical fields in a system's names; fields the system does not map

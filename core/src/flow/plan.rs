@@ -163,6 +163,11 @@ pub enum Action {
         to: Assignee,
         text: Expr,
     },
+    /// Write a comment on the timeline of a deal in every system holding it.
+    Comment {
+        target: DealTarget,
+        text: Expr,
+    },
     ScheduleTimer {
         timer: String,
         after: Delay,
@@ -195,6 +200,9 @@ pub enum Action {
         system: String,
         create: BTreeMap<String, String>,
         fields: Vec<(String, Expr)>,
+        /// The record kind when the new record is a document for the deal
+        /// (its binding targets an order, invoice or shipment).
+        document: Option<String>,
     },
 }
 

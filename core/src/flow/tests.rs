@@ -140,3 +140,35 @@ fn commands_speak_the_target_system() {
     assert_eq!(notify["connector"], "crm");
     assert_eq!(notify["deal"], deal.to_string());
 }
+
+#[test]
+fn a_comment_goes_to_every_system_holding_the_deal_and_one_for_a_missing_parent_is_a_problem() {
+    let flows = r#"
+  - name: won-comment
+    when: { deal_enters: { pipeline: sales, stage: won } }
+    then:
+      - comment: "Выиграна: {{ deal.title }}"
+      - comment: { target: parent, text: "Дочерняя сделка выиграна" }
+"#;
+    let set =
+        MappingSet::from_sources(&[("set.yaml".into(), format!("{SET}{flows}"))]).unwrap_or_else(|d| panic!("{d:?}"));
+    let (mut world, deal) = world_with_deal();
+    let amo = ExternalRef::new("amocrm", "amo", "77");
+    world.deal_mut(deal).unwrap().external_refs.push(amo);
+
+    let effects = process(&set, &mut world, &record(&set, "WON"), Uuid::now_v7());
+
+    let comments: Vec<(&str, serde_json::Value)> = effects
+        .commands
+        .iter()
+        .filter(|c| c.op.name() == "comment")
+        .map(|c| (c.connector.as_str(), serde_json::to_value(&c.op).unwrap()))
+        .collect();
+    let expected = [
+        ("crm", json!({"op": "comment", "external_id": "5", "text": "Выиграна: Котёл"})),
+        ("amo", json!({"op": "comment", "external_id": "77", "text": "Выиграна: Котёл"})),
+    ];
+    assert_eq!(comments, expected, "a comment needs no mapping: every system holding the deal gets it");
+    let no_parent = Problem::Action { flow: "won-comment".into(), message: "the deal has no parent".into() };
+    assert_eq!(effects.problems, [no_parent]);
+}

@@ -53,7 +53,7 @@ impl World {
 
     /// The deal that carries `external`, by its system, instance and id.
     pub fn deal_by_ref(&self, external: &ExternalRef) -> Option<Uuid> {
-        self.deals.values().find(|d| d.external_refs.contains(external)).map(|d| d.id)
+        self.deals.values().find(|d| d.external_refs.iter().any(|r| r.same_record(external))).map(|d| d.id)
     }
 
     /// The deal that has this id in `instance`, whatever the system is called.
@@ -63,7 +63,7 @@ impl World {
 
     /// The invoice or order that carries `external`.
     pub fn invoice_by_ref(&self, external: &ExternalRef) -> Option<Uuid> {
-        self.invoices.values().find(|i| i.external_refs.contains(external)).map(|i| i.id)
+        self.invoices.values().find(|i| i.external_refs.iter().any(|r| r.same_record(external))).map(|i| i.id)
     }
 
     /// Children of `parent` in id order (ids are v7: creation order).

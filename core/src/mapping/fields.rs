@@ -79,7 +79,7 @@ impl BindingTarget {
                 None => {
                     return Err(format!(
                         "unknown canonical field `{other}`; expected one of {BINDING_TARGETS} (deals), \
-                         {INVOICE_TARGETS} (invoices and orders), {SHIPMENT_TARGETS} (shipments)"
+                         {INVOICE_TARGETS} (invoices and orders), {SHIPMENT_TARGETS} (shipments and payments)"
                     ));
                 }
             },
@@ -113,13 +113,13 @@ impl BindingTarget {
                     | Self::ClientKpp
                     | Self::Custom(_)
             ),
-            TargetKind::Shipment => matches!(self, Self::Number | Self::Date | Self::Amount),
+            TargetKind::Shipment | TargetKind::Payment => matches!(self, Self::Number | Self::Date | Self::Amount),
         };
         match kind {
             _ if allowed => Ok(()),
             TargetKind::Deal => Err(BINDING_TARGETS),
             TargetKind::Invoice | TargetKind::Order => Err(INVOICE_TARGETS),
-            TargetKind::Shipment => Err(SHIPMENT_TARGETS),
+            TargetKind::Shipment | TargetKind::Payment => Err(SHIPMENT_TARGETS),
         }
     }
 

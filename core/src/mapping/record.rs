@@ -12,7 +12,7 @@ use super::source_path::SourcePath;
 use super::spec::{Conversion, TargetKind};
 use crate::model::{
     CanonicalEvent, Client, DealObservation, ExternalRef, Inn, InvoiceKind, InvoiceObservation, Money,
-    ShipmentObservation,
+    PaymentObservation, PaymentShare, ShipmentObservation,
 };
 
 /// A binding ready to run.
@@ -32,6 +32,8 @@ pub(crate) struct CompiledBinding {
     pub deal: Option<ValueSource>,
     /// Where a shipment names the order or invoice it covers.
     pub covers: Option<ValueSource>,
+    /// Where a payment names the orders or invoices it pays.
+    pub pays: Option<ValueSource>,
     /// Source path of the stage and the name of its stage map.
     pub stage: Option<(SourcePath, String)>,
     pub fields: Vec<CompiledField>,
@@ -126,6 +128,7 @@ impl CompiledBinding {
             TargetKind::Invoice => self.map_invoice(source, InvoiceKind::Invoice, record, ctx)?,
             TargetKind::Order => self.map_invoice(source, InvoiceKind::Order, record, ctx)?,
             TargetKind::Shipment => self.map_shipment(source, record, ctx)?,
+            TargetKind::Payment => self.map_payment(source, record, ctx)?,
         };
         Ok(MappedRecord { binding: self.name.clone(), event })
     }
@@ -229,6 +232,86 @@ impl CompiledBinding {
             }
         })?;
         Ok(CanonicalEvent::ShipmentObserved { source, covers, observed: ShipmentObservation { number, date, amount } })
+    }
+
+    fn map_payment(
+        &self,
+        source: ExternalRef,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<CanonicalEvent, MappingError> {
+        let (mut number, mut date) = (None, None);
+        for field in self.fields.iter().filter(|f| f.target != BindingTarget::Amount) {
+            let Some(value) = self.document_value(field, record, ctx)? else { continue };
+            match &field.target {
+                BindingTarget::Number => number = Some(value.into_text()),
+                BindingTarget::Date => date = Some(self.date(field, value, ctx)?),
+                // Validation keeps other fields out of payment bindings.
+                _ => {}
+            }
+        }
+        let shares = self.payment_shares(record, ctx)?;
+        Ok(CanonicalEvent::PaymentObserved { source, observed: PaymentObservation { number, date, shares } })
+    }
+
+    /// What a payment pays of each document: one share, or one per item
+    /// of a list `pays` with the amount beside it. An item naming no
+    /// document (an advance) is no share.
+    fn payment_shares(&self, record: &Record<'_>, ctx: &MappingContext<'_>) -> Result<Vec<PaymentShare>, MappingError> {
+        let required = |field: &str, path: String| MappingError::Required {
+            binding: self.name.clone(),
+            field: field.to_owned(),
+            path,
+        };
+        let pays = self.pays.as_ref().ok_or_else(|| required("pays", String::new()))?;
+        let amount = self.fields.iter().find(|f| f.target == BindingTarget::Amount);
+        let amount = amount.ok_or_else(|| required("amount", String::new()))?;
+        let reference = |id: FieldValue| ExternalRef::new(&self.system, &self.connector, id.into_text());
+        if !pays.from.as_ref().is_some_and(SourcePath::is_list) {
+            let document = self.single(pays, "pays", record, ctx)?.ok_or_else(|| required("pays", path_text(pays)))?;
+            let value = self.document_value(amount, record, ctx)?;
+            let value = value.ok_or_else(|| required("amount", path_text(&amount.value)))?;
+            return Ok(vec![PaymentShare {
+                pays: reference(document),
+                amount: self.money(amount, value, record, ctx)?,
+            }]);
+        }
+        let documents = self.items(pays, "pays", record, ctx)?;
+        let amounts = self.items(&amount.value, &amount.name, record, ctx)?;
+        if documents.len() != amounts.len() {
+            let message = format!("{} items, but `pays` has {}", amounts.len(), documents.len());
+            return Err(self.field_error(&amount.name, &amount.value, message));
+        }
+        let mut shares = Vec::with_capacity(documents.len());
+        for (document, value) in documents.into_iter().zip(amounts) {
+            let Some(document) = document else { continue };
+            let value = value.ok_or_else(|| required("amount", path_text(&amount.value)))?;
+            shares.push(PaymentShare { pays: reference(document), amount: self.money(amount, value, record, ctx)? });
+        }
+        Ok(shares)
+    }
+
+    /// Every item of a list path, converted, in order and with the empty
+    /// ones kept as `None`, so two lists of one table line up.
+    fn items(
+        &self,
+        source: &ValueSource,
+        field: &str,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Vec<Option<FieldValue>>, MappingError> {
+        let mut values = Vec::new();
+        let Some(path) = &source.from else { return Ok(values) };
+        let mut failed = None;
+        path.for_each_item_in(record.value, &record.top, &mut |item| {
+            if failed.is_none() {
+                match item.map_or(Ok(None), |item| self.item(source, field, item, ctx)) {
+                    Ok(value) => values.push(value),
+                    Err(e) => failed = Some(e),
+                }
+            }
+        });
+        failed.map_or(Ok(values), Err)
     }
 
     /// The id another record of the same system and instance is named by
@@ -579,6 +662,7 @@ impl CompiledBinding {
         paths.extend(self.parent.as_mut().and_then(|p| p.from.as_mut()));
         paths.extend(self.deal.as_mut().and_then(|p| p.from.as_mut()));
         paths.extend(self.covers.as_mut().and_then(|p| p.from.as_mut()));
+        paths.extend(self.pays.as_mut().and_then(|p| p.from.as_mut()));
         paths.extend(self.stage.as_mut().map(|(p, _)| p));
         for field in &mut self.fields {
             paths.extend(field.value.from.as_mut());

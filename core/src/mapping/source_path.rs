@@ -166,6 +166,51 @@ impl SourcePath {
         }
     }
 
+    /// `for_each_in` that keeps list items aligned: one call per item of
+    /// the `[*]` list, `None` where an item lacks the rest of the path, so
+    /// two paths into the same table line up item by item.
+    pub(crate) fn for_each_item_in<'v>(
+        &self,
+        record: &'v serde_json::Value,
+        top: &super::record_keys::TopValues<'v>,
+        each: &mut dyn FnMut(Option<&'v serde_json::Value>),
+    ) {
+        match top.get(self.slot) {
+            Some(Some(first)) => self.visit_items(1, first, false, each),
+            Some(None) => {}
+            None => self.visit_items(0, record, false, each),
+        }
+    }
+
+    fn visit_items<'v>(
+        &self,
+        start: usize,
+        value: &'v serde_json::Value,
+        in_item: bool,
+        each: &mut dyn FnMut(Option<&'v serde_json::Value>),
+    ) {
+        let mut current = value;
+        for (position, segment) in self.segments.iter().enumerate().skip(start) {
+            let next = match (segment, current) {
+                (Segment::Key(k), serde_json::Value::Object(map)) => map.get(k),
+                (Segment::Index(i), serde_json::Value::Array(items)) => items.get(*i),
+                (Segment::Every, serde_json::Value::Array(items)) => {
+                    for item in items {
+                        self.visit_items(position + 1, item, true, each);
+                    }
+                    return;
+                }
+                _ => None,
+            };
+            match next {
+                Some(v) => current = v,
+                None if in_item => return each(None),
+                None => return,
+            }
+        }
+        each(Some(current));
+    }
+
     /// Calls `each` with every value the segments from `start` on reach
     /// from `value`, in order, without building a list per segment.
     fn visit<'v>(&self, start: usize, value: &'v serde_json::Value, each: &mut dyn FnMut(&'v serde_json::Value)) {

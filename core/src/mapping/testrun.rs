@@ -125,6 +125,7 @@ impl<'a> CaseRun<'a> {
             paid: given.paid.as_deref().map(parse_money).transpose()?.unwrap_or_else(|| zero.clone()),
             shipped: given.shipped.as_deref().map(parse_money).transpose()?.unwrap_or(zero),
             shipments: Vec::new(),
+            paid_parts: Vec::new(),
             total,
             status: InvoiceStatus::Open,
             lines: Vec::new(),
@@ -263,7 +264,7 @@ impl<'a> CaseRun<'a> {
             )?;
         if let Some(external) = &bind.r#ref {
             let deal = self.world.deals.get_mut(&child).expect("found");
-            if !deal.external_refs.contains(external) {
+            if !deal.external_refs.iter().any(|r| r.same_record(external)) {
                 deal.external_refs.push(external.clone());
             }
         }

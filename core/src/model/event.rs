@@ -29,6 +29,9 @@ pub enum CanonicalEvent {
     /// A source system reported a shipment of (part of) an order or invoice,
     /// `covers`, as that system names it.
     ShipmentObserved { source: ExternalRef, covers: ExternalRef, observed: ShipmentObservation },
+    /// A source system reported a payment document (an ERP's receipt) and
+    /// what it pays of each order or invoice, as that system names them.
+    PaymentObserved { source: ExternalRef, observed: PaymentObservation },
     /// Money was applied to an invoice of the deal (partial or full).
     PaymentApplied { deal_id: Uuid, invoice_id: Uuid, amount: Money, paid_total: Money, invoice_total: Money },
     /// The last payment of an invoice arrived.
@@ -86,5 +89,24 @@ pub struct ShipmentObservation {
     pub number: Option<String>,
     pub date: Option<NaiveDate>,
     /// What it ships of the order it covers.
+    pub amount: Money,
+}
+
+/// A payment document as its system sees it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentObservation {
+    /// The payer's payment order number.
+    pub number: Option<String>,
+    /// The payer's payment order date.
+    pub date: Option<NaiveDate>,
+    /// What it pays of each order or invoice (one share unless the payment
+    /// is split over several).
+    pub shares: Vec<PaymentShare>,
+}
+
+/// The part of a payment that goes to one order or invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentShare {
+    pub pays: ExternalRef,
     pub amount: Money,
 }

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Client, CustomFields, ExternalRef, Money, ShippedPart};
+use super::{Client, CustomFields, ExternalRef, Money, PaidPart, ShippedPart};
 
 /// Whether the document is an invoice for payment or a customer order; both
 /// are matched against payments and shipments the same way.
@@ -40,6 +40,11 @@ pub struct Invoice {
     pub total: Money,
     /// Sum of the payments applied so far.
     pub paid: Money,
+    /// The payment documents behind `paid`, one part per document (a bank
+    /// statement's payment, an ERP's receipt), when payments are reported
+    /// one by one (empty when a system reports the paid total itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paid_parts: Vec<PaidPart>,
     /// Sum of the shipments that cover this order so far.
     pub shipped: Money,
     /// The shipments behind `shipped`, one part per shipment document, when

@@ -20,14 +20,18 @@ mod task;
 mod timer;
 
 pub use deal::{Deal, StageEntry};
-pub use event::{CanonicalEvent, DealObservation, InvoiceObservation, ShipmentObservation};
+pub use event::{
+    CanonicalEvent, DealObservation, InvoiceObservation, PaymentObservation, PaymentShare, ShipmentObservation,
+};
 pub use external_ref::ExternalRef;
 pub use inn::{Inn, InnError};
 pub use invoice::{Invoice, InvoiceKind, InvoiceLine, InvoiceStatus};
 pub use message::{Message, MessageChannel};
 pub use money::{Money, MoneyError, decimal_text};
 pub use party::{BankAccount, Client, Party};
-pub use payment::{MatchCandidate, MatchMethod, MatchReason, Payment, PaymentDirection, PaymentMatch, ReviewNote};
+pub use payment::{
+    MatchCandidate, MatchMethod, MatchReason, PaidPart, Payment, PaymentDirection, PaymentMatch, ReviewNote,
+};
 pub use shipment::{Shipment, ShipmentLine, ShippedPart};
 pub use task::{Task, TaskKind, TaskStatus};
 pub use timer::{Timer, TimerStatus};

@@ -105,3 +105,43 @@ pub struct ReviewNote {
     #[serde(default)]
     pub candidates: Vec<MatchCandidate>,
 }
+
+/// What one payment document pays of one order or invoice. An invoice keeps
+/// one part per payment document, so a document reported again (edited,
+/// re-sent by a catch-up) replaces its part; and the same money seen by two
+/// sources — a bank statement's payment and the ERP's receipt made from
+/// it — is one part, counted once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct PaidPart {
+    /// The payment document as the source that counted it names it.
+    pub payment: ExternalRef,
+    /// The payer's payment order number, when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<NaiveDate>,
+    /// What it pays of this invoice.
+    pub amount: Money,
+    /// The same payment as other sources name it: linked, not counted again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub same_as: Vec<ExternalRef>,
+}
+
+impl PaidPart {
+    /// Whether `other` (from another source) is the same money: the same
+    /// payment order number, date and amount. Without a number on both
+    /// sides nothing is assumed: two equal payments on one day are common.
+    pub fn same_money(&self, number: &str, date: Option<NaiveDate>, amount: &Money) -> bool {
+        let key = |n: &str| n.trim().trim_start_matches('0').to_lowercase();
+        !self.number.trim().is_empty()
+            && key(&self.number) == key(number)
+            && self.date.is_some()
+            && self.date == date
+            && self.amount == *amount
+    }
+
+    /// Whether this part is `payment`, by itself or linked.
+    pub fn names(&self, payment: &ExternalRef) -> bool {
+        self.payment.same_record(payment) || self.same_as.iter().any(|r| r.same_record(payment))
+    }
+}

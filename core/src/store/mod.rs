@@ -7,6 +7,7 @@
 //! a `ChangeSet` — and each call is one transaction, so nothing is ever half
 //! written.
 
+mod applied_payments;
 mod changeset;
 mod cursors;
 mod deal_refs;
@@ -14,16 +15,20 @@ mod deliveries;
 mod doc;
 mod error;
 mod event;
+pub mod invoice_keys;
 mod payments;
 mod postgres;
 mod postgres_deliveries;
 mod postgres_delivery_batch;
+mod postgres_invoices;
 mod postgres_payments;
 mod replicas;
 mod source_reads;
 mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_deliveries;
 mod sqlite_delivery_batch;
+mod sqlite_invoices;
 mod sqlite_payments;
 #[cfg(test)]
 mod suite;
@@ -39,6 +44,7 @@ use uuid::Uuid;
 use crate::flow::effects::{Command, TraceStep};
 use crate::model::{Deal, ExternalRef, Invoice, Task, Timer};
 
+pub use applied_payments::AppliedPayments;
 pub use changeset::{ChangeSet, EventOutcome};
 pub use cursors::SourceCursors;
 pub use deal_refs::DealRefs;
@@ -47,6 +53,7 @@ pub use deliveries::{
 };
 pub use error::StoreError;
 pub use event::{Appended, EventState, NewRawEvent, RawEvent};
+pub use invoice_keys::{InvoiceKeys, InvoicePaid};
 pub use payments::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
     StoredPayment,
@@ -80,7 +87,16 @@ impl Backend {
 /// of every store; their methods live in their own traits and files to
 /// keep this one readable.
 pub trait Store:
-    DeliveryLog + SourceCursors + SourceReads + DealRefs + PaymentLedger + ReplicaRoll + Send + Sync + 'static
+    DeliveryLog
+    + SourceCursors
+    + SourceReads
+    + DealRefs
+    + PaymentLedger
+    + AppliedPayments
+    + ReplicaRoll
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
 

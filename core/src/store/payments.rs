@@ -19,6 +19,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::invoice_keys::{InvoiceKeys, InvoicePaid};
 use super::{ChangeSet, StoreError};
 use crate::model::{Invoice, InvoiceKind, Money, Payment, PaymentMatch, ReviewNote};
 
@@ -148,6 +149,10 @@ pub struct PaymentCommit {
     pub invoices_read: Vec<(Uuid, Decimal)>,
     /// Invoice totals, deal moves, tasks, outbox commands and trail.
     pub changes: ChangeSet,
+    /// Paid amounts and statuses of invoices the payments were applied to,
+    /// written into the stored invoices in place before `changes` (an
+    /// invoice should not also be in `changes.invoices`, which would win).
+    pub invoices_paid: Vec<InvoicePaid>,
 }
 
 /// What `commit_payments` did.
@@ -185,8 +190,12 @@ pub trait PaymentLedger: Send + Sync {
     /// How many payments are in each state (every state present).
     async fn payment_counts(&self) -> Result<BTreeMap<PaymentState, u64>, StoreError>;
 
-    /// Invoices and orders that are `open` or `partially_paid`.
+    /// Invoices and orders that are `open` or `partially_paid`, by id.
     async fn open_invoices(&self) -> Result<Vec<OpenInvoice>, StoreError>;
+
+    /// The open invoices with one of these keys, by id, each once: what a
+    /// statement's payments can be matched to, read through indexes.
+    async fn open_invoices_by_keys(&self, keys: &InvoiceKeys) -> Result<Vec<OpenInvoice>, StoreError>;
 
     /// The invoices with these ids, by id; unknown ids are skipped.
     async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError>;

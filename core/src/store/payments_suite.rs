@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 
 use super::*;
 use crate::model::{Client, Inn, Money, Party, Payment, PaymentDirection, ReviewNote};
+use crate::store::invoice_keys::{InvoiceKeys, InvoicePaid, inn_key, number_key};
 
 fn statement(digest: &str) -> NewStatement {
     NewStatement {
@@ -86,6 +87,7 @@ async fn an_import_commits_whole_and_once(store: &dyn Store) {
         updated_payments: Vec::new(),
         invoices_read: vec![(inv.id, Decimal::ZERO)],
         changes: ChangeSet { invoices: vec![paid(&inv, "40000.00 RUB")], ..Default::default() },
+        invoices_paid: Vec::new(),
     };
     assert_eq!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Committed);
 
@@ -128,6 +130,7 @@ async fn a_stale_payment_commit_writes_nothing(store: &dyn Store) {
         updated_payments: Vec::new(),
         invoices_read: vec![(inv.id, Decimal::ONE)],
         changes: ChangeSet { invoices: vec![paid(&inv, "6 RUB")], ..Default::default() },
+        invoices_paid: Vec::new(),
     };
     assert!(matches!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Stale(_)));
     assert!(store.statement_by_digest("digest-2").await.unwrap().is_none());
@@ -143,6 +146,7 @@ async fn a_stale_payment_commit_writes_nothing(store: &dyn Store) {
         invoices_read: Vec::new(),
         changes: ChangeSet::default(),
         updated_payments: Vec::new(),
+        invoices_paid: Vec::new(),
     };
     assert!(matches!(store.commit_payments(&other).await.unwrap(), CommitOutcome::Stale(_)));
     assert!(store.statement_by_digest("digest-3").await.unwrap().is_none());
@@ -182,9 +186,162 @@ async fn only_open_invoices_are_matched_against(store: &dyn Store) {
     let _ = Money::zero("RUB");
 }
 
+fn of_client(mut invoice: Invoice, inn: &str) -> Invoice {
+    invoice.client =
+        Some(Client { name: format!("Клиент {inn}"), inn: Some(Inn::new(inn)), ..Default::default() });
+    invoice
+}
+
+async fn open_invoices_are_found_by_their_keys(store: &dyn Store) {
+    let lettered = of_client(invoice(None, "А-123", &[]), "7707083893");
+    let long = of_client(invoice(None, "ТД00-000123", &[]), "500100732259");
+    let other = of_client(invoice(None, "77", &[]), "7707083893");
+    let mut done = of_client(invoice(None, "a123", &[]), "7707083893");
+    done.status = InvoiceStatus::Paid;
+    let all = vec![lettered.clone(), long.clone(), other.clone(), done];
+    store.apply(&ChangeSet { invoices: all, ..Default::default() }).await.unwrap();
+    let found = |keys: InvoiceKeys| async move {
+        let found = store.open_invoices_by_keys(&keys).await.unwrap();
+        found.into_iter().map(|i| i.number).collect::<Vec<_>>()
+    };
+    let by_id = |mut invoices: Vec<&Invoice>| {
+        invoices.sort_by_key(|i| i.id);
+        invoices.into_iter().map(|i| i.number.clone()).collect::<Vec<_>>()
+    };
+    let numbers = InvoiceKeys { numbers: vec![number_key("a-123")], ..Default::default() };
+    assert_eq!(found(numbers).await, ["А-123"], "folded numbers; paid invoices never");
+    let digits = InvoiceKeys { digits: vec![123], ..Default::default() };
+    assert_eq!(found(digits).await, by_id(vec![&lettered, &long]));
+    let inn = InvoiceKeys { inns: vec![inn_key("7707083893").unwrap()], ..Default::default() };
+    assert_eq!(found(inn).await, by_id(vec![&lettered, &other]));
+    let all_keys =
+        InvoiceKeys { numbers: vec!["77".into()], digits: vec![123], inns: vec![inn_key("7707083893").unwrap()] };
+    assert_eq!(found(all_keys).await, by_id(vec![&lettered, &long, &other]), "each once, by id");
+    assert!(found(InvoiceKeys::default()).await.is_empty());
+    let open = store.open_invoices().await.unwrap();
+    assert_eq!(
+        open,
+        by_id(vec![&lettered, &long, &other])
+            .iter()
+            .map(|n| { OpenInvoice::of([&lettered, &long, &other].into_iter().find(|i| &i.number == n).unwrap()) })
+            .collect::<Vec<_>>()
+    );
+}
+
+async fn paid_amounts_are_written_into_the_stored_invoice(store: &dyn Store) {
+    let mut inv = of_client(invoice(None, "9", &[("onec", "erp", "СЧ-9")]), "7707083893");
+    inv.total = "100 RUB".parse().unwrap();
+    inv.custom_fields.insert("note".into(), "kept".into());
+    store.apply(&ChangeSet { invoices: vec![inv.clone()], ..Default::default() }).await.unwrap();
+    let at = now_micros();
+    let pay = |amount: &str, status: InvoiceStatus| InvoicePaid {
+        id: inv.id,
+        paid: amount.parse().unwrap(),
+        status,
+        updated_at: at,
+    };
+    let commit = PaymentCommit {
+        invoices_read: vec![(inv.id, Decimal::ZERO)],
+        invoices_paid: vec![pay("30 RUB", InvoiceStatus::PartiallyPaid), pay("40 RUB", InvoiceStatus::PartiallyPaid)],
+        ..Default::default()
+    };
+    assert_eq!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Committed);
+    let mut expected = inv.clone();
+    expected.paid = "40 RUB".parse().unwrap();
+    expected.status = InvoiceStatus::PartiallyPaid;
+    expected.updated_at = at;
+    assert_eq!(store.get_invoice(inv.id).await.unwrap(), Some(expected.clone()), "the last one; the rest as stored");
+    assert_eq!(store.find_invoice(&inv.external_refs[0]).await.unwrap(), Some(expected.clone()), "refs kept");
+    assert_eq!(store.open_invoices().await.unwrap(), vec![OpenInvoice::of(&expected)]);
+
+    // Computed from an amount that is no longer stored: nothing changes.
+    let stale = PaymentCommit {
+        invoices_read: vec![(inv.id, Decimal::ZERO)],
+        invoices_paid: vec![pay("100 RUB", InvoiceStatus::Paid)],
+        ..Default::default()
+    };
+    assert!(matches!(store.commit_payments(&stale).await.unwrap(), CommitOutcome::Stale(_)));
+    assert_eq!(store.get_invoice(inv.id).await.unwrap(), Some(expected.clone()));
+
+    // An invoice that is not stored fails the whole commit.
+    let file = statement("digest-paid");
+    let unknown = PaymentCommit {
+        statement: Some(file),
+        invoices_paid: vec![InvoicePaid { id: Uuid::now_v7(), ..pay("1 RUB", InvoiceStatus::PartiallyPaid) }],
+        ..Default::default()
+    };
+    assert!(store.commit_payments(&unknown).await.is_err());
+    assert!(store.statement_by_digest("digest-paid").await.unwrap().is_none());
+
+    let full = PaymentCommit {
+        invoices_read: vec![(inv.id, Decimal::new(40, 0))],
+        invoices_paid: vec![pay("100 RUB", InvoiceStatus::Paid)],
+        ..Default::default()
+    };
+    assert_eq!(store.commit_payments(&full).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.get_invoice(inv.id).await.unwrap().unwrap().status, InvoiceStatus::Paid);
+    assert!(store.open_invoices().await.unwrap().is_empty(), "a paid invoice is no longer open");
+    let by_number = InvoiceKeys { numbers: vec!["9".into()], ..Default::default() };
+    assert!(store.open_invoices_by_keys(&by_number).await.unwrap().is_empty());
+}
+
 store_suite!(
+    open_invoices_are_found_by_their_keys,
+    paid_amounts_are_written_into_the_stored_invoice,
     an_import_commits_whole_and_once,
     a_stale_payment_commit_writes_nothing,
     a_manual_match_needs_its_payment_still_in_review,
     only_open_invoices_are_matched_against,
 );
+
+/// Invoices stored before migration 0011 get their matching columns when
+/// `migrate` runs again: here their columns are emptied by hand first.
+mod stored_before_the_matching_columns {
+    use super::*;
+
+    fn invoices() -> Vec<Invoice> {
+        let mut paid = of_client(invoice(None, "ТД-5", &[]), "7707083893");
+        paid.status = InvoiceStatus::Paid;
+        vec![of_client(invoice(None, "А-5", &[]), "7707083893"), paid]
+    }
+
+    async fn are_found_once_migrated(store: &dyn Store, open: &Invoice) {
+        store.migrate().await.unwrap();
+        let keys = InvoiceKeys { digits: vec![5], ..Default::default() };
+        assert_eq!(store.open_invoices_by_keys(&keys).await.unwrap(), vec![OpenInvoice::of(open)]);
+        assert_eq!(store.open_invoices().await.unwrap(), vec![OpenInvoice::of(open)]);
+    }
+
+    const EMPTY_COLUMNS: &str = "UPDATE invoices SET number_key = NULL, number_digits = NULL, inn_key = NULL,
+        client_inn = NULL, invoice_date = NULL, total_amount = NULL, currency = NULL, paid_amount = NULL";
+
+    #[tokio::test]
+    async fn on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = SqliteStore::open(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let all = invoices();
+        store.apply(&ChangeSet { invoices: all.clone(), ..Default::default() }).await.unwrap();
+        let sql = format!("{EMPTY_COLUMNS}, is_open = 0");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&store.writer).await.unwrap();
+        assert!(store.open_invoices().await.unwrap().is_empty());
+        are_found_once_migrated(&store, &all[0]).await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres() {
+        let Some(admin) = pg_admin_url("stored_before_the_matching_columns") else { return };
+        let db = TestDatabase::create(&admin).await;
+        let store = PgStore::connect(&db.url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let all = invoices();
+        store.apply(&ChangeSet { invoices: all.clone(), ..Default::default() }).await.unwrap();
+        let sql = format!("{EMPTY_COLUMNS}, is_open = FALSE");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await.unwrap();
+        assert!(store.open_invoices().await.unwrap().is_empty());
+        are_found_once_migrated(&store, &all[0]).await;
+        drop(store);
+        db.drop_db().await;
+    }
+}

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
+use super::postgres_invoices::{project_stored_invoices, write_invoices};
 use super::{
     Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventOutcome, EventState, NewRawEvent, QueuedMessage,
     RawEvent, Store, StoreError, redact_url,
@@ -149,11 +150,32 @@ async fn replace_refs(
     id: Uuid,
     refs: &[ExternalRef],
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM external_refs WHERE canonical_id = $1 AND record_kind = $2")
-        .bind(id)
+    delete_refs(tx, kind, &[id]).await?;
+    insert_refs(tx, kind, id, refs).await
+}
+
+/// Removes every external ref of these canonical records (one statement).
+pub(super) async fn delete_refs(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: &str,
+    ids: &[Uuid],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM external_refs WHERE canonical_id = ANY($1) AND record_kind = $2")
+        .bind(ids)
         .bind(kind)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Stores external refs of one canonical record; a ref another record
+/// holds is a conflict naming it.
+pub(super) async fn insert_refs(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: &str,
+    id: Uuid,
+    refs: &[ExternalRef],
+) -> Result<(), StoreError> {
     for r in refs {
         sqlx::query(
             "INSERT INTO external_refs (system, instance, record_kind, external_id, canonical_id)
@@ -175,23 +197,6 @@ async fn replace_refs(
         })?;
     }
     Ok(())
-}
-
-async fn write_invoice(tx: &mut Transaction<'_, Postgres>, invoice: &Invoice) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO invoices (id, deal_id, kind, number, doc, updated_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6)
-         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, kind = excluded.kind,
-             number = excluded.number, doc = excluded.doc, updated_at = excluded.updated_at",
-    )
-    .bind(invoice.id)
-    .bind(invoice.deal_id)
-    .bind(tag(&invoice.kind)?)
-    .bind(&invoice.number)
-    .bind(to_doc("invoice", invoice)?)
-    .bind(invoice.updated_at)
-    .execute(&mut **tx)
-    .await?;
-    replace_refs(tx, INVOICE_KIND, invoice.id, &invoice.external_refs).await
 }
 
 async fn write_task(tx: &mut Transaction<'_, Postgres>, task: &Task) -> Result<(), StoreError> {
@@ -292,9 +297,7 @@ pub(super) async fn write_change_set(
     for deal in &changes.deals {
         write_deal(tx, deal).await?;
     }
-    for invoice in &changes.invoices {
-        write_invoice(tx, invoice).await?;
-    }
+    write_invoices(tx, &changes.invoices).await?;
     for task in &changes.tasks {
         write_task(tx, task).await?;
     }
@@ -321,6 +324,10 @@ impl Store for PgStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
+        let filled = project_stored_invoices(&self.pool).await?;
+        if filled > 0 {
+            tracing::info!(invoices = filled, "filled the matching columns of stored invoices");
+        }
         Ok(())
     }
 

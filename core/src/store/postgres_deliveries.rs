@@ -222,7 +222,7 @@ pub(super) async fn link_created(tx: &mut Transaction<'_, Postgres>, s: &Settlem
         return Ok(());
     }
     let mut deal = deal_from_row(&row)?;
-    if !deal.external_refs.contains(created) {
+    if !deal.external_refs.iter().any(|r| r.same_record(created)) {
         deal.external_refs.push(created.clone());
         sqlx::query("UPDATE deals SET doc = $1::jsonb WHERE id = $2")
             .bind(to_doc("deal", &deal)?)

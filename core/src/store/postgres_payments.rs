@@ -5,10 +5,9 @@
 //! so the loser of a race sees `Stale` and recomputes.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
+use std::time::Instant;
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
@@ -17,12 +16,14 @@ use uuid::Uuid;
 use super::StoreError;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
+use super::invoice_keys::InvoiceKeys;
 use super::payments::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
     StoredPayment,
 };
 use super::postgres::{PgStore, doc_from_row, write_change_set};
-use crate::model::{Invoice, Money};
+use super::postgres_invoices::{lock_paid_amounts, open_invoices, open_invoices_by_keys, update_paid};
+use crate::model::Invoice;
 
 const STATEMENT_COLUMNS: &str =
     "id, digest, file_name, source, format, imported_at, summary::text AS summary, payments_new, payments_known";
@@ -42,28 +43,6 @@ fn statement_from_row(row: &PgRow) -> Result<StatementRecord, StoreError> {
         summary: from_doc("statement summary", row.try_get("summary")?)?,
         payments_new: count("payments_new")?,
         payments_known: count("payments_known")?,
-    })
-}
-
-fn decimal(text: Option<String>, what: &str) -> Result<Decimal, StoreError> {
-    let text = text.ok_or_else(|| corrupt(format!("invoice without {what}")))?;
-    Decimal::from_str(&text).map_err(|e| corrupt(format!("invoice {what} `{text}`: {e}")))
-}
-
-fn open_invoice_from_row(row: &PgRow) -> Result<OpenInvoice, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    let date: String = row.try_get("date")?;
-    let currency: String = row.try_get("currency")?;
-    let money = |amount: Decimal| Money { amount, currency: currency.clone() };
-    Ok(OpenInvoice {
-        id: row.try_get("id")?,
-        deal_id: row.try_get("deal_id")?,
-        kind: from_doc("invoice kind", &format!("\"{kind}\""))?,
-        number: row.try_get("number")?,
-        date: NaiveDate::from_str(&date).map_err(|e| corrupt(format!("invoice date `{date}`: {e}")))?,
-        client_inn: row.try_get("inn")?,
-        total: money(decimal(row.try_get("total")?, "total")?),
-        paid: money(decimal(row.try_get("paid")?, "paid amount")?),
     })
 }
 
@@ -89,22 +68,62 @@ async fn insert_statement(tx: &mut Transaction<'_, Postgres>, statement: &NewSta
     Ok(inserted.rows_affected() == 1)
 }
 
-async fn insert_payment(tx: &mut Transaction<'_, Postgres>, p: &StoredPayment) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(p.payment.id)
-    .bind(p.statement_id)
-    .bind(tag(&p.payment.direction)?)
-    .bind(p.state.as_str())
-    .bind(p.payment.invoice_id)
-    .bind(p.payment.date)
-    .bind(to_doc("payment", p)?)
-    .bind(p.updated_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+/// Rows per payment `INSERT` (the arrays sent at once).
+const PAYMENT_CHUNK: usize = 5_000;
+
+/// Inserts the payments, a chunk per statement; returns one that was
+/// stored already, if any (then the caller rolls back).
+async fn insert_payments(
+    tx: &mut Transaction<'_, Postgres>,
+    payments: &[StoredPayment],
+) -> Result<Option<Uuid>, StoreError> {
+    for chunk in payments.chunks(PAYMENT_CHUNK) {
+        let n = chunk.len();
+        let (mut ids, mut statements, mut directions, mut states) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut invoices, mut dates, mut docs, mut updated) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for p in chunk {
+            ids.push(p.payment.id);
+            statements.push(p.statement_id);
+            directions.push(tag(&p.payment.direction)?);
+            states.push(p.state.as_str());
+            invoices.push(p.payment.invoice_id);
+            dates.push(p.payment.date);
+            docs.push(to_doc("payment", p)?);
+            updated.push(p.updated_at);
+        }
+        // `ORDINALITY` keeps file order in `seq`.
+        let inserted = sqlx::query(
+            "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at)
+             SELECT id, statement_id, direction, state, invoice_id, payment_date, doc::jsonb, updated_at
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::date[], $7::text[],
+                 $8::timestamptz[]) WITH ORDINALITY
+                 AS u(id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at, n)
+             ORDER BY n
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&statements)
+        .bind(&directions)
+        .bind(&states)
+        .bind(&invoices)
+        .bind(&dates)
+        .bind(&docs)
+        .bind(&updated)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() < n as u64 {
+            let earlier: Option<Uuid> =
+                sqlx::query_scalar("SELECT id FROM payments WHERE id = ANY($1) AND statement_id <> $2 LIMIT 1")
+                    .bind(&ids)
+                    .bind(chunk[0].statement_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            return Ok(Some(earlier.unwrap_or(chunk[0].payment.id)));
+        }
+    }
+    Ok(None)
 }
 
 async fn update_payment(
@@ -137,23 +156,14 @@ async fn changed_invoice(
         return Ok(None);
     }
     let ids: Vec<Uuid> = read.iter().map(|(id, _)| *id).collect();
-    let rows = sqlx::query(
-        "SELECT id, doc -> 'paid' ->> 'amount' AS paid FROM invoices WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut stored = std::collections::HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let id: Uuid = row.try_get("id")?;
-        stored.insert(id, decimal(row.try_get("paid")?, "paid amount")?);
-    }
+    let stored = lock_paid_amounts(tx, &ids).await?;
     Ok(read.iter().find(|(id, paid)| stored.get(id) != Some(paid)).map(|(id, _)| *id))
 }
 
 #[async_trait]
 impl PaymentLedger for PgStore {
     async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError> {
+        let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         if let Some(statement) = &commit.statement
             && !insert_statement(&mut tx, statement).await?
@@ -164,11 +174,11 @@ impl PaymentLedger for PgStore {
                 .await?;
             return Ok(CommitOutcome::StatementKnown(id));
         }
-        for payment in &commit.new_payments {
-            if !insert_payment(&mut tx, payment).await? {
-                return Ok(CommitOutcome::Stale(format!("payment {} is stored already", payment.payment.id)));
-            }
+        let statement_at = started.elapsed();
+        if let Some(stored) = insert_payments(&mut tx, &commit.new_payments).await? {
+            return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
         }
+        let payments_at = started.elapsed();
         for (payment, expected) in &commit.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
                 return Ok(CommitOutcome::Stale(format!(
@@ -181,8 +191,21 @@ impl PaymentLedger for PgStore {
         if let Some(id) = changed_invoice(&mut tx, &commit.invoices_read).await? {
             return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
         }
+        let checked_at = started.elapsed();
+        update_paid(&mut tx, &commit.invoices_paid).await?;
+        let paid_at = started.elapsed();
         write_change_set(&mut tx, &commit.changes).await?;
+        let changes_at = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            statement_ms = statement_at.as_millis() as u64,
+            payments_ms = (payments_at - statement_at).as_millis() as u64,
+            check_ms = (checked_at - payments_at).as_millis() as u64,
+            invoices_paid_ms = (paid_at - checked_at).as_millis() as u64,
+            changes_ms = (changes_at - paid_at).as_millis() as u64,
+            commit_ms = (started.elapsed() - changes_at).as_millis() as u64,
+            "payments committed"
+        );
         Ok(CommitOutcome::Committed)
     }
 
@@ -249,15 +272,11 @@ impl PaymentLedger for PgStore {
     }
 
     async fn open_invoices(&self) -> Result<Vec<OpenInvoice>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, deal_id, kind, number, doc ->> 'date' AS date, doc -> 'client' ->> 'inn' AS inn,
-                    doc -> 'total' ->> 'amount' AS total, doc -> 'total' ->> 'currency' AS currency,
-                    doc -> 'paid' ->> 'amount' AS paid
-             FROM invoices WHERE status IN ('open', 'partially_paid') ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(open_invoice_from_row).collect()
+        open_invoices(&self.pool).await
+    }
+
+    async fn open_invoices_by_keys(&self, keys: &InvoiceKeys) -> Result<Vec<OpenInvoice>, StoreError> {
+        open_invoices_by_keys(&self.pool, keys).await
     }
 
     async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {

@@ -177,7 +177,7 @@ pub(super) async fn link_created(tx: &mut Transaction<'_, Sqlite>, s: &Settlemen
         return Ok(());
     }
     let mut deal = deal_from_row(&row)?;
-    if !deal.external_refs.contains(created) {
+    if !deal.external_refs.iter().any(|r| r.same_record(created)) {
         deal.external_refs.push(created.clone());
         sqlx::query("UPDATE deals SET doc = ? WHERE id = ?")
             .bind(to_doc("deal", &deal)?)

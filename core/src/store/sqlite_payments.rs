@@ -2,11 +2,10 @@
 //! (`BEGIN IMMEDIATE`): it reads invoices, then writes, and a CLI import
 //! may run in another process beside the hub.
 
-use std::collections::BTreeMap;
-use std::str::FromStr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
@@ -15,12 +14,14 @@ use uuid::Uuid;
 use super::StoreError;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
+use super::invoice_keys::InvoiceKeys;
 use super::payments::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
     StoredPayment,
 };
 use super::sqlite::{SqliteStore, doc_from_row, from_micros, micros, parse_uuid, write_change_set};
-use crate::model::{Invoice, Money};
+use super::sqlite_invoices::{open_invoices, open_invoices_by_keys, paid_amounts, update_paid};
+use crate::model::Invoice;
 
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const STATEMENT_COLUMNS: &str =
@@ -48,29 +49,6 @@ fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
     })
 }
 
-fn decimal(text: Option<String>, what: &str) -> Result<Decimal, StoreError> {
-    let text = text.ok_or_else(|| corrupt(format!("invoice without {what}")))?;
-    Decimal::from_str(&text).map_err(|e| corrupt(format!("invoice {what} `{text}`: {e}")))
-}
-
-fn open_invoice_from_row(row: &SqliteRow) -> Result<OpenInvoice, StoreError> {
-    let deal: Option<String> = row.try_get("deal_id")?;
-    let kind: String = row.try_get("kind")?;
-    let date: String = row.try_get("date")?;
-    let currency: String = row.try_get("currency")?;
-    let money = |amount: Decimal| Money { amount, currency: currency.clone() };
-    Ok(OpenInvoice {
-        id: parse_uuid(row.try_get("id")?)?,
-        deal_id: deal.as_deref().map(parse_uuid).transpose()?,
-        kind: from_doc("invoice kind", &format!("\"{kind}\""))?,
-        number: row.try_get("number")?,
-        date: NaiveDate::from_str(&date).map_err(|e| corrupt(format!("invoice date `{date}`: {e}")))?,
-        client_inn: row.try_get("inn")?,
-        total: money(decimal(row.try_get("total")?, "total")?),
-        paid: money(decimal(row.try_get("paid")?, "paid amount")?),
-    })
-}
-
 async fn insert_statement(tx: &mut Transaction<'_, Sqlite>, statement: &NewStatement) -> Result<bool, StoreError> {
     let r = &statement.record;
     let inserted = sqlx::query(
@@ -94,10 +72,10 @@ async fn insert_statement(tx: &mut Transaction<'_, Sqlite>, statement: &NewState
 }
 
 /// Rows per payment `INSERT`: a few fixed sizes, so the statements stay in
-/// sqlx's prepared-statement cache, and a large import makes a hundredth
-/// of the round trips one row per statement would (8 binds a row, far
-/// below SQLite's 32,766).
-const PAYMENT_INSERT_ROWS: [usize; 3] = [100, 10, 1];
+/// sqlx's prepared-statement cache, and a large import makes a five
+/// hundredth of the round trips one row per statement would (8 binds a
+/// row: 4,000, far below SQLite's 32,766).
+const PAYMENT_INSERT_ROWS: [usize; 4] = [500, 50, 5, 1];
 
 fn insert_payments_sql(rows: usize) -> String {
     let mut sql = String::from(
@@ -110,30 +88,77 @@ fn insert_payments_sql(rows: usize) -> String {
     sql
 }
 
+/// One payment's columns, its document serialised.
+struct PaymentRow {
+    id: String,
+    statement: String,
+    direction: String,
+    state: &'static str,
+    invoice: Option<String>,
+    date: String,
+    doc: String,
+    updated: i64,
+}
+
+fn payment_rows(chunk: &[StoredPayment]) -> Result<Vec<PaymentRow>, StoreError> {
+    chunk
+        .iter()
+        .map(|p| {
+            Ok(PaymentRow {
+                id: p.payment.id.to_string(),
+                statement: p.statement_id.to_string(),
+                direction: tag(&p.payment.direction)?,
+                state: p.state.as_str(),
+                invoice: p.payment.invoice_id.map(|i| i.to_string()),
+                date: p.payment.date.to_string(),
+                doc: to_doc("payment", p)?,
+                updated: micros(p.updated_at),
+            })
+        })
+        .collect()
+}
+
+/// The next chunk of payments to insert: the largest statement shape that fits.
+fn next_chunk<'a>(rest: &mut &'a [StoredPayment]) -> Option<&'a [StoredPayment]> {
+    if rest.is_empty() {
+        return None;
+    }
+    let rows = PAYMENT_INSERT_ROWS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+    let (chunk, tail) = rest.split_at(rows);
+    *rest = tail;
+    Some(chunk)
+}
+
 /// Inserts the payments; returns one that was stored already, if any
-/// (then the caller rolls back).
+/// (then the caller rolls back). While SQLite's thread inserts one chunk,
+/// this one serialises the next (their documents are most of the bytes).
 async fn insert_payments(
     tx: &mut Transaction<'_, Sqlite>,
     payments: &[StoredPayment],
 ) -> Result<Option<Uuid>, StoreError> {
     let mut rest = payments;
-    while !rest.is_empty() {
-        let rows = PAYMENT_INSERT_ROWS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_payments_sql(rows)));
-        for p in chunk {
+    let mut next = next_chunk(&mut rest).map(|c| payment_rows(c).map(|rows| (c, rows))).transpose()?;
+    while let Some((chunk, rows)) = next.take() {
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_payments_sql(chunk.len())));
+        for row in rows {
             insert = insert
-                .bind(p.payment.id.to_string())
-                .bind(p.statement_id.to_string())
-                .bind(tag(&p.payment.direction)?)
-                .bind(p.state.as_str())
-                .bind(p.payment.invoice_id.map(|i| i.to_string()))
-                .bind(p.payment.date.to_string())
-                .bind(to_doc("payment", p)?)
-                .bind(micros(p.updated_at));
+                .bind(row.id)
+                .bind(row.statement)
+                .bind(row.direction)
+                .bind(row.state)
+                .bind(row.invoice)
+                .bind(row.date)
+                .bind(row.doc)
+                .bind(row.updated);
         }
-        let inserted = insert.execute(&mut **tx).await?.rows_affected();
+        let following = next_chunk(&mut rest);
+        // `join` polls the insert first: it is on SQLite's thread before
+        // the serialisation starts here.
+        let (inserted, following) = futures::future::join(insert.execute(&mut **tx), async {
+            following.map(|c| payment_rows(c).map(|rows| (c, rows))).transpose()
+        })
+        .await;
+        let inserted = inserted?.rows_affected();
         if inserted < chunk.len() as u64 {
             // Rows of this chunk stored by another statement were there before.
             let ids: Vec<Uuid> = chunk.iter().map(|p| p.payment.id).collect();
@@ -147,6 +172,7 @@ async fn insert_payments(
             let earlier = earlier.as_deref().map(parse_uuid).transpose()?;
             return Ok(Some(earlier.unwrap_or(chunk[0].payment.id)));
         }
+        next = following?;
     }
     Ok(None)
 }
@@ -179,23 +205,47 @@ async fn changed_invoice(
         return Ok(None);
     }
     let ids: Vec<Uuid> = read.iter().map(|(id, _)| *id).collect();
-    let rows = sqlx::query(
-        "SELECT id, json_extract(doc, '$.paid.amount') AS paid FROM invoices
-         WHERE id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(id_list(&ids))
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut stored = std::collections::HashMap::with_capacity(rows.len());
-    for row in &rows {
-        stored.insert(parse_uuid(row.try_get("id")?)?, decimal(row.try_get("paid")?, "paid amount")?);
-    }
+    let stored = paid_amounts(tx, &ids).await?;
     Ok(read.iter().find(|(id, paid)| stored.get(id) != Some(paid)).map(|(id, _)| *id))
+}
+
+/// Writes the invoices' new paid amounts if every invoice read still has
+/// the paid amount read; otherwise the first that does not.
+///
+/// The comparison happens in the `UPDATE` itself (one pass over the
+/// invoices instead of a read and a write); only when some invoice was not
+/// written are the amounts compared one by one, as numbers, to tell a
+/// change (stale) from a mere difference in how an amount is written.
+async fn pay_invoices(tx: &mut Transaction<'_, Sqlite>, commit: &PaymentCommit) -> Result<Option<Uuid>, StoreError> {
+    let read: HashMap<Uuid, Decimal> = commit.invoices_read.iter().copied().collect();
+    let paid: HashSet<Uuid> = commit.invoices_paid.iter().map(|p| p.id).collect();
+    let only_read: Vec<(Uuid, Decimal)> =
+        commit.invoices_read.iter().filter(|(id, _)| !paid.contains(id)).copied().collect();
+    if let Some(id) = changed_invoice(tx, &only_read).await? {
+        return Ok(Some(id));
+    }
+    let (written, expected) = update_paid(tx, &commit.invoices_paid, Some(&read)).await?;
+    if written == expected {
+        return Ok(None);
+    }
+    if let Some(id) = changed_invoice(tx, &commit.invoices_read).await? {
+        return Ok(Some(id));
+    }
+    // Every amount is as read: write the rest (writing one again is harmless).
+    let (written, expected) = update_paid(tx, &commit.invoices_paid, None).await?;
+    if written < expected {
+        return Err(StoreError::Conflict(format!(
+            "{} of {expected} invoices to pay are not stored",
+            expected - written
+        )));
+    }
+    Ok(None)
 }
 
 #[async_trait]
 impl PaymentLedger for SqliteStore {
     async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError> {
+        let started = Instant::now();
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         if let Some(statement) = &commit.statement
             && !insert_statement(&mut tx, statement).await?
@@ -206,9 +256,11 @@ impl PaymentLedger for SqliteStore {
                 .await?;
             return Ok(CommitOutcome::StatementKnown(parse_uuid(&id)?));
         }
+        let statement_at = started.elapsed();
         if let Some(stored) = insert_payments(&mut tx, &commit.new_payments).await? {
             return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
         }
+        let payments_at = started.elapsed();
         for (payment, expected) in &commit.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
                 return Ok(CommitOutcome::Stale(format!(
@@ -218,11 +270,21 @@ impl PaymentLedger for SqliteStore {
                 )));
             }
         }
-        if let Some(id) = changed_invoice(&mut tx, &commit.invoices_read).await? {
+        if let Some(id) = pay_invoices(&mut tx, commit).await? {
             return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
         }
+        let paid_at = started.elapsed();
         write_change_set(&mut tx, &commit.changes).await?;
+        let changes_at = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            statement_ms = statement_at.as_millis() as u64,
+            payments_ms = (payments_at - statement_at).as_millis() as u64,
+            invoices_paid_ms = (paid_at - payments_at).as_millis() as u64,
+            changes_ms = (changes_at - paid_at).as_millis() as u64,
+            commit_ms = (started.elapsed() - changes_at).as_millis() as u64,
+            "payments committed"
+        );
         Ok(CommitOutcome::Committed)
     }
 
@@ -293,15 +355,11 @@ impl PaymentLedger for SqliteStore {
     }
 
     async fn open_invoices(&self) -> Result<Vec<OpenInvoice>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, deal_id, kind, number, json_extract(doc, '$.date') AS date,
-                    json_extract(doc, '$.client.inn') AS inn, json_extract(doc, '$.total.amount') AS total,
-                    json_extract(doc, '$.total.currency') AS currency, json_extract(doc, '$.paid.amount') AS paid
-             FROM invoices WHERE status IN ('open', 'partially_paid') ORDER BY id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(open_invoice_from_row).collect()
+        open_invoices(&self.reader).await
+    }
+
+    async fn open_invoices_by_keys(&self, keys: &InvoiceKeys) -> Result<Vec<OpenInvoice>, StoreError> {
+        open_invoices_by_keys(&self.reader, keys).await
     }
 
     async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {

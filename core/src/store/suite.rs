@@ -179,6 +179,7 @@ fn invoice(deal: Option<Uuid>, number: &str, refs: &[(&str, &str, &str)]) -> Inv
         paid: "0 RUB".parse().unwrap(),
         shipped: "0 RUB".parse().unwrap(),
         shipments: Vec::new(),
+        paid_parts: Vec::new(),
         status: InvoiceStatus::Open,
         lines: Vec::new(),
         custom_fields: Default::default(),

@@ -143,6 +143,7 @@ pub async fn import_invoices(
                 paid: Money { amount: Default::default(), currency: total.currency.clone() },
                 shipped: Money { amount: Default::default(), currency: total.currency.clone() },
                 shipments: Vec::new(),
+                paid_parts: Vec::new(),
                 total,
                 status: InvoiceStatus::Open,
                 lines: Vec::new(),

@@ -28,6 +28,7 @@
 //! scored with `amount_split` / `amount_split_partial` instead of the amount
 //! reasons).
 
+pub mod candidates;
 pub mod purpose;
 mod split;
 
@@ -39,6 +40,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use chrono::Duration;
 use dealbridge_core::model::{MatchCandidate, MatchReason, Payment, PaymentDirection, ReviewNote};
 use dealbridge_core::store::OpenInvoice;
+pub use dealbridge_core::store::invoice_keys::number_key;
+use dealbridge_core::store::invoice_keys::{inn_key, number_hash_and_digits};
 use rust_decimal::Decimal;
 
 use purpose::{NumberReference, number_references};
@@ -137,77 +140,10 @@ pub struct PaymentMatcher<'a> {
     next_inn: Vec<u32>,
 }
 
-/// One character of a number as matching compares it: upper case, Cyrillic
-/// letters that look Latin as the Latin ones; `None` for separators.
-fn fold_number_char(c: char) -> Option<char> {
-    if c.is_ascii_alphanumeric() {
-        return Some(c.to_ascii_uppercase());
-    }
-    let folded = match c {
-        'а' | 'А' => 'A',
-        'в' | 'В' => 'B',
-        'е' | 'Е' | 'ё' | 'Ё' => 'E',
-        'к' | 'К' => 'K',
-        'м' | 'М' => 'M',
-        'н' | 'Н' => 'H',
-        'о' | 'О' => 'O',
-        'р' | 'Р' => 'P',
-        'с' | 'С' => 'C',
-        'т' | 'Т' => 'T',
-        'у' | 'У' => 'Y',
-        'х' | 'Х' => 'X',
-        'б'..='я' => char::from_u32(c as u32 - 0x20).unwrap_or(c),
-        c if c.is_alphanumeric() => c.to_uppercase().next().unwrap_or(c),
-        _ => return None,
-    };
-    Some(folded)
-}
-
-/// Case-, separator- and script-insensitive form of a number: «А-123»,
-/// «a123» and «A 123» are all `A123`.
-pub fn number_key(number: &str) -> String {
-    number.chars().filter_map(fold_number_char).collect()
-}
-
-/// The hash of a number's key and the digits it ends in (leading zeros
-/// dropped; `None` when it ends in a letter, the digits are all zeros or
-/// more than 18), in one pass without allocating.
-fn number_hash_and_digits(number: &str) -> (u64, Option<u64>) {
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-    let (mut value, mut significant) = (0_u64, 0_u32);
-    let mut buf = [0_u8; 4];
-    for c in number.chars().filter_map(fold_number_char) {
-        for b in c.encode_utf8(&mut buf).bytes() {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        match c.to_digit(10) {
-            Some(d) => {
-                if significant > 0 || d != 0 {
-                    significant += 1;
-                }
-                if significant <= 18 {
-                    value = value * 10 + u64::from(d);
-                }
-            }
-            None => (value, significant) = (0, 0),
-        }
-    }
-    (hash, (1..=18).contains(&significant).then_some(value))
-}
-
 /// The digits a number key ends in, without leading zeros.
 #[cfg(test)]
 fn trailing_digits(key: &str) -> Option<u64> {
     number_hash_and_digits(key).1
-}
-
-/// An INN of 10 or 12 digits as one number (its length kept apart).
-fn inn_key(inn: &str) -> Option<u64> {
-    let inn = inn.trim();
-    if !(inn.len() == 10 || inn.len() == 12) || !inn.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    inn.parse::<u64>().ok().map(|v| v * 16 + inn.len() as u64)
 }
 
 fn push(map: &mut KeyMap, next: &mut [u32], key: u64, index: u32) {
@@ -287,6 +223,13 @@ impl<'a> PaymentMatcher<'a> {
 
     pub fn invoices(&self) -> &'a [OpenInvoice] {
         self.invoices
+    }
+
+    /// Whether a number in the text is (or ends like) one of the indexed
+    /// invoices' numbers: when none is, matching falls back to the
+    /// payer's INN.
+    pub fn names_an_invoice(&self, references: &[NumberReference]) -> bool {
+        !self.by_reference(references).is_empty()
     }
 
     /// Decides one payment and, when it matches, counts it as paid so the

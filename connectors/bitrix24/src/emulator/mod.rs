@@ -7,7 +7,7 @@
 //!   paging (50 a page, `start=-1`), error bodies and statuses, and the
 //!   leaky-bucket limit (default drain 2/s, threshold 50 →
 //!   503 `QUERY_LIMIT_EXCEEDED`; a `batch` counts once). Methods:
-//!   `crm.deal.get/list/add/update/delete`, `crm.item.add/update/get`,
+//!   `crm.deal.get/list/add/update/delete`, `crm.item.add/update/get/list`,
 //!   `crm.status.list`, `crm.category.list`, `tasks.task.add`,
 //!   `im.notify.system.add`, `crm.timeline.comment.add`, `batch`.
 //! - Outgoing-webhook events, form-encoded with the application token, to
@@ -15,8 +15,9 @@
 //!   `drop_share` drops that share of them (exactly, every 1/share-th).
 //! - Test endpoints under `/_emulator/`: `GET|DELETE calls` (the call log:
 //!   method, params, status, error code), `GET events` (sent and dropped
-//!   events), `POST faults` (make the next calls of a method fail with a
-//!   given status and error code).
+//!   events), `GET timeline` (the timeline comments written, with their
+//!   `ENTITY_TYPE` and `ENTITY_ID`), `POST faults` (make the next calls of
+//!   a method fail with a given status and error code).
 
 mod portal;
 
@@ -180,6 +181,7 @@ pub fn router(config: EmulatorConfig) -> Router {
         .route("/rest/{user}/{code}/{method}", any(rest))
         .route("/_emulator/calls", get(calls).delete(clear_calls))
         .route("/_emulator/events", get(events))
+        .route("/_emulator/timeline", get(timeline))
         .route("/_emulator/faults", post(add_fault))
         .with_state(shared)
 }
@@ -401,6 +403,10 @@ async fn clear_calls(State(shared): State<Arc<Shared>>) -> StatusCode {
 
 async fn events(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<EventRecord>> {
     axum::Json(shared.events.lock().expect("events").clone())
+}
+
+async fn timeline(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<Value>> {
+    axum::Json(shared.portal.lock().expect("portal").timeline().to_vec())
 }
 
 async fn add_fault(State(shared): State<Arc<Shared>>, axum::Json(fault): axum::Json<Fault>) -> StatusCode {

@@ -1,5 +1,6 @@
 //! The emulated portal's data and methods: deals, smart-process items,
-//! pipelines and stages, tasks, notifications, timeline comments.
+//! pipelines and stages, tasks, notifications, timeline comments (of deals
+//! and of items, `dynamic_<entityTypeId>`).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -288,6 +289,7 @@ impl Portal {
             "crm.item.get" => self.item_get(params),
             "crm.item.add" => self.item_add(params),
             "crm.item.update" => self.item_update(params),
+            "crm.item.list" => self.item_list(params),
             "crm.status.list" => self.status_list(params),
             "crm.category.list" => self.category_list(params),
             "tasks.task.add" => self.task_add(params),
@@ -539,6 +541,32 @@ impl Portal {
         Ok(Reply::of(json!({ "item": item })))
     }
 
+    /// `crm.item.list` of a smart process: equality filters on camelCase
+    /// fields, ordered by id, one page.
+    fn item_list(&mut self, params: &Value) -> Result<Reply, ApiError> {
+        let entity = Self::entity_type(params)?;
+        let filter = param(params, "filter").and_then(Value::as_object).cloned().unwrap_or_default();
+        let items: Vec<Value> = self
+            .items
+            .range((entity, 0)..=(entity, u64::MAX))
+            .map(|(_, item)| item)
+            .filter(|item| {
+                filter
+                    .iter()
+                    .all(|(k, wanted)| item.get(k).is_some_and(|have| compare(have, wanted) == Some(Ordering::Equal)))
+            })
+            .take(PAGE_SIZE)
+            .map(|item| Value::Object(item.clone()))
+            .collect();
+        let total = items.len() as u64;
+        Ok(Reply { result: json!({ "items": items }), total: Some(total), next: None })
+    }
+
+    /// The timeline comments written so far, oldest first.
+    pub fn timeline(&self) -> &[Value] {
+        &self.comments
+    }
+
     fn status_list(&mut self, params: &Value) -> Result<Reply, ApiError> {
         let filter = param(params, "filter").and_then(Value::as_object).cloned().unwrap_or_default();
         let entity = filter.iter().find(|(k, _)| k.eq_ignore_ascii_case("ENTITY_ID")).and_then(|(_, v)| text(v));
@@ -621,7 +649,12 @@ impl Portal {
         if entity_id == 0 || entity_type.is_empty() || comment.trim().is_empty() {
             return Err(ApiError::new(400, "", "ENTITY_ID, ENTITY_TYPE and COMMENT are required"));
         }
-        if entity_type == "deal" && !self.deals.contains_key(&entity_id) {
+        let exists = match entity_type.strip_prefix("dynamic_").map(str::parse::<u64>) {
+            None if entity_type == "deal" => self.deals.contains_key(&entity_id),
+            Some(Ok(entity)) => self.items.contains_key(&(entity, entity_id)),
+            _ => true,
+        };
+        if !exists {
             return Err(ApiError::not_found());
         }
         let id = self.new_id();

@@ -8,13 +8,16 @@
 //! failed are retried, each alone. A command that needs a read first
 //! (a retry that may already have been applied) or two calls (a pipeline
 //! change through `crm.item.update`) is performed on its own after the
-//! batch.
+//! batch. Smart-process items (`crm.item.add/update`) and timeline
+//! comments go into the batch like deals.
 
 use dealbridge_core::delivery::{AttemptContext, DeliveryFailure, FailureClass, Performed};
 use dealbridge_core::flow::{Command, CommandOp};
 use serde_json::{Value, json};
 
+use super::items::{item_fields, item_type};
 use super::{Bitrix24Target, created_ref, not_found_is_permanent, task_fields};
+use crate::records::{PortalRecord, item_code};
 use crate::rest::{BatchCommand, BatchOutcome, id_text};
 
 impl Bitrix24Target {
@@ -65,19 +68,34 @@ impl Bitrix24Target {
         context: AttemptContext,
     ) -> Result<Option<(&'static str, Value)>, DeliveryFailure> {
         Ok(match &command.op {
-            CommandOp::UpdateDeal { external_id, stage, fields } => {
-                if context.possibly_applied {
-                    return Ok(None);
+            CommandOp::UpdateDeal { .. } | CommandOp::CreateDeal { .. } if context.possibly_applied => None,
+            CommandOp::UpdateDeal { external_id, stage, fields } => match PortalRecord::parse(external_id) {
+                PortalRecord::Deal(id) => {
+                    let wanted = self.update_fields(id, stage.as_deref(), fields).await?;
+                    if wanted.is_empty() || wanted.contains_key("CATEGORY_ID") {
+                        return Ok(None);
+                    }
+                    Some(("crm.deal.update", json!({ "id": id, "fields": wanted })))
                 }
-                let wanted = self.update_fields(external_id, stage.as_deref(), fields).await?;
-                if wanted.is_empty() || wanted.contains_key("CATEGORY_ID") {
-                    return Ok(None);
+                PortalRecord::Item { entity_type_id, id } => {
+                    let wanted = item_fields(stage.as_deref(), fields)?;
+                    if wanted.is_empty() {
+                        return Ok(None);
+                    }
+                    Some(("crm.item.update", json!({ "entityTypeId": entity_type_id, "id": id, "fields": wanted })))
                 }
-                Some(("crm.deal.update", json!({ "id": external_id, "fields": wanted })))
-            }
-            CommandOp::CreateDeal { .. } if context.possibly_applied => None,
-            CommandOp::CreateDeal { .. } => {
-                Some(("crm.deal.add", json!({ "fields": self.create_fields(command).await? })))
+            },
+            CommandOp::CreateDeal { create, .. } => match item_type(create)? {
+                None => Some(("crm.deal.add", json!({ "fields": self.create_fields(command).await? }))),
+                Some(entity_type_id) => Some((
+                    "crm.item.add",
+                    json!({ "entityTypeId": entity_type_id, "fields": self.item_create_fields(command)? }),
+                )),
+            },
+            CommandOp::Comment { external_id, text } => {
+                let (entity_type, id) = PortalRecord::parse(external_id).timeline();
+                let fields = json!({ "ENTITY_TYPE": entity_type, "ENTITY_ID": id, "COMMENT": text });
+                Some(("crm.timeline.comment.add", json!({ "fields": fields })))
             }
             CommandOp::CreateTask { .. } => Some(("tasks.task.add", json!({ "fields": task_fields(&command.op) }))),
             CommandOp::Notify { to, text, .. } => {
@@ -91,7 +109,7 @@ impl Bitrix24Target {
 fn answer(command: &Command, call: &BatchCommand, outcome: &BatchOutcome) -> Result<Performed, DeliveryFailure> {
     if let Some(e) = outcome.errors.get(&call.key) {
         return Err(match command.op {
-            CommandOp::UpdateDeal { .. } => not_found_is_permanent(e.clone()),
+            CommandOp::UpdateDeal { .. } | CommandOp::Comment { .. } => not_found_is_permanent(e.clone()),
             _ => e.clone().into(),
         });
     }
@@ -107,14 +125,28 @@ fn answer(command: &Command, call: &BatchCommand, outcome: &BatchOutcome) -> Res
         || DeliveryFailure::new(FailureClass::Retryable, format!("{} answered {value} in the batch", call.method));
     match &command.op {
         CommandOp::UpdateDeal { .. } if *value == Value::Bool(true) => Ok(Performed::Applied { created: None }),
+        CommandOp::UpdateDeal { .. } if call.method == "crm.item.update" && value.get("item").is_some() => {
+            Ok(Performed::Applied { created: None })
+        }
         CommandOp::CreateDeal { .. } => {
-            let id = id_text(value).ok_or_else(unexpected)?;
+            let id = created_id(call, value).ok_or_else(unexpected)?;
             Ok(Performed::Applied { created: Some(created_ref(command, id)) })
         }
+        CommandOp::Comment { .. } if id_text(value).is_some() => Ok(Performed::Applied { created: None }),
         CommandOp::CreateTask { .. } if value.get("task").and_then(|t| t.get("id")).is_some() => {
             Ok(Performed::Applied { created: None })
         }
         CommandOp::Notify { .. } if id_text(value).is_some() => Ok(Performed::Applied { created: None }),
         _ => Err(unexpected()),
     }
+}
+
+/// The id a create in the batch answered: a deal's id, or an item's code.
+fn created_id(call: &BatchCommand, value: &Value) -> Option<String> {
+    if call.method != "crm.item.add" {
+        return id_text(value);
+    }
+    let entity_type_id = call.params.get("entityTypeId").and_then(Value::as_u64)?;
+    let id = value.get("item").and_then(|item| item.get("id")).and_then(id_text)?;
+    Some(item_code(u32::try_from(entity_type_id).ok()?, &id))
 }

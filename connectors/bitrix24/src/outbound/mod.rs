@@ -4,8 +4,13 @@
 //! | --- | --- |
 //! | `update_deal` | `crm.deal.update` with `STAGE_ID` and the fields; a `CATEGORY_ID` among the fields first moves the deal with `crm.item.update` (entityTypeId 2), since `crm.deal.update` ignores it |
 //! | `create_deal` | `crm.deal.add` with the binding's `create` fields (e.g. `CATEGORY_ID`), `STAGE_ID`, `ASSIGNED_BY_ID`, the parent link (`parent_field` = prefix + parent id) and `ORIGINATOR_ID`/`ORIGIN_ID` identifying the command |
-//! | `create_task` | `tasks.task.add` linked to the deal by `UF_CRM_TASK: ["D_<id>"]` |
+//! | `create_task` | `tasks.task.add` linked to the deal by `UF_CRM_TASK: ["D_<id>"]` (an item: `["T<hex type>_<id>"]`) |
 //! | `notify` | `im.notify.system.add` |
+//! | `comment` | `crm.timeline.comment.add` with `ENTITY_TYPE` `deal` (an item: `dynamic_<entityTypeId>`), `ENTITY_ID`, `COMMENT` |
+//!
+//! A child whose binding's `create_with` names a smart process
+//! (`entityTypeId`) is an item: `create_deal` calls `crm.item.add` and
+//! `update_deal` `crm.item.update` instead (see `items`).
 //!
 //! "Already applied" is checked only when the attempt is told the change
 //! may have reached the portal (`possibly_applied`: a retry after a
@@ -15,8 +20,8 @@
 //! `ORIGIN_ID`. First attempts write directly: the portal's budget
 //! (2 requests/s) is the scarcest resource, a read before every stage move
 //! would halve the moves per second, and writing a value the deal already
-//! has changes nothing. Tasks and notifications have no such check (a
-//! retry after a lost answer can repeat them).
+//! has changes nothing. Tasks, notifications and comments have no such
+//! check (a retry after a lost answer can repeat them).
 //!
 //! Several deals' commands at once go out as one `batch` (`coalesce`).
 
@@ -33,10 +38,12 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{Bitrix24Config, WebhookUrl};
 use crate::reader::PortalReader;
+use crate::records::PortalRecord;
 use crate::rest::{MAX_BATCH, RestClient, RestError, id_text};
 use crate::stages::looks_like_code;
 
 mod coalesce;
+mod items;
 
 /// `ORIGINATOR_ID` of every deal the hub creates.
 pub const ORIGINATOR: &str = "dealbridge";
@@ -167,7 +174,7 @@ impl Bitrix24Target {
 
     /// The deal a `create_deal` command makes, as `crm.deal.add` fields.
     async fn create_fields(&self, command: &Command) -> Result<Map<String, Value>, DeliveryFailure> {
-        let CommandOp::CreateDeal { create, parent_external_id, stage, responsible, fields } = &command.op else {
+        let CommandOp::CreateDeal { create, parent_external_id, stage, responsible, fields, .. } = &command.op else {
             unreachable!("called for create_deal only");
         };
         let mut all: Map<String, Value> = fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -222,7 +229,7 @@ fn task_fields(op: &CommandOp) -> Map<String, Value> {
         fields.insert("DEADLINE".into(), json!(at.to_rfc3339()));
     }
     if let Some(deal) = external_id {
-        fields.insert("UF_CRM_TASK".into(), json!([format!("D_{deal}")]));
+        fields.insert("UF_CRM_TASK".into(), json!([PortalRecord::parse(deal).crm_link()]));
     }
     fields
 }
@@ -297,10 +304,21 @@ impl OutboundConnector for Bitrix24Target {
 impl Bitrix24Target {
     async fn perform_one(&self, command: &Command, context: AttemptContext) -> Result<Performed, DeliveryFailure> {
         match &command.op {
-            CommandOp::UpdateDeal { external_id, stage, fields } => {
-                self.update_deal(external_id, stage.as_deref(), fields, context).await
+            CommandOp::UpdateDeal { external_id, stage, fields } => match PortalRecord::parse(external_id) {
+                PortalRecord::Deal(id) => self.update_deal(id, stage.as_deref(), fields, context).await,
+                PortalRecord::Item { entity_type_id, id } => {
+                    self.update_item(entity_type_id, id, stage.as_deref(), fields, context).await
+                }
+            },
+            CommandOp::CreateDeal { create, .. } => match items::item_type(create)? {
+                None => self.create_deal(command, context).await,
+                Some(entity_type_id) => self.create_item(command, entity_type_id, context).await,
+            },
+            CommandOp::Comment { external_id, text } => {
+                let (entity_type, id) = PortalRecord::parse(external_id).timeline();
+                self.client.timeline_comment_add(&entity_type, id, text).await.map_err(not_found_is_permanent)?;
+                Ok(Performed::Applied { created: None })
             }
-            CommandOp::CreateDeal { .. } => self.create_deal(command, context).await,
             CommandOp::CreateTask { .. } => {
                 self.client.task_add(&task_fields(&command.op)).await?;
                 Ok(Performed::Applied { created: None })

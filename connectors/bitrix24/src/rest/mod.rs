@@ -311,6 +311,22 @@ impl RestClient {
         }
     }
 
+    /// `crm.item.list`, first page: the items of a smart process matching
+    /// `filter` (camelCase keys), with the `select`ed fields.
+    pub async fn item_list(
+        &self,
+        entity_type_id: u32,
+        filter: &Value,
+        select: &[&str],
+    ) -> Result<Vec<Value>, RestError> {
+        let params = json!({ "entityTypeId": entity_type_id, "filter": filter, "select": select });
+        let e = self.call("crm.item.list", &params).await?;
+        match e.result.get("items") {
+            Some(Value::Array(items)) => Ok(items.clone()),
+            _ => Err(RestError::new("crm.item.list", None, "", &format!("result is not a list: {}", e.result))),
+        }
+    }
+
     /// `crm.category.list` for deals (`entityTypeId` 2): `(id, name)` of
     /// each pipeline.
     pub async fn deal_categories(&self) -> Result<Vec<(String, String)>, RestError> {

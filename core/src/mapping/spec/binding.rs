@@ -24,6 +24,12 @@ pub enum TargetKind {
     /// A shipment of (part of) an order or invoice (`covers:` says which);
     /// shipments add up per order, one part per shipment document.
     Shipment,
+    /// A payment an ERP reports (1C «Поступление безналичных денежных
+    /// средств»): `pays:` says which orders or invoices it pays, and how
+    /// much of it goes to each; payments add up per order, one part per
+    /// payment document, and the same money seen in an imported bank
+    /// statement counts once.
+    Payment,
 }
 
 impl TargetKind {
@@ -70,6 +76,12 @@ pub struct BindingSpec {
     /// `ЗаказКлиента_Key`. Required for shipments.
     #[serde(default)]
     pub covers: Option<ParentSpec>,
+    /// Payments: where the payment names the order or invoice it pays, e.g.
+    /// `РасшифровкаПлатежа[*].Заказ`. A list path splits the payment
+    /// over several documents: then `amount` must be a list path too, read
+    /// item by item (`РасшифровкаПлатежа[*].Сумма`). Required for payments.
+    #[serde(default)]
+    pub pays: Option<ParentSpec>,
     /// Where the stage comes from and which stage map translates it. The
     /// stage map also gives the canonical pipeline.
     #[serde(default)]
@@ -79,7 +91,8 @@ pub struct BindingSpec {
     /// `client.phones`, `responsible`, `actor`, `custom.<name>`. Invoices
     /// and orders: `number`, `date`, `total`, `paid`, `shipped`,
     /// `client.name`, `client.inn`, `client.kpp`, `custom.<name>`.
-    /// Shipments: `number`, `date`, `amount` (required).
+    /// Shipments: `number`, `date`, `amount` (required). Payments: `number`
+    /// and `date` of the payer's payment order, `amount` (required).
     #[serde(default)]
     pub fields: BTreeMap<Name, FieldSpec>,
     /// Source fields the hub sets, as given, when it creates a record of this

@@ -140,6 +140,13 @@ pub struct CreateRecordSpec {
     /// empty is not written.
     #[serde(default)]
     pub fields: BTreeMap<String, Located<String>>,
+    /// The record kind of the binding the new record comes back through
+    /// (e.g. `customer_order`). When that binding reads an order, invoice
+    /// or shipment, the record is linked as the deal's document: it finds
+    /// the deal, but the deal's stage, fields, tasks and messages are not
+    /// written to it. Without `record`, the new record is the deal's own.
+    #[serde(default)]
+    pub record: Option<Name>,
 }
 
 /// Move a deal to a stage.
@@ -217,6 +224,54 @@ pub struct NotifySpec {
     pub text: Located<String>,
 }
 
+/// Write a comment on a deal's timeline in every system holding it: the
+/// text template alone (`comment: "Расчёт готов: {{ deal.amount }}"`, on
+/// the flow's deal), or `{ text, target }`.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub enum CommentSpec {
+    /// Text template of the comment, written on the flow's deal.
+    Text(String),
+    /// The text template and the deal it is written on.
+    On(CommentOnSpec),
+}
+
+/// A comment with the deal it goes on.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentOnSpec {
+    /// `this` (default) or `parent`.
+    #[serde(default)]
+    pub target: DealTargetSpec,
+    /// Text template, e.g. `"Оценка логистики: {{ deal.custom.logistics_cost }}"`.
+    pub text: Located<String>,
+}
+
+/// A comment is a text or a mapping. Read by hand rather than with
+/// `#[serde(untagged)]`, which buffers the value and so loses the
+/// positions diagnostics point at.
+impl<'de> Deserialize<'de> for CommentSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CommentSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a text template, or a mapping with `text` and optionally `target`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<CommentSpec, E> {
+                Ok(CommentSpec::Text(text.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<CommentSpec, A::Error> {
+                CommentOnSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(CommentSpec::On)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Schedule a named timer on the deal (replacing one of the same name).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -272,6 +327,8 @@ pub enum ActionSpec {
     CreateTask(CreateTaskSpec),
     /// Send a notification.
     Notify(NotifySpec),
+    /// Write a comment on the deal's timeline in every system holding it.
+    Comment(Located<CommentSpec>),
     /// Schedule a named timer.
     ScheduleTimer(ScheduleTimerSpec),
     /// Cancel a named timer of the deal (give its name).

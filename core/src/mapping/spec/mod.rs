@@ -18,8 +18,8 @@ use serde::Deserialize;
 pub use binding::{BindingSpec, Conversion, CurrencySpec, FieldSpec, ParentSpec, StageSourceSpec, TargetKind};
 pub use flow::{ActionSpec, AssigneeSpec, DealTargetSpec, FlowSpec, StageRefSpec, TriggerSpec};
 pub use flow::{
-    ApprovalDecidedSpec, CopyFieldsSpec, CreateRecordSpec, CreateTaskSpec, GuardSpec, MirrorChildStageSpec, MoveSpec,
-    NotifySpec, RequireApprovalSpec, ScheduleTimerSpec, SetFieldSpec, SpawnChildSpec,
+    ApprovalDecidedSpec, CommentOnSpec, CommentSpec, CopyFieldsSpec, CreateRecordSpec, CreateTaskSpec, GuardSpec,
+    MirrorChildStageSpec, MoveSpec, NotifySpec, RequireApprovalSpec, ScheduleTimerSpec, SetFieldSpec, SpawnChildSpec,
 };
 pub use org::{AssignmentRuleSpec, CalendarSpec, PersonSpec, SettingsSpec, StageMapSpec, TeamSpec};
 

@@ -187,3 +187,78 @@ bindings:
         assert!(line.starts_with(prefix), "expected `{prefix}…`, got `{line}`");
     }
 }
+
+#[test]
+fn payment_bindings_name_what_they_pay_and_count_paid_once() {
+    let bindings = "\
+bindings:
+  - name: orders
+    connector: erp
+    system: onec
+    record: customer_order
+    target: order
+    id: Ref_Key
+    fields:
+      total: { from: СуммаДокумента, currency: { default: RUB } }
+      paid: { from: СуммаОплаты, currency: { default: RUB } }
+  - name: receipts
+    connector: erp
+    system: onec
+    record: bank_receipt
+    target: payment
+    id: Ref_Key
+    fields:
+      amount: { from: СуммаДокумента, currency: { default: RUB } }
+  - name: split
+    connector: erp
+    system: onec
+    record: card_receipt
+    target: payment
+    id: Ref_Key
+    pays: { from: \"Строки[*].Заказ\" }
+    fields:
+      amount: { from: СуммаДокумента, currency: { default: RUB } }
+      total: { from: Итог, currency: { default: RUB } }
+";
+    let found = problems(&[("a.yaml", PIPELINES), ("pay.yaml", bindings)]);
+    let expected = [
+        "pay.yaml:10:7: `paid` would count payments twice: binding `receipts` reads the payments of connector `erp`",
+        "pay.yaml:11:11: a binding with `target: payment` needs `pays` (the order or invoice it pays)",
+        "pay.yaml:27:23: `pays: Строки[*].Заказ` and `amount: СуммаДокумента` must both be list paths",
+        "pay.yaml:28:7: this binding cannot fill `total`; it fills number, date, amount",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (line, prefix) in found.iter().zip(expected) {
+        assert!(line.starts_with(prefix), "expected `{prefix}…`, got `{line}`");
+    }
+}
+
+#[test]
+fn a_comment_is_a_text_or_a_text_with_its_deal_and_its_template_is_checked_where_written() {
+    let flows = "\
+flows:
+  - name: c
+    when: { child_enters: { pipeline: engineering, stage: calculated } }
+    then:
+      - comment: \"Расчёт готов: {{ deal.amout }}\"
+      - comment: { target: parent, text: \"{{ deal.title\" }
+";
+    let found = problems(&[("a.yaml", PIPELINES), ("f.yaml", flows)]);
+    let expected = ["f.yaml:5:18: unknown deal field `deal.amout`", "f.yaml:6:42: bad template"];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (line, prefix) in found.iter().zip(expected) {
+        assert!(line.starts_with(prefix), "expected `{prefix}…`, got `{line}`");
+    }
+    let good = "\
+flows:
+  - name: c
+    when: { child_enters: { pipeline: engineering, stage: calculated } }
+    then:
+      - comment: \"Расчёт готов: {{ deal.amount }}\"
+      - comment: { target: parent, text: \"Инженер закончил: {{ deal.title }}\" }
+";
+    assert!(load(&[("a.yaml", PIPELINES), ("f.yaml", good)]).is_ok());
+    let typo = "flows:\n  - name: c\n    when: payment_applied\n    then:\n      - comment: { txt: x }\n";
+    let found = problems(&[("a.yaml", PIPELINES), ("f.yaml", typo)]);
+    assert!(found[0].starts_with("f.yaml:5:") && found[0].contains("txt"), "{found:?}");
+}

@@ -175,6 +175,22 @@ bindings:
       amount: { from: СуммаДокумента, currency: { default: RUB } }
 "#;
 
+const RECEIPTS: &str = r#"
+pipelines: { sales: [new, won] }
+bindings:
+  - name: erp-receipts
+    connector: erp
+    system: onec
+    record: bank_receipt
+    target: payment
+    id: Ref_Key
+    pays: { from: "РасшифровкаПлатежа[*].Заказ", convert: [{ empty_if: "00000000-0000-0000-0000-000000000000" }] }
+    fields:
+      number: { from: НомерВходящегоДокумента, convert: [trim] }
+      date: { from: ДатаВходящегоДокумента, convert: [date] }
+      amount: { from: "РасшифровкаПлатежа[*].Сумма", convert: [decimal], currency: { from: Валюта, default: RUB } }
+"#;
+
 #[test]
 fn an_order_names_its_deal_and_a_shipment_its_order_with_exact_amounts() {
     let set = load(&[("set.yaml", DOCUMENTS)]).unwrap();
@@ -207,4 +223,32 @@ fn an_order_names_its_deal_and_a_shipment_its_order_with_exact_amounts() {
     let no_amount = json!({"Ref_Key": "d3", "ЗаказКлиента_Key": "b1"});
     let error = set.map_record("erp", "shipment", &no_amount).unwrap_err().to_string();
     assert_eq!(error, "binding `erp-shipments`, field `amount` (from `СуммаДокумента`): required value is missing");
+}
+
+#[test]
+fn a_receipt_pays_each_order_of_its_table_with_the_amount_beside_it() {
+    let set = load(&[("set.yaml", RECEIPTS)]).unwrap();
+    let receipt = json!({"Ref_Key": "c1", "НомерВходящегоДокумента": " 311 ", "ДатаВходящегоДокумента": "2026-02-05T00:00:00",
+        "РасшифровкаПлатежа": [
+            {"LineNumber": "1", "Заказ": "b1", "Сумма": "50 000,25"},
+            {"LineNumber": "2", "Сумма": 10000},
+            {"LineNumber": "3", "Заказ": "00000000-0000-0000-0000-000000000000", "Сумма": 5},
+            {"LineNumber": "4", "Заказ": "b2", "Сумма": 700}]});
+    let mapped = set.map_record("erp", "bank_receipt", &receipt).unwrap().remove(0);
+    let CanonicalEvent::PaymentObserved { source, observed } = mapped.event else { panic!("{mapped:?}") };
+    assert_eq!(source, ExternalRef::new("onec", "erp", "c1"));
+    assert_eq!(observed.number.as_deref(), Some("311"));
+    assert_eq!(observed.date, chrono::NaiveDate::from_ymd_opt(2026, 2, 5));
+    let shares: Vec<(String, String)> =
+        observed.shares.iter().map(|s| (s.pays.id.clone(), s.amount.to_string())).collect();
+    // Lines 2 and 3 name no order (an advance): no share, and the amounts
+    // after them stay beside their own orders.
+    assert_eq!(shares, [("b1".to_owned(), "50000.25 RUB".to_owned()), ("b2".to_owned(), "700 RUB".to_owned())]);
+
+    let unpriced = json!({"Ref_Key": "c2", "РасшифровкаПлатежа": [{"Заказ": "b1"}]});
+    let error = set.map_record("erp", "bank_receipt", &unpriced).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "binding `erp-receipts`, field `amount` (from `РасшифровкаПлатежа[*].Сумма`): required value is missing"
+    );
 }

@@ -29,7 +29,28 @@ pub(crate) fn bindings(
     lookups: &BTreeMap<String, BTreeMap<String, String>>,
     diags: &mut Diagnostics,
 ) -> Vec<CompiledBinding> {
+    paid_counted_once(spec, diags);
     spec.bindings.values().map(|def| binding(def, spec, lookups, diags)).collect()
+}
+
+/// A connector whose payments are read one by one (`target: payment`)
+/// must not also report its documents' paid totals: the totals include
+/// those payments, so each would count twice.
+fn paid_counted_once(spec: &MergedSpec, diags: &mut Diagnostics) {
+    let payments = |connector: &str| {
+        spec.bindings.values().find(|b| b.spec.target == TargetKind::Payment && b.spec.connector.value == connector)
+    };
+    for def in spec.bindings.values() {
+        let Some((paid, _)) = def.spec.fields.iter().find(|(name, _)| name.as_str() == "paid") else { continue };
+        let connector = &def.spec.connector.value;
+        let Some(payments) = payments(connector) else { continue };
+        let message = format!(
+            "`paid` would count payments twice: binding `{}` reads the payments of connector `{connector}` \
+             one by one (`target: payment`); map one or the other",
+            payments.spec.name.value
+        );
+        diags.error(&def.at(paid), message);
+    }
 }
 
 fn binding(
@@ -50,14 +71,16 @@ fn binding(
         f.value.clone()
     });
     let id = path(def, &b.id, false, diags);
-    let reference = |p: &ParentSpec, diags: &mut Diagnostics| {
+    let reference = |p: &ParentSpec, list_allowed: bool, diags: &mut Diagnostics| {
         check_conversions(def, &p.convert, lookups, diags);
         let convert = p.convert.iter().map(|c| c.value.clone()).collect();
-        ValueSource { from: Some(path(def, &p.from, false, diags)), convert, default: None }
+        ValueSource { from: Some(path(def, &p.from, list_allowed, diags)), convert, default: None }
     };
-    let parent = b.parent.as_ref().map(|p| reference(p, diags));
-    let deal = b.deal.as_ref().map(|p| reference(p, diags));
-    let covers = b.covers.as_ref().map(|p| reference(p, diags));
+    let parent = b.parent.as_ref().map(|p| reference(p, false, diags));
+    let deal = b.deal.as_ref().map(|p| reference(p, false, diags));
+    let covers = b.covers.as_ref().map(|p| reference(p, false, diags));
+    // A payment split over several documents names them in a list.
+    let pays = b.pays.as_ref().map(|p| reference(p, true, diags));
     let stage = b.stage.as_ref().map(|s| {
         if !spec.stage_maps.contains_key(s.map.as_str()) {
             diags.error(&def.at(&s.map), format!("unknown stage map `{}`", s.map.value));
@@ -76,6 +99,7 @@ fn binding(
         parent,
         deal,
         covers,
+        pays,
         stage,
         fields,
         create_with: b.create_with.clone(),
@@ -96,6 +120,7 @@ fn check_target(def: &Defined<BindingSpec>, diags: &mut Diagnostics) {
         TargetKind::Invoice => "invoice",
         TargetKind::Order => "order",
         TargetKind::Shipment => "shipment",
+        TargetKind::Payment => "payment",
     };
     // Each refusal points at what was said (the binding's name for
     // `create_with`, which keeps no position).
@@ -115,13 +140,40 @@ fn check_target(def: &Defined<BindingSpec>, diags: &mut Diagnostics) {
     if b.target != TargetKind::Shipment {
         refuse(b.covers.as_ref().map(|p| def.at(&p.from)), "covers");
     }
-    if b.target == TargetKind::Shipment {
-        if b.covers.is_none() {
-            diags.error(&def.at(&b.name), "a binding with `target: shipment` needs `covers` (the order it ships)");
-        }
-        if !b.fields.keys().any(|name| name.as_str() == "amount") {
-            diags.error(&def.at(&b.name), "a binding with `target: shipment` needs the field `amount`");
-        }
+    if b.target != TargetKind::Payment {
+        refuse(b.pays.as_ref().map(|p| def.at(&p.from)), "pays");
+    }
+    if b.target == TargetKind::Shipment && b.covers.is_none() {
+        diags.error(&def.at(&b.name), "a binding with `target: shipment` needs `covers` (the order it ships)");
+    }
+    let amount = b.fields.iter().find(|(name, _)| name.as_str() == "amount");
+    if b.target == TargetKind::Payment {
+        check_payment(def, amount.map(|(_, field)| field), diags);
+    }
+    if matches!(b.target, TargetKind::Shipment | TargetKind::Payment) && amount.is_none() {
+        diags.error(&def.at(&b.name), format!("a binding with `target: {kind}` needs the field `amount`"));
+    }
+}
+
+/// A payment names what it pays; split over several documents (a list
+/// path), each item's amount is read beside it.
+fn check_payment(def: &Defined<BindingSpec>, amount: Option<&FieldSpec>, diags: &mut Diagnostics) {
+    let b = &def.spec;
+    let Some(pays) = &b.pays else {
+        diags.error(&def.at(&b.name), "a binding with `target: payment` needs `pays` (the order or invoice it pays)");
+        return;
+    };
+    let is_list = |path: &str| path.contains("[*]");
+    let amount_path = amount.and_then(|f| f.from.as_ref());
+    match amount_path {
+        Some(path) if is_list(&pays.from.value) != is_list(&path.value) => diags.error(
+            &def.at(path),
+            format!(
+                "`pays: {}` and `amount: {}` must both be list paths (`[*]`, one amount per document paid) or both single values",
+                pays.from.value, path.value
+            ),
+        ),
+        _ => {}
     }
 }
 
@@ -147,6 +199,7 @@ fn compile_field(
     if let Some(from) = &field.from
         && value.from.as_ref().is_some_and(SourcePath::is_list)
         && !target.accepts_list()
+        && !(def.spec.target == TargetKind::Payment && target == BindingTarget::Amount)
     {
         diags.error(&def.at(from), format!("`{}` holds one value; `[*]` is for list fields", name.value));
     }

@@ -10,7 +10,9 @@ use crate::mapping::diagnostic::Diagnostics;
 use crate::mapping::exprs::{self, Scope};
 use crate::mapping::fields::check_flow_field;
 use crate::mapping::merge::{Defined, MergedSpec};
-use crate::mapping::spec::{ActionSpec, AssigneeSpec, DealTargetSpec, FlowSpec, Name, StageRefSpec, TriggerSpec};
+use crate::mapping::spec::{
+    ActionSpec, AssigneeSpec, CommentSpec, DealTargetSpec, FlowSpec, Name, StageRefSpec, TargetKind, TriggerSpec,
+};
 use crate::mapping::yaml::Located;
 
 /// What flow checking refers to.
@@ -235,6 +237,7 @@ impl FlowChecker<'_, '_> {
                 due: t.due.as_ref().and_then(|d| self.delay(d)),
             },
             ActionSpec::Notify(n) => Action::Notify { to: self.assignee(&n.to), text: self.template(&n.text) },
+            ActionSpec::Comment(c) => self.comment(c),
             ActionSpec::ScheduleTimer(t) => {
                 let after = self.delay(&t.after);
                 Action::ScheduleTimer {
@@ -291,7 +294,43 @@ impl FlowChecker<'_, '_> {
                 system: c.system.value.clone(),
                 create: c.create.clone(),
                 fields: c.fields.iter().map(|(name, text)| (name.clone(), self.template(text))).collect(),
+                document: c.record.as_ref().and_then(|record| self.document_kind(&c.connector, record)),
             },
+        }
+    }
+}
+
+impl FlowChecker<'_, '_> {
+    /// What `create_record`'s `record` names: the binding of that connector
+    /// and record kind, which says whether the new record is a document.
+    fn document_kind(&mut self, connector: &Name, record: &Name) -> Option<String> {
+        let mut bound =
+            self.ctx.spec.bindings.values().map(|b| &b.spec).filter(|b| b.connector.value == connector.value);
+        match bound.find(|b| b.record.value == record.value) {
+            Some(binding) if binding.target == TargetKind::Deal => None,
+            Some(_) => Some(record.value.clone()),
+            None => {
+                let message = format!(
+                    "`record: {}`: no binding reads `{}` records of connector `{}`, so the new record could never be read back",
+                    record.value, record.value, connector.value
+                );
+                self.diags.error(&self.at(record), message);
+                None
+            }
+        }
+    }
+}
+
+impl FlowChecker<'_, '_> {
+    /// A comment's text is checked where it is written: the value itself
+    /// when it is the bare text.
+    fn comment(&mut self, comment: &Located<CommentSpec>) -> Action {
+        match &comment.value {
+            CommentSpec::Text(text) => {
+                let located = Located { value: text.clone(), line: comment.line, column: comment.column };
+                Action::Comment { target: DealTarget::This, text: self.template(&located) }
+            }
+            CommentSpec::On(on) => Action::Comment { target: target(on.target), text: self.template(&on.text) },
         }
     }
 }

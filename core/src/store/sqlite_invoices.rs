@@ -1,0 +1,302 @@
+//! Invoices on SQLite: written in bulk with their matching columns
+//! (`invoice_keys.rs`), their paid amounts updated in place after payments,
+//! and the open ones looked up by the keys payments point at.
+//!
+//! Every statement here handles many rows: a statement import touches tens
+//! of thousands of invoices, and each statement is a round trip to
+//! SQLite's connection thread. Lists are bound as one JSON array
+//! (`json_each`), rows of multi-row `INSERT`s in a few fixed shapes so they
+//! stay in sqlx's prepared-statement cache.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::doc::{from_doc, tag, to_doc};
+use super::error::corrupt;
+use super::invoice_keys::{InvoiceKeys, InvoicePaid, ProjectedRow, Projection, is_open};
+use super::payments::OpenInvoice;
+use super::sqlite::{delete_refs, insert_refs, micros, parse_uuid};
+use crate::model::Invoice;
+
+const INVOICE_KIND: &str = "invoice";
+
+/// Rows per invoice `INSERT` (15 binds a row: 960 at most, far below
+/// SQLite's 32,766).
+const INSERT_ROWS: [usize; 3] = [64, 8, 1];
+
+/// Rows per JSON list bound to one statement.
+const LIST_CHUNK: usize = 10_000;
+
+const INVOICE_COLUMNS: &str = "id, deal_id, kind, number, doc, updated_at, number_key, number_digits, inn_key, \
+                               client_inn, invoice_date, total_amount, currency, paid_amount, is_open";
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        " ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, kind = excluded.kind, number = excluded.number,
+             doc = excluded.doc, updated_at = excluded.updated_at, number_key = excluded.number_key,
+             number_digits = excluded.number_digits, inn_key = excluded.inn_key, client_inn = excluded.client_inn,
+             invoice_date = excluded.invoice_date, total_amount = excluded.total_amount,
+             currency = excluded.currency, paid_amount = excluded.paid_amount, is_open = excluded.is_open",
+    );
+    sql
+}
+
+/// An id list as one bindable JSON array.
+fn id_list<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
+    serde_json::Value::from(ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>()).to_string()
+}
+
+/// The last version of each invoice, in the order of their first mention:
+/// writing them is what writing every version in turn would leave.
+fn last_versions(invoices: &[Invoice]) -> Vec<&Invoice> {
+    let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(invoices.len());
+    let mut latest: Vec<&Invoice> = Vec::with_capacity(invoices.len());
+    for invoice in invoices {
+        match position.get(&invoice.id) {
+            Some(&at) => latest[at] = invoice,
+            None => {
+                position.insert(invoice.id, latest.len());
+                latest.push(invoice);
+            }
+        }
+    }
+    latest
+}
+
+/// Inserts or replaces invoices with their matching columns, and replaces
+/// their external refs.
+pub(super) async fn write_invoices(tx: &mut Transaction<'_, Sqlite>, invoices: &[Invoice]) -> Result<(), StoreError> {
+    let invoices = last_versions(invoices);
+    let mut rest = invoices.as_slice();
+    while !rest.is_empty() {
+        let rows = INSERT_ROWS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows)));
+        for invoice in chunk {
+            let p = Projection::of(invoice);
+            insert = insert
+                .bind(invoice.id.to_string())
+                .bind(invoice.deal_id.map(|d| d.to_string()))
+                .bind(tag(&invoice.kind)?)
+                .bind(&invoice.number)
+                .bind(to_doc("invoice", invoice)?)
+                .bind(micros(invoice.updated_at))
+                .bind(p.number_key)
+                .bind(p.number_digits)
+                .bind(p.inn_key)
+                .bind(p.client_inn)
+                .bind(p.date.to_string())
+                .bind(p.total)
+                .bind(p.currency)
+                .bind(p.paid)
+                .bind(p.is_open);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    for chunk in invoices.chunks(LIST_CHUNK) {
+        let ids = chunk.iter().map(|i| i.id.to_string()).collect::<Vec<_>>();
+        delete_refs(tx, INVOICE_KIND, &ids).await?;
+    }
+    for invoice in invoices.iter().filter(|i| !i.external_refs.is_empty()) {
+        insert_refs(tx, INVOICE_KIND, &invoice.id.to_string(), &invoice.external_refs).await?;
+    }
+    Ok(())
+}
+
+/// Writes paid amounts, statuses and times into the stored documents and
+/// the matching columns; the rest of each document stays as stored. With
+/// `read`, an invoice is written only while its stored paid amount is the
+/// one read (compared as the text the column holds, which is how it was
+/// read). Returns how many of the (distinct) invoices were written, and how
+/// many there were.
+pub(super) async fn update_paid(
+    tx: &mut Transaction<'_, Sqlite>,
+    paid: &[InvoicePaid],
+    read: Option<&HashMap<Uuid, Decimal>>,
+) -> Result<(u64, u64), StoreError> {
+    // The last update of an invoice wins, as if they were applied in turn.
+    let mut latest: HashMap<Uuid, &InvoicePaid> = HashMap::with_capacity(paid.len());
+    for p in paid {
+        latest.insert(p.id, p);
+    }
+    let latest: Vec<&InvoicePaid> = latest.into_values().collect();
+    let mut written = 0;
+    for chunk in latest.chunks(LIST_CHUNK) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            let (paid_doc, status, at) = p.doc_parts()?;
+            let was = read.and_then(|r| r.get(&p.id)).map(Decimal::to_string);
+            rows.push(serde_json::json!([
+                p.id.to_string(),
+                paid_doc,
+                status,
+                at,
+                p.paid.amount.to_string(),
+                i64::from(is_open(p.status)),
+                micros(p.updated_at),
+                was
+            ]));
+        }
+        // No index holds a column written here (see migration 0011): each
+        // invoice costs its own row only.
+        let updated = sqlx::query(
+            "UPDATE invoices SET
+                 doc = json_set(doc, '$.paid', json(u.value ->> 1), '$.status', u.value ->> 2,
+                                '$.updated_at', u.value ->> 3),
+                 paid_amount = u.value ->> 4, is_open = u.value ->> 5, updated_at = u.value ->> 6
+             FROM json_each(?) AS u
+             WHERE invoices.id = u.value ->> 0 AND (u.value ->> 7 IS NULL OR invoices.paid_amount = u.value ->> 7)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await?;
+        written += updated.rows_affected();
+    }
+    Ok((written, latest.len() as u64))
+}
+
+fn decimal(text: Option<String>, id: &str) -> Result<Decimal, StoreError> {
+    let text = text.ok_or_else(|| corrupt(format!("invoice {id} without a paid amount")))?;
+    Decimal::from_str(&text).map_err(|e| corrupt(format!("invoice {id} paid amount `{text}`: {e}")))
+}
+
+/// The stored paid amounts of these invoices, by id (unknown ids absent).
+pub(super) async fn paid_amounts(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Decimal>, StoreError> {
+    let mut stored = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(LIST_CHUNK) {
+        let rows = sqlx::query("SELECT id, paid_amount FROM invoices WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(id_list(chunk))
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &rows {
+            let id: &str = row.try_get("id")?;
+            stored.insert(parse_uuid(id)?, decimal(row.try_get("paid_amount")?, id)?);
+        }
+    }
+    Ok(stored)
+}
+
+/// One projected row as `json_array` gives it.
+type JsonRow = (String, Option<String>, String, String, String, Option<String>, String, String, String);
+
+fn projected(row: JsonRow) -> Result<OpenInvoice, StoreError> {
+    let (id, deal, kind, number, date, client_inn, total, currency, paid) = row;
+    let id = parse_uuid(&id)?;
+    ProjectedRow {
+        id,
+        deal_id: deal.as_deref().map(parse_uuid).transpose()?,
+        kind,
+        number,
+        date: NaiveDate::from_str(&date).map_err(|e| corrupt(format!("invoice {id} date `{date}`: {e}")))?,
+        client_inn,
+        total,
+        currency,
+        paid,
+    }
+    .into_open_invoice()
+}
+
+/// The projected rows `filter` selects (it may use one bound parameter,
+/// `list`). SQLite hands them over as one JSON array: row by row, sqlx's
+/// per-row cost is several times SQLite's own for rows this small.
+async fn projected_rows(
+    reader: &SqlitePool,
+    filter: &str,
+    list: Option<String>,
+) -> Result<Vec<OpenInvoice>, StoreError> {
+    let sql = format!(
+        "SELECT json_group_array(json_array(id, deal_id, kind, number, invoice_date, client_inn, total_amount,
+                    currency, paid_amount)) AS rows
+         FROM invoices WHERE {filter}"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    if let Some(list) = list {
+        query = query.bind(list);
+    }
+    let text = query.fetch_one(reader).await?;
+    let rows: Vec<JsonRow> = from_doc("invoice projection", &text)?;
+    rows.into_iter().map(projected).collect()
+}
+
+/// Every open invoice, by id.
+pub(super) async fn open_invoices(reader: &SqlitePool) -> Result<Vec<OpenInvoice>, StoreError> {
+    let mut found = projected_rows(reader, "is_open = 1", None).await?;
+    found.sort_unstable_by_key(|i| i.id);
+    Ok(found)
+}
+
+/// Open invoices with one of the keys, by id, each once.
+pub(super) async fn open_invoices_by_keys(
+    reader: &SqlitePool,
+    keys: &InvoiceKeys,
+) -> Result<Vec<OpenInvoice>, StoreError> {
+    let numbers: Vec<serde_json::Value> = keys.numbers.iter().map(|k| k.as_str().into()).collect();
+    let digits: Vec<serde_json::Value> = keys.digits.iter().map(|&d| d.into()).collect();
+    let inns: Vec<serde_json::Value> = keys.inns.iter().map(|&k| k.into()).collect();
+    let mut found: Vec<OpenInvoice> = Vec::new();
+    for (column, list) in [("number_key", numbers), ("number_digits", digits), ("inn_key", inns)] {
+        for chunk in list.chunks(LIST_CHUNK * 5) {
+            let filter = format!("{column} IN (SELECT value FROM json_each(?)) AND is_open = 1");
+            let list = serde_json::Value::Array(chunk.to_vec()).to_string();
+            found.extend(projected_rows(reader, &filter, Some(list)).await?);
+        }
+    }
+    found.sort_unstable_by_key(|i| i.id);
+    found.dedup_by_key(|i| i.id);
+    Ok(found)
+}
+
+/// Fills the matching columns of invoices stored before they existed
+/// (migration 0011), a batch at a time. Cheap when there are none: a
+/// partial index holds exactly those rows.
+pub(super) async fn project_stored_invoices(writer: &SqlitePool) -> Result<u64, StoreError> {
+    let mut filled = 0;
+    loop {
+        let mut tx = writer.begin().await?;
+        let rows =
+            sqlx::query("SELECT doc FROM invoices WHERE number_key IS NULL LIMIT 1000").fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(filled);
+        }
+        for row in &rows {
+            let invoice: Invoice = from_doc("invoice", row.try_get("doc")?)?;
+            let p = Projection::of(&invoice);
+            sqlx::query(
+                "UPDATE invoices SET number_key = ?, number_digits = ?, inn_key = ?, client_inn = ?, invoice_date = ?,
+                     total_amount = ?, currency = ?, paid_amount = ?, is_open = ? WHERE id = ?",
+            )
+            .bind(p.number_key)
+            .bind(p.number_digits)
+            .bind(p.inn_key)
+            .bind(p.client_inn)
+            .bind(p.date.to_string())
+            .bind(p.total)
+            .bind(p.currency)
+            .bind(p.paid)
+            .bind(p.is_open)
+            .bind(invoice.id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            filled += 1;
+        }
+        tx.commit().await?;
+    }
+}
