@@ -134,6 +134,8 @@ async fn receipt_first_then_bank(store: StoreKind) {
     let payments = matched(&rig, 1).await;
     let notes = payments[0]["notes"].to_string();
     assert!(notes.contains("counted once"), "{}", payments[0]);
+    assert!(!notes.contains("overpayment"), "counted once, it overpays nothing: {}", payments[0]);
+    assert_eq!(payments[0]["matched"]["paid_total"]["amount"], payments[0]["matched"]["paid_before"]["amount"]);
     let invoice_id = payments[0]["matched"]["invoice_id"].as_str().unwrap().to_owned();
     let after_bank = invoice(&rig, &invoice_id).await;
     assert_eq!(after_bank["paid"]["amount"].as_str().map(|a| a.parse::<f64>().unwrap()), Some(100000.0));

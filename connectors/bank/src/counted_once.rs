@@ -17,6 +17,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::apply::Application;
+use crate::import::{is_overpayment_note, overpayment_note};
 
 /// Turns the applications of payments an ERP already reported into
 /// applications that add nothing, shifts the later ones on the same
@@ -48,18 +49,23 @@ pub async fn settle(
         let record = &mut stored[n];
         let invoice = with_parts.get(&application.invoice_id);
         let reported = invoice.and_then(|invoice| ledger.reported(invoice, &record.payment, &application.amount));
-        ledger.shift(application, reported.is_some());
-        let Some(receipt) = reported else { continue };
-        record.notes.push(format!(
-            "the same money as receipt {} reported by {} for invoice № {}: counted once",
-            receipt.id,
-            receipt.instance,
-            invoice.map(|i| i.number.as_str()).unwrap_or_default()
-        ));
+        if !ledger.shift(application, reported.is_some()) {
+            continue;
+        }
+        // The amounts moved: the recorded match and its overpayment note
+        // say what the payment now does.
         for matched in record.matched.iter_mut().chain(record.also_matched.iter_mut()) {
             if matched.invoice_id == application.invoice_id {
-                restate(matched, application);
+                restate(matched, application, &mut record.notes);
             }
+        }
+        if let Some(receipt) = reported {
+            record.notes.push(format!(
+                "the same money as receipt {} reported by {} for invoice № {}: counted once",
+                receipt.id,
+                receipt.instance,
+                invoice.map(|i| i.number.as_str()).unwrap_or_default()
+            ));
         }
     }
     Ok(())
@@ -96,7 +102,8 @@ impl Ledger {
 
     /// Moves an application by what was taken back before it on its
     /// invoice; a reported one adds nothing and is taken back itself.
-    fn shift(&mut self, application: &mut Application, reported: bool) {
+    /// Whether anything moved.
+    fn shift(&mut self, application: &mut Application, reported: bool) -> bool {
         let back = self.taken_back.entry(application.invoice_id).or_default();
         application.paid_before -= *back;
         application.paid_after -= *back;
@@ -104,14 +111,24 @@ impl Ledger {
             *back += application.paid_after - application.paid_before;
             application.paid_after = application.paid_before;
         }
+        reported || *back > Decimal::ZERO
     }
 }
 
-/// The match as recorded, with the amounts the application now has.
-fn restate(matched: &mut PaymentMatch, application: &Application) {
+/// The match as recorded, with the amounts the application now has, and
+/// the payment's overpayment note for that invoice said again (or dropped).
+fn restate(matched: &mut PaymentMatch, application: &Application, notes: &mut Vec<String>) {
     matched.paid_before.amount = application.paid_before;
     matched.paid_total.amount = application.paid_after;
-    matched.overpaid = None;
+    // As the matcher counts it: what the invoice is paid beyond its total.
+    let total = matched.invoice_total.amount;
+    let over = (application.paid_after > total && application.paid_after > application.paid_before)
+        .then(|| application.paid_after - total);
+    matched.overpaid = over.map(|amount| Money { amount, currency: matched.paid_total.currency.clone() });
+    notes.retain(|n| !is_overpayment_note(n, &matched.invoice_number));
+    if let Some(over) = over {
+        notes.push(overpayment_note(over, &matched.invoice_number));
+    }
 }
 
 #[cfg(test)]
@@ -178,13 +195,16 @@ mod tests {
         let mut first = application(&same, invoice.id, 100_000);
         let reported = ledger.reported(&invoice, &same, &first.amount);
         assert_eq!(reported, Some(ExternalRef::new("onec", "onec", "c1")));
-        ledger.shift(&mut first, true);
+        assert!(ledger.shift(&mut first, true));
         assert_eq!((first.paid_before, first.paid_after), (Decimal::from(100_000), Decimal::from(100_000)));
 
         let mut second = application(&other, invoice.id, 200_000);
         assert_eq!(ledger.reported(&invoice, &other, &second.amount), None, "another payment order is other money");
-        ledger.shift(&mut second, false);
+        assert!(ledger.shift(&mut second, false), "moved back by the first");
         assert_eq!((second.paid_before, second.paid_after), (Decimal::from(100_000), Decimal::from(150_000)));
+
+        let mut elsewhere = application(&other, Uuid::new_v4(), 0);
+        assert!(!ledger.shift(&mut elsewhere, false), "another invoice is not moved");
 
         // The receipt pairs with one bank payment only.
         let again = payment("512", 100_000);

@@ -321,7 +321,7 @@ impl StatementImporter {
                     let amounts = (paid_before, paid_after, overpaid);
                     record.matched = Some(automatic_match(invoice, confidence, reasons, amounts, at));
                     if let Some(over) = overpaid {
-                        record.notes.push(format!("overpayment: {over} more than invoice № {} owed", invoice.number));
+                        record.notes.push(overpayment_note(over, &invoice.number));
                     }
                     applications.push(Application {
                         payment_id: payment.id,
@@ -441,7 +441,7 @@ impl StatementImporter {
                 matched_at: at,
             });
             if let Some(over) = overpaid {
-                updated.notes.push(format!("overpayment: {over} more than invoice № {} owed", invoice.number));
+                updated.notes.push(overpayment_note(over, &invoice.number));
             }
             updated.notes.extend(applied.notes.get(&payment_id).into_iter().flatten().cloned());
             updated.updated_at = at;
@@ -557,4 +557,15 @@ fn report(record: StatementRecord, already: bool, in_file: u32, stored: &[Stored
         payments: tally,
         results: stored.iter().take(PAYMENTS_LISTED).map(PaymentResult::of).collect(),
     }
+}
+
+/// The note on a payment that pays an invoice beyond what it owed.
+pub(crate) fn overpayment_note(over: Decimal, number: &str) -> String {
+    format!("overpayment: {over} more than invoice № {number} owed")
+}
+
+/// Whether `note` is the overpayment note for invoice `number`.
+pub(crate) fn is_overpayment_note(note: &str, number: &str) -> bool {
+    note.strip_prefix("overpayment: ")
+        .is_some_and(|rest| rest.ends_with(&format!(" more than invoice № {number} owed")))
 }
