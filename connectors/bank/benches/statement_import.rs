@@ -215,7 +215,7 @@ async fn main() {
     let payments = to_payments(&parsed, Utc::now());
     let parse = t.elapsed();
     let t = Instant::now();
-    let open = open_candidates(store.as_ref(), &payments, &MatchRules::default()).await.expect("candidates");
+    let open = open_candidates(store.as_ref(), &payments, &MatchRules::default()).await.expect("candidates").invoices;
     let load = t.elapsed();
     let t = Instant::now();
     let decisions = decide_all(&open, &payments);

@@ -7,9 +7,9 @@
 //!
 //! The invoices are not read again: the caller passes them as matching read
 //! them (`OpenInvoice`), and their new paid amount and status are written
-//! into the stored invoices in place (`InvoicePaid`) — an import paying
-//! tens of thousands of invoices neither reads nor rewrites their whole
-//! documents.
+//! beside the stored invoices (`InvoicePaid`, laid over the documents on
+//! read) — an import paying tens of thousands of invoices neither reads
+//! nor rewrites their whole documents.
 //!
 //! Each payment is its own cause (its id), so the commands it leads to have
 //! idempotency keys of their own and a repeated application collapses.

@@ -11,7 +11,7 @@
 //! A manual match takes a payment from the review queue and applies it to
 //! the invoice a person chose, exactly as an automatic match would.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use uuid::Uuid;
 use crate::apply::{Application, Applied, apply};
 use crate::counted_once;
 use crate::matching::candidates::open_candidates;
+use crate::matching::purpose::NumberReference;
 use crate::matching::{Decision, MatchRules, PaymentMatcher};
 use crate::payments::to_payments;
 use crate::{StatementError, Summary, parse_statement};
@@ -217,10 +218,19 @@ impl StatementImporter {
             let (payments, repeated_in_file) = unique(to_payments(&statement, at));
             let in_file = payments.len() as u32;
             let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
-            let known: BTreeSet<Uuid> = self.store.known_payments(&ids).await?.into_iter().collect();
-            let fresh: Vec<Payment> = payments.into_iter().filter(|p| !known.contains(&p.id)).collect();
-            phases.known_payments += preparing.elapsed();
-            let (stored, applied) = self.decide_and_apply(set, fresh, statement_id, at, &mut phases).await?;
+            // Both are reads: which payments are stored already, and the
+            // open invoices the payments point at. Side by side; for a
+            // payment already stored the candidates read are not used.
+            let (known, candidates) = tokio::try_join!(
+                self.store.known_payments(&ids),
+                open_candidates(self.store.as_ref(), &payments, &self.rules)
+            )?;
+            let known: HashSet<Uuid> = known.into_iter().collect();
+            let fresh: Vec<(Payment, Vec<NumberReference>)> =
+                payments.into_iter().zip(candidates.references).filter(|(p, _)| !known.contains(&p.id)).collect();
+            phases.lookup += preparing.elapsed();
+            let (stored, applied) =
+                self.decide_and_apply(set, fresh, &candidates.invoices, statement_id, at, &mut phases).await?;
             let record = StatementRecord {
                 id: statement_id,
                 digest: digest.clone(),
@@ -253,8 +263,7 @@ impl StatementImporter {
                     tracing::info!(
                         payments = stored.len(),
                         parse_ms = phases.parse.as_millis() as u64,
-                        known_payments_ms = phases.known_payments.as_millis() as u64,
-                        load_invoices_ms = phases.load_invoices.as_millis() as u64,
+                        lookup_ms = phases.lookup.as_millis() as u64,
                         match_ms = phases.matching.as_millis() as u64,
                         apply_ms = phases.apply.as_millis() as u64,
                         commit_ms = phases.commit.as_millis() as u64,
@@ -277,27 +286,26 @@ impl StatementImporter {
         Err(ImportError::Busy(last_conflict))
     }
 
-    /// Matches the new payments and applies the matches. Returns the
-    /// payments to store and what applying them changes.
+    /// Matches the new payments (with the numbers their purpose texts
+    /// name) against `open` and applies the matches. Returns the payments
+    /// to store and what applying them changes.
     async fn decide_and_apply(
         &self,
         set: &MappingSet,
-        fresh: Vec<Payment>,
+        fresh: Vec<(Payment, Vec<NumberReference>)>,
+        open: &[OpenInvoice],
         statement_id: Uuid,
         at: DateTime<Utc>,
         phases: &mut Phases,
     ) -> Result<(Vec<StoredPayment>, Applied), StoreError> {
-        let loading = Instant::now();
-        let open = open_candidates(self.store.as_ref(), &fresh, &self.rules).await?;
-        phases.load_invoices += loading.elapsed();
         let matching = Instant::now();
-        let mut matcher = PaymentMatcher::new(&open, self.rules.clone());
+        let mut matcher = PaymentMatcher::new(open, self.rules.clone());
         let mut stored = Vec::with_capacity(fresh.len());
         let mut applications = Vec::new();
         let mut applied_to: HashMap<Uuid, &OpenInvoice> = HashMap::new();
-        for mut payment in fresh {
+        for (payment, references) in fresh {
+            let decision = matcher.decide_with(&payment, &references);
             let mut record = StoredPayment {
-                payment: payment.clone(),
                 statement_id,
                 state: PaymentState::Outgoing,
                 matched: None,
@@ -305,8 +313,9 @@ impl StatementImporter {
                 review: None,
                 notes: inn_notes(&payment),
                 updated_at: at,
+                payment,
             };
-            match matcher.decide(&payment) {
+            match decision {
                 Decision::NotIncoming => {}
                 Decision::Review(note) => {
                     record.state = PaymentState::Review;
@@ -315,14 +324,8 @@ impl StatementImporter {
                 Decision::Matched { invoice, confidence, reasons, paid_before, paid_after, overpaid } => {
                     let invoice = &matcher.invoices()[invoice];
                     applied_to.insert(invoice.id, invoice);
+                    let payment = &mut record.payment;
                     payment.invoice_id = Some(invoice.id);
-                    record.payment = payment.clone();
-                    record.state = PaymentState::Matched;
-                    let amounts = (paid_before, paid_after, overpaid);
-                    record.matched = Some(automatic_match(invoice, confidence, reasons, amounts, at));
-                    if let Some(over) = overpaid {
-                        record.notes.push(overpayment_note(over, &invoice.number));
-                    }
                     applications.push(Application {
                         payment_id: payment.id,
                         part: 0,
@@ -331,12 +334,19 @@ impl StatementImporter {
                         paid_before,
                         paid_after,
                     });
+                    record.state = PaymentState::Matched;
+                    let amounts = (paid_before, paid_after, overpaid);
+                    record.matched = Some(automatic_match(invoice, confidence, reasons, amounts, at));
+                    if let Some(over) = overpaid {
+                        record.notes.push(overpayment_note(over, &invoice.number));
+                    }
                 }
                 Decision::Split(shares) => {
                     record.state = PaymentState::Matched;
                     for (part, share) in shares.into_iter().enumerate() {
                         let invoice = &matcher.invoices()[share.invoice];
                         applied_to.insert(invoice.id, invoice);
+                        let payment = &mut record.payment;
                         applications.push(Application {
                             payment_id: payment.id,
                             part: part as u32,
@@ -354,7 +364,6 @@ impl StatementImporter {
                             record.also_matched.push(matched);
                         }
                     }
-                    record.payment = payment.clone();
                 }
             }
             stored.push(record);
@@ -500,9 +509,9 @@ fn automatic_match(
 #[derive(Debug, Default)]
 struct Phases {
     parse: Duration,
-    /// Payment ids and the check which of them are stored already.
-    known_payments: Duration,
-    load_invoices: Duration,
+    /// Payment ids, the check which of them are stored already and the
+    /// read of the open invoices they point at (side by side).
+    lookup: Duration,
     matching: Duration,
     apply: Duration,
     commit: Duration,

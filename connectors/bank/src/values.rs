@@ -24,7 +24,7 @@ impl std::fmt::Display for AmountProblem {
 /// digits (`140000`, `22.9`, `150000.00`, MT940 `25,03`). Returns whether a
 /// comma was the separator so callers can warn where the format wants a dot.
 pub fn parse_amount(text: &str) -> Result<(Decimal, bool), AmountProblem> {
-    let text = text.trim();
+    let text = trim(text);
     let bytes = text.as_bytes();
     let mut separator = None;
     for (i, &b) in bytes.iter().enumerate() {
@@ -55,6 +55,23 @@ pub fn parse_amount(text: &str) -> Result<(Decimal, bool), AmountProblem> {
     Ok((value, separator.is_some_and(|i| bytes[i] == b',')))
 }
 
+/// `text.trim()`, answered without decoding characters when both ends
+/// are plainly not white space: an ASCII letter, digit or sign, or a
+/// Cyrillic letter (U+0400–U+047F, UTF-8 `D0`/`D1` and one continuation
+/// byte). Nearly every value ends so, and `str::trim` checks each end's
+/// character against the Unicode white-space table.
+pub fn trim(text: &str) -> &str {
+    let b = text.as_bytes();
+    let plain_ascii = |c: u8| c.is_ascii() && !matches!(c, b'\t'..=b'\r' | b' ');
+    let starts_plain = b.first().is_some_and(|&c| plain_ascii(c) || matches!(c, 0xD0 | 0xD1));
+    let ends_plain = match b {
+        [.., c] if plain_ascii(*c) => true,
+        [.., 0xD0 | 0xD1, c] => *c & 0xC0 == 0x80,
+        _ => false,
+    };
+    if starts_plain && ends_plain { text } else { text.trim() }
+}
+
 fn digits(bytes: &[u8]) -> Option<u32> {
     if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
@@ -64,7 +81,7 @@ fn digits(bytes: &[u8]) -> Option<u32> {
 
 /// `дд.мм.гггг` (1CClientBankExchange).
 pub fn parse_russian_date(text: &str) -> Option<NaiveDate> {
-    let b = text.trim().as_bytes();
+    let b = trim(text).as_bytes();
     if b.len() != 10 || b[2] != b'.' || b[5] != b'.' {
         return None;
     }
@@ -109,6 +126,22 @@ mod tests {
             assert_eq!(parse_amount(bad), Err(AmountProblem::NotANumber), "{bad}");
         }
         assert_eq!(parse_amount(&"9".repeat(40)), Err(AmountProblem::TooLarge));
+    }
+
+    #[test]
+    fn trim_agrees_with_str_trim() {
+        let ends = [
+            "", " ", "\t", "\u{0B}", "\u{1C}", "\u{1F}", "\u{0}", "\u{85}", "\u{A0}", "\u{3000}", "a", "1", "-", "Ж",
+            "я", "ё", "Ѐ", "«", "№", "€",
+        ];
+        for start in ends {
+            for end in ends {
+                for middle in ["", "x", " ", "Сумма 1"] {
+                    let text = format!("{start}{middle}{end}");
+                    assert_eq!(trim(&text), text.trim(), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

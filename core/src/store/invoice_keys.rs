@@ -183,8 +183,8 @@ impl ProjectedRow {
 }
 
 /// An invoice's paid amount, status and time after payments were applied
-/// to it: written into the stored document in place (the rest of the
-/// document stays as stored), so an import touching many invoices neither
+/// to it: written beside the stored document (migration 0012) and laid
+/// over it on every read, so an import touching many invoices neither
 /// reads nor rewrites their whole documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvoicePaid {

@@ -150,8 +150,9 @@ pub struct PaymentCommit {
     /// Invoice totals, deal moves, tasks, outbox commands and trail.
     pub changes: ChangeSet,
     /// Paid amounts and statuses of invoices the payments were applied to,
-    /// written into the stored invoices in place before `changes` (an
-    /// invoice should not also be in `changes.invoices`, which would win).
+    /// written beside the stored invoices (every read lays them over the
+    /// document) before `changes` (an invoice should not also be in
+    /// `changes.invoices`, whose whole document would win).
     pub invoices_paid: Vec<InvoicePaid>,
 }
 

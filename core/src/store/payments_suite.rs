@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use super::*;
 use crate::model::{Client, Inn, Money, Party, Payment, PaymentDirection, ReviewNote};
-use crate::store::invoice_keys::{InvoiceKeys, InvoicePaid, inn_key, number_key};
+use crate::store::invoice_keys::{InvoiceKeys, InvoicePaid, inn_key, is_open, number_key};
 
 fn statement(digest: &str) -> NewStatement {
     NewStatement {
@@ -285,7 +285,73 @@ async fn paid_amounts_are_written_into_the_stored_invoice(store: &dyn Store) {
     assert!(store.open_invoices_by_keys(&by_number).await.unwrap().is_empty());
 }
 
+/// Every read of `inv` (of `deal`) gives `expected`, and the matching reads
+/// see its paid amount and status.
+async fn reads_as(store: &dyn Store, inv: &Invoice, deal: Uuid, expected: Invoice) {
+    assert_eq!(store.get_invoice(inv.id).await.unwrap(), Some(expected.clone()), "get_invoice");
+    assert_eq!(store.find_invoice(&inv.external_refs[0]).await.unwrap(), Some(expected.clone()), "find_invoice");
+    assert_eq!(store.invoices_of_deals(&[deal]).await.unwrap(), vec![expected.clone()], "invoices_of_deals");
+    assert_eq!(store.invoices_by_ids(&[inv.id]).await.unwrap(), vec![expected.clone()], "invoices_by_ids");
+    let open = if is_open(expected.status) { vec![OpenInvoice::of(&expected)] } else { Vec::new() };
+    assert_eq!(store.open_invoices().await.unwrap(), open, "open_invoices");
+    let keys = InvoiceKeys { numbers: vec![number_key(&inv.number)], ..Default::default() };
+    assert_eq!(store.open_invoices_by_keys(&keys).await.unwrap(), open, "open_invoices_by_keys");
+}
+
+/// A paid amount a payment wrote beside the document (`invoice_match`) is
+/// what every read of the invoice sees; writing the document whole after
+/// that replaces it, and the next payment compares with the new amount.
+async fn every_invoice_read_sees_the_paid_amount(store: &dyn Store) {
+    let deal = Uuid::now_v7();
+    let mut inv = of_client(invoice(Some(deal), "ТД-77", &[("onec", "erp", "СЧ-77")]), "7707083893");
+    inv.total = "100 RUB".parse().unwrap();
+    store.apply(&ChangeSet { invoices: vec![inv.clone()], ..Default::default() }).await.unwrap();
+    // Nanoseconds and all: the document reads back as a whole rewrite would.
+    let at = Utc::now();
+    let pay = |amount: &str, status: InvoiceStatus| InvoicePaid {
+        id: inv.id,
+        paid: amount.parse().unwrap(),
+        status,
+        updated_at: at,
+    };
+    let commit = PaymentCommit {
+        invoices_read: vec![(inv.id, Decimal::ZERO)],
+        invoices_paid: vec![pay("30 RUB", InvoiceStatus::PartiallyPaid)],
+        ..Default::default()
+    };
+    assert_eq!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Committed);
+    let mut expected = inv.clone();
+    expected.paid = "30 RUB".parse().unwrap();
+    expected.status = InvoiceStatus::PartiallyPaid;
+    expected.updated_at = at;
+    reads_as(store, &inv, deal, expected.clone()).await;
+
+    // The engine writes the invoice whole, as read, with a change of its own.
+    let mut rewritten = store.get_invoice(inv.id).await.unwrap().unwrap();
+    rewritten.custom_fields.insert("note".into(), "shipped".into());
+    rewritten.paid = "50 RUB".parse().unwrap();
+    store.apply(&ChangeSet { invoices: vec![rewritten.clone()], ..Default::default() }).await.unwrap();
+    reads_as(store, &inv, deal, rewritten.clone()).await;
+
+    // The payment computed from the earlier amount is stale; from the new one it is not.
+    let stale = PaymentCommit {
+        invoices_read: vec![(inv.id, Decimal::new(30, 0))],
+        invoices_paid: vec![pay("100 RUB", InvoiceStatus::Paid)],
+        ..Default::default()
+    };
+    assert!(matches!(store.commit_payments(&stale).await.unwrap(), CommitOutcome::Stale(_)));
+    reads_as(store, &inv, deal, rewritten.clone()).await;
+    let fresh = PaymentCommit { invoices_read: vec![(inv.id, Decimal::new(50, 0))], ..stale };
+    assert_eq!(store.commit_payments(&fresh).await.unwrap(), CommitOutcome::Committed);
+    let mut done = rewritten;
+    done.paid = "100 RUB".parse().unwrap();
+    done.status = InvoiceStatus::Paid;
+    done.updated_at = at;
+    reads_as(store, &inv, deal, done).await;
+}
+
 store_suite!(
+    every_invoice_read_sees_the_paid_amount,
     open_invoices_are_found_by_their_keys,
     paid_amounts_are_written_into_the_stored_invoice,
     an_import_commits_whole_and_once,
@@ -312,6 +378,10 @@ mod stored_before_the_matching_columns {
         assert_eq!(store.open_invoices().await.unwrap(), vec![OpenInvoice::of(open)]);
     }
 
+    /// Rows stored before 0011 have no `invoice_match` row either (0012 copies
+    /// only filled rows).
+    const EMPTY_MATCH_ROWS: &str = "DELETE FROM invoice_match";
+
     const EMPTY_COLUMNS: &str = "UPDATE invoices SET number_key = NULL, number_digits = NULL, inn_key = NULL,
         client_inn = NULL, invoice_date = NULL, total_amount = NULL, currency = NULL, paid_amount = NULL";
 
@@ -325,6 +395,7 @@ mod stored_before_the_matching_columns {
         store.apply(&ChangeSet { invoices: all.clone(), ..Default::default() }).await.unwrap();
         let sql = format!("{EMPTY_COLUMNS}, is_open = 0");
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&store.writer).await.unwrap();
+        sqlx::query(EMPTY_MATCH_ROWS).execute(&store.writer).await.unwrap();
         assert!(store.open_invoices().await.unwrap().is_empty());
         are_found_once_migrated(&store, &all[0]).await;
     }
@@ -339,6 +410,7 @@ mod stored_before_the_matching_columns {
         store.apply(&ChangeSet { invoices: all.clone(), ..Default::default() }).await.unwrap();
         let sql = format!("{EMPTY_COLUMNS}, is_open = FALSE");
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(store.pool()).await.unwrap();
+        sqlx::query(EMPTY_MATCH_ROWS).execute(store.pool()).await.unwrap();
         assert!(store.open_invoices().await.unwrap().is_empty());
         are_found_once_migrated(&store, &all[0]).await;
         drop(store);

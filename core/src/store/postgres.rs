@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
-use super::postgres_invoices::{project_stored_invoices, write_invoices};
+use super::postgres_invoices::{INVOICE_DOC, INVOICE_FROM, project_stored_invoices, write_invoices};
 use super::{
     Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventOutcome, EventState, NewRawEvent, QueuedMessage,
     RawEvent, Store, StoreError, redact_url,
@@ -477,10 +477,8 @@ impl Store for PgStore {
     }
 
     async fn get_invoice(&self, id: Uuid) -> Result<Option<Invoice>, StoreError> {
-        let row = sqlx::query("SELECT doc::text AS doc FROM invoices WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {INVOICE_DOC} FROM {INVOICE_FROM} WHERE i.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
     }
 
@@ -488,24 +486,23 @@ impl Store for PgStore {
         if deals.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query("SELECT doc::text AS doc FROM invoices WHERE deal_id = ANY($1) ORDER BY id")
-            .bind(deals)
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = format!("SELECT {INVOICE_DOC} FROM {INVOICE_FROM} WHERE i.deal_id = ANY($1) ORDER BY i.id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deals).fetch_all(&self.pool).await?;
         rows.iter().map(|r| doc_from_row(r, "invoice")).collect()
     }
 
     async fn find_invoice(&self, external: &ExternalRef) -> Result<Option<Invoice>, StoreError> {
-        let row = sqlx::query(
-            "SELECT i.doc::text AS doc FROM external_refs r JOIN invoices i ON i.id = r.canonical_id
-             WHERE r.system = $1 AND r.instance = $2 AND r.record_kind = $3 AND r.external_id = $4",
-        )
-        .bind(&external.system)
-        .bind(&external.instance)
-        .bind(INVOICE_KIND)
-        .bind(&external.id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {INVOICE_DOC} FROM external_refs r JOIN invoices i ON i.id = r.canonical_id
+             WHERE r.system = $1 AND r.instance = $2 AND r.record_kind = $3 AND r.external_id = $4"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&external.system)
+            .bind(&external.instance)
+            .bind(INVOICE_KIND)
+            .bind(&external.id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
     }
 

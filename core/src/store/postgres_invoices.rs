@@ -2,6 +2,11 @@
 //! (`invoice_keys.rs`), their paid amounts updated in place after payments,
 //! and the open ones looked up by the keys payments point at.
 //!
+//! What matching reads and what payments write lives in the narrow table
+//! `invoice_match` (migration 0012), not in the `invoices` rows with their
+//! kilobyte documents: a payment rewrites a ~150-byte row there, and every
+//! read of a document lays that row's paid state over it ([`INVOICE_DOC`]).
+//!
 //! A statement import touches tens of thousands of invoices; each
 //! statement here takes its rows as arrays (`UNNEST`), so that is a few
 //! round trips instead of one per invoice.
@@ -27,6 +32,18 @@ const INVOICE_KIND: &str = "invoice";
 
 /// Rows per statement: bounds the arrays sent at once.
 const CHUNK: usize = 10_000;
+
+/// An invoice's document as stored, with the paid state payments wrote
+/// into `invoice_match` laid over it, as text; for `SELECT … FROM`
+/// [`INVOICE_FROM`]. A subquery per row rather than a join: it is always
+/// the primary-key lookup, whatever the statistics of a freshly filled
+/// `invoice_match` make the planner think of a join.
+pub(super) const INVOICE_DOC: &str = "(i.doc || coalesce((SELECT jsonb_build_object('paid', m.paid, 'status', \
+     m.status, 'updated_at', m.paid_at) FROM invoice_match m WHERE m.id = i.id AND m.paid IS NOT NULL), \
+     '{}'::jsonb))::text AS doc";
+
+/// The invoices (`i`), for [`INVOICE_DOC`].
+pub(super) const INVOICE_FROM: &str = "invoices i";
 
 /// What matching reads of an invoice row.
 const PROJECTED_COLUMNS: &str =
@@ -92,6 +109,40 @@ impl InvoiceColumns {
     }
 }
 
+/// Writes the `invoice_match` rows of these invoices' columns (their
+/// documents are written whole, so whatever paid state lay over them is
+/// cleared).
+async fn write_match_rows(tx: &mut Transaction<'_, Postgres>, c: &InvoiceColumns) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO invoice_match (id, deal_id, kind, number, number_key, number_digits, inn_key, client_inn,
+             invoice_date, total_amount, currency, paid_amount, is_open)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[],
+             $8::text[], $9::date[], $10::text[], $11::text[], $12::text[], $13::bool[])
+         ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, kind = excluded.kind,
+             number = excluded.number, number_key = excluded.number_key, number_digits = excluded.number_digits,
+             inn_key = excluded.inn_key, client_inn = excluded.client_inn, invoice_date = excluded.invoice_date,
+             total_amount = excluded.total_amount, currency = excluded.currency,
+             paid_amount = excluded.paid_amount, is_open = excluded.is_open, paid = NULL, status = NULL,
+             paid_at = NULL",
+    )
+    .bind(&c.ids)
+    .bind(&c.deals)
+    .bind(&c.kinds)
+    .bind(&c.numbers)
+    .bind(&c.number_keys)
+    .bind(&c.number_digits)
+    .bind(&c.inn_keys)
+    .bind(&c.client_inns)
+    .bind(&c.dates)
+    .bind(&c.totals)
+    .bind(&c.currencies)
+    .bind(&c.paid)
+    .bind(&c.open)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Inserts or replaces invoices with their matching columns, and replaces
 /// their external refs.
 pub(super) async fn write_invoices(tx: &mut Transaction<'_, Postgres>, invoices: &[Invoice]) -> Result<(), StoreError> {
@@ -135,6 +186,7 @@ pub(super) async fn write_invoices(tx: &mut Transaction<'_, Postgres>, invoices:
         .bind(&c.open)
         .execute(&mut **tx)
         .await?;
+        write_match_rows(tx, &c).await?;
         delete_refs(tx, INVOICE_KIND, &c.ids).await?;
     }
     for invoice in invoices.iter().filter(|i| !i.external_refs.is_empty()) {
@@ -143,8 +195,9 @@ pub(super) async fn write_invoices(tx: &mut Transaction<'_, Postgres>, invoices:
     Ok(())
 }
 
-/// Writes paid amounts, statuses and times into the stored documents and
-/// the matching columns; the rest of each document stays as stored.
+/// Writes paid amounts, statuses and times into the invoices' matching
+/// rows, laid over their documents on read; the documents stay as stored.
+/// The caller locked the rows (`lock_paid_amounts`).
 pub(super) async fn update_paid(tx: &mut Transaction<'_, Postgres>, paid: &[InvoicePaid]) -> Result<(), StoreError> {
     // The last update of an invoice wins, as if they were applied in turn
     // (and one `UPDATE … FROM` may not change a row twice).
@@ -157,8 +210,7 @@ pub(super) async fn update_paid(tx: &mut Transaction<'_, Postgres>, paid: &[Invo
         let n = chunk.len();
         let (mut ids, mut docs, mut statuses, mut ats) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut amounts, mut open, mut updated) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut amounts, mut open) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for p in chunk {
             let (paid_doc, status, at) = p.doc_parts()?;
             ids.push(p.id);
@@ -167,16 +219,15 @@ pub(super) async fn update_paid(tx: &mut Transaction<'_, Postgres>, paid: &[Invo
             ats.push(at);
             amounts.push(p.paid.amount.to_string());
             open.push(is_open(p.status));
-            updated.push(p.updated_at);
         }
+        // No index holds a column written here (see migration 0012): the
+        // new row versions stay on their pages.
         let done = sqlx::query(
-            "UPDATE invoices AS i SET
-                 doc = jsonb_set(jsonb_set(jsonb_set(i.doc, '{paid}', u.paid::jsonb), '{status}', to_jsonb(u.status)),
-                                 '{updated_at}', to_jsonb(u.at)),
-                 paid_amount = u.amount, is_open = u.open, updated_at = u.updated_at
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
-                 AS u(id, paid, status, at, amount, open, updated_at)
-             WHERE i.id = u.id",
+            "UPDATE invoice_match AS m SET paid = u.paid::jsonb, status = u.status, paid_at = u.at,
+                 paid_amount = u.amount, is_open = u.open
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
+                 AS u(id, paid, status, at, amount, open)
+             WHERE m.id = u.id",
         )
         .bind(&ids)
         .bind(&docs)
@@ -184,7 +235,6 @@ pub(super) async fn update_paid(tx: &mut Transaction<'_, Postgres>, paid: &[Invo
         .bind(&ats)
         .bind(&amounts)
         .bind(&open)
-        .bind(&updated)
         .execute(&mut **tx)
         .await?;
         if done.rows_affected() != n as u64 {
@@ -202,8 +252,8 @@ fn decimal(text: Option<String>, id: Uuid) -> Result<Decimal, StoreError> {
     Decimal::from_str(&text).map_err(|e| corrupt(format!("invoice {id} paid amount `{text}`: {e}")))
 }
 
-/// Locks these invoices (in id order, so concurrent commits cannot
-/// deadlock) and returns their stored paid amounts, by id.
+/// Locks these invoices' matching rows (in id order, so concurrent commits
+/// cannot deadlock) and returns their stored paid amounts, by id.
 pub(super) async fn lock_paid_amounts(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Uuid],
@@ -212,7 +262,7 @@ pub(super) async fn lock_paid_amounts(
     ids.sort_unstable();
     let mut stored = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let rows = sqlx::query("SELECT id, paid_amount FROM invoices WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        let rows = sqlx::query("SELECT id, paid_amount FROM invoice_match WHERE id = ANY($1) ORDER BY id FOR UPDATE")
             .bind(chunk)
             .fetch_all(&mut **tx)
             .await?;
@@ -241,7 +291,7 @@ fn projected_from_row(row: &PgRow) -> Result<OpenInvoice, StoreError> {
 
 /// Every open invoice, by id.
 pub(super) async fn open_invoices(pool: &PgPool) -> Result<Vec<OpenInvoice>, StoreError> {
-    let sql = format!("SELECT {PROJECTED_COLUMNS} FROM invoices WHERE is_open ORDER BY id");
+    let sql = format!("SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open ORDER BY id");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
     rows.iter().map(projected_from_row).collect()
 }
@@ -250,13 +300,13 @@ pub(super) async fn open_invoices(pool: &PgPool) -> Result<Vec<OpenInvoice>, Sto
 pub(super) async fn open_invoices_by_keys(pool: &PgPool, keys: &InvoiceKeys) -> Result<Vec<OpenInvoice>, StoreError> {
     let digits: Vec<i64> = keys.digits.iter().filter_map(|&d| i64::try_from(d).ok()).collect();
     let inns: Vec<i64> = keys.inns.iter().filter_map(|&k| i64::try_from(k).ok()).collect();
-    // One statement; each arm of the union uses its partial index.
+    // One statement; each arm of the union uses its index.
     let sql = format!(
-        "SELECT {PROJECTED_COLUMNS} FROM invoices WHERE is_open AND number_key = ANY($1)
+        "SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open AND number_key = ANY($1)
          UNION
-         SELECT {PROJECTED_COLUMNS} FROM invoices WHERE is_open AND number_digits = ANY($2)
+         SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open AND number_digits = ANY($2)
          UNION
-         SELECT {PROJECTED_COLUMNS} FROM invoices WHERE is_open AND inn_key = ANY($3)
+         SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open AND inn_key = ANY($3)
          ORDER BY id"
     );
     let rows =
@@ -264,8 +314,8 @@ pub(super) async fn open_invoices_by_keys(pool: &PgPool, keys: &InvoiceKeys) -> 
     rows.iter().map(projected_from_row).collect()
 }
 
-/// Fills the matching columns of invoices stored before they existed
-/// (migration 0011), a batch at a time. Cheap when there are none: a
+/// Fills the matching columns (and `invoice_match` rows) of invoices stored
+/// before they existed (migration 0011), a batch at a time. Cheap when there are none: a
 /// partial index holds exactly those rows.
 pub(super) async fn project_stored_invoices(pool: &PgPool) -> Result<u64, StoreError> {
     let mut filled = 0;
@@ -306,6 +356,7 @@ pub(super) async fn project_stored_invoices(pool: &PgPool) -> Result<u64, StoreE
         .bind(&c.open)
         .execute(&mut *tx)
         .await?;
+        write_match_rows(&mut tx, &c).await?;
         filled += rows.len() as u64;
         tx.commit().await?;
     }

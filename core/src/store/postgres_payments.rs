@@ -1,8 +1,9 @@
 //! `PaymentLedger` on PostgreSQL. Replicas may import at once: a commit
-//! locks the invoice rows it computed from (`FOR UPDATE`) before comparing
-//! their paid amounts, a payment inserted concurrently makes `ON CONFLICT DO
-//! NOTHING` insert nothing, and a state update names the state it expects —
-//! so the loser of a race sees `Stale` and recomputes.
+//! locks the `invoice_match` rows of the invoices it computed from (`FOR
+//! UPDATE`, in id order) before comparing their paid amounts, a payment
+//! inserted concurrently makes `ON CONFLICT DO NOTHING` insert nothing, and
+//! a state update names the state it expects — so the loser of a race sees
+//! `Stale` and recomputes.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -22,7 +23,9 @@ use super::payments::{
     StoredPayment,
 };
 use super::postgres::{PgStore, doc_from_row, write_change_set};
-use super::postgres_invoices::{lock_paid_amounts, open_invoices, open_invoices_by_keys, update_paid};
+use super::postgres_invoices::{
+    INVOICE_DOC, INVOICE_FROM, lock_paid_amounts, open_invoices, open_invoices_by_keys, update_paid,
+};
 use crate::model::Invoice;
 
 const STATEMENT_COLUMNS: &str =
@@ -280,10 +283,8 @@ impl PaymentLedger for PgStore {
     }
 
     async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {
-        let rows = sqlx::query("SELECT doc::text AS doc FROM invoices WHERE id = ANY($1) ORDER BY id")
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = format!("SELECT {INVOICE_DOC} FROM {INVOICE_FROM} WHERE i.id = ANY($1) ORDER BY i.id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(&self.pool).await?;
         rows.iter().map(|r| doc_from_row(r, "invoice")).collect()
     }
 }

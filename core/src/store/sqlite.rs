@@ -24,7 +24,7 @@ use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
 use super::sqlite_checkpoint::Checkpointer;
-use super::sqlite_invoices::{project_stored_invoices, write_invoices};
+use super::sqlite_invoices::{INVOICE_DOC, INVOICE_FROM, project_stored_invoices, write_invoices};
 use super::{
     Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventOutcome, EventState, NewRawEvent, QueuedMessage,
     RawEvent, Store, StoreError,
@@ -536,10 +536,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_invoice(&self, id: Uuid) -> Result<Option<Invoice>, StoreError> {
-        let row = sqlx::query("SELECT doc FROM invoices WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
+        let sql = format!("SELECT {INVOICE_DOC} FROM {INVOICE_FROM} WHERE i.id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.reader).await?;
         row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
     }
 
@@ -547,25 +545,27 @@ impl Store for SqliteStore {
         if deals.is_empty() {
             return Ok(Vec::new());
         }
-        let rows =
-            sqlx::query("SELECT doc FROM invoices WHERE deal_id IN (SELECT value FROM json_each(?)) ORDER BY id")
-                .bind(id_list(deals))
-                .fetch_all(&self.reader)
-                .await?;
+        let sql = format!(
+            "SELECT {INVOICE_DOC} FROM {INVOICE_FROM}
+             WHERE i.deal_id IN (SELECT value FROM json_each(?)) ORDER BY i.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id_list(deals)).fetch_all(&self.reader).await?;
         rows.iter().map(|r| doc_from_row(r, "invoice")).collect()
     }
 
     async fn find_invoice(&self, external: &ExternalRef) -> Result<Option<Invoice>, StoreError> {
-        let row = sqlx::query(
-            "SELECT i.doc FROM external_refs r JOIN invoices i ON i.id = r.canonical_id
-             WHERE r.system = ? AND r.instance = ? AND r.record_kind = ? AND r.external_id = ?",
-        )
-        .bind(&external.system)
-        .bind(&external.instance)
-        .bind(INVOICE_KIND)
-        .bind(&external.id)
-        .fetch_optional(&self.reader)
-        .await?;
+        let sql = format!(
+            "SELECT {INVOICE_DOC} FROM external_refs r JOIN invoices i ON i.id = r.canonical_id
+                 LEFT JOIN invoice_paid p ON p.id = i.id
+             WHERE r.system = ? AND r.instance = ? AND r.record_kind = ? AND r.external_id = ?"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&external.system)
+            .bind(&external.instance)
+            .bind(INVOICE_KIND)
+            .bind(&external.id)
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(|r| doc_from_row(r, "invoice")).transpose()
     }
 

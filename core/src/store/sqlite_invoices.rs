@@ -2,6 +2,12 @@
 //! (`invoice_keys.rs`), their paid amounts updated in place after payments,
 //! and the open ones looked up by the keys payments point at.
 //!
+//! What matching reads lives in the narrow table `invoice_match`, and what
+//! payments write in `invoice_paid` (migration 0012), not in the `invoices`
+//! rows with their kilobyte documents: a payment writes a small row of the
+//! invoices paid so far, and every read of a document lays that row over
+//! it ([`INVOICE_DOC`]); writing the document whole deletes the row.
+//!
 //! Every statement here handles many rows: a statement import touches tens
 //! of thousands of invoices, and each statement is a round trip to
 //! SQLite's connection thread. Lists are bound as one JSON array
@@ -29,6 +35,78 @@ const INVOICE_KIND: &str = "invoice";
 /// Rows per invoice `INSERT` (15 binds a row: 960 at most, far below
 /// SQLite's 32,766).
 const INSERT_ROWS: [usize; 3] = [64, 8, 1];
+
+/// An invoice's document as stored, with what payments wrote into
+/// `invoice_paid` laid over it; for `SELECT … FROM` [`INVOICE_FROM`].
+pub(super) const INVOICE_DOC: &str = "CASE WHEN p.id IS NULL THEN i.doc ELSE \
+     json_set(i.doc, '$.paid', json(p.paid), '$.status', p.status, '$.updated_at', p.paid_at) END AS doc";
+
+/// The invoices (`i`) with their paid rows (`p`), for [`INVOICE_DOC`].
+pub(super) const INVOICE_FROM: &str = "invoices i LEFT JOIN invoice_paid p ON p.id = i.id";
+
+/// The matching rows (`m`) with their paid rows (`p`): the paid amount and
+/// open flag as they stand are `coalesce(p.…, m.…)`.
+const MATCH_FROM: &str = "invoice_match m LEFT JOIN invoice_paid p ON p.id = m.id";
+
+/// Columns of an `invoice_match` row that an invoice's document gives.
+const MATCH_COLUMNS: &str = "id, deal_id, kind, number, number_key, number_digits, inn_key, client_inn, \
+                             invoice_date, total_amount, currency, paid_amount, is_open";
+
+fn insert_match_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO invoice_match ({MATCH_COLUMNS}) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        " ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, kind = excluded.kind,
+             number = excluded.number, number_key = excluded.number_key, number_digits = excluded.number_digits,
+             inn_key = excluded.inn_key, client_inn = excluded.client_inn, invoice_date = excluded.invoice_date,
+             total_amount = excluded.total_amount, currency = excluded.currency,
+             paid_amount = excluded.paid_amount, is_open = excluded.is_open",
+    );
+    sql
+}
+
+/// Writes the `invoice_match` rows of these invoices, and deletes their
+/// `invoice_paid` rows: their documents are written whole, the paid amount
+/// in them is the one that stands.
+async fn write_match_rows(tx: &mut Transaction<'_, Sqlite>, invoices: &[&Invoice]) -> Result<(), StoreError> {
+    for chunk in invoices.chunks(LIST_CHUNK) {
+        sqlx::query("DELETE FROM invoice_paid WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(id_list(chunk.iter().map(|i| &i.id)))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let mut rest = invoices;
+    while !rest.is_empty() {
+        let rows = INSERT_ROWS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_match_sql(rows)));
+        for invoice in chunk {
+            let p = Projection::of(invoice);
+            insert = insert
+                .bind(invoice.id.to_string())
+                .bind(invoice.deal_id.map(|d| d.to_string()))
+                .bind(tag(&invoice.kind)?)
+                .bind(&invoice.number)
+                .bind(p.number_key)
+                .bind(p.number_digits)
+                .bind(p.inn_key)
+                .bind(p.client_inn)
+                .bind(p.date.to_string())
+                .bind(p.total)
+                .bind(p.currency)
+                .bind(p.paid)
+                .bind(p.is_open);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 /// Rows per JSON list bound to one statement.
 const LIST_CHUNK: usize = 10_000;
@@ -107,6 +185,7 @@ pub(super) async fn write_invoices(tx: &mut Transaction<'_, Sqlite>, invoices: &
         }
         insert.execute(&mut **tx).await?;
     }
+    write_match_rows(tx, &invoices).await?;
     for chunk in invoices.chunks(LIST_CHUNK) {
         let ids = chunk.iter().map(|i| i.id.to_string()).collect::<Vec<_>>();
         delete_refs(tx, INVOICE_KIND, &ids).await?;
@@ -117,12 +196,12 @@ pub(super) async fn write_invoices(tx: &mut Transaction<'_, Sqlite>, invoices: &
     Ok(())
 }
 
-/// Writes paid amounts, statuses and times into the stored documents and
-/// the matching columns; the rest of each document stays as stored. With
-/// `read`, an invoice is written only while its stored paid amount is the
-/// one read (compared as the text the column holds, which is how it was
-/// read). Returns how many of the (distinct) invoices were written, and how
-/// many there were.
+/// Writes paid amounts, statuses and times into `invoice_paid`, laid over
+/// the invoices' documents on read; the documents stay as stored. With
+/// `read`, an invoice is written only while its paid amount is the one
+/// read (compared as the text the column holds, which is how it was read).
+/// Returns how many of the (distinct) invoices were written, and how many
+/// there were; an invoice that is not stored is not written.
 pub(super) async fn update_paid(
     tx: &mut Transaction<'_, Sqlite>,
     paid: &[InvoicePaid],
@@ -147,19 +226,19 @@ pub(super) async fn update_paid(
                 at,
                 p.paid.amount.to_string(),
                 i64::from(is_open(p.status)),
-                micros(p.updated_at),
                 was
             ]));
         }
-        // No index holds a column written here (see migration 0011): each
-        // invoice costs its own row only.
+        // A row per invoice paid, in a table of only those: the pages
+        // written are about as many as the bytes need.
         let updated = sqlx::query(
-            "UPDATE invoices SET
-                 doc = json_set(doc, '$.paid', json(u.value ->> 1), '$.status', u.value ->> 2,
-                                '$.updated_at', u.value ->> 3),
-                 paid_amount = u.value ->> 4, is_open = u.value ->> 5, updated_at = u.value ->> 6
-             FROM json_each(?) AS u
-             WHERE invoices.id = u.value ->> 0 AND (u.value ->> 7 IS NULL OR invoices.paid_amount = u.value ->> 7)",
+            "INSERT INTO invoice_paid (id, paid, status, paid_at, paid_amount, is_open)
+             SELECT m.id, u.value ->> 1, u.value ->> 2, u.value ->> 3, u.value ->> 4, u.value ->> 5
+             FROM json_each(?) AS u JOIN invoice_match m ON m.id = u.value ->> 0
+                 LEFT JOIN invoice_paid p ON p.id = m.id
+             WHERE u.value ->> 6 IS NULL OR coalesce(p.paid_amount, m.paid_amount) = u.value ->> 6
+             ON CONFLICT (id) DO UPDATE SET paid = excluded.paid, status = excluded.status,
+                 paid_at = excluded.paid_at, paid_amount = excluded.paid_amount, is_open = excluded.is_open",
         )
         .bind(serde_json::Value::Array(rows).to_string())
         .execute(&mut **tx)
@@ -181,10 +260,11 @@ pub(super) async fn paid_amounts(
 ) -> Result<HashMap<Uuid, Decimal>, StoreError> {
     let mut stored = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(LIST_CHUNK) {
-        let rows = sqlx::query("SELECT id, paid_amount FROM invoices WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(id_list(chunk))
-            .fetch_all(&mut **tx)
-            .await?;
+        let sql = format!(
+            "SELECT m.id AS id, coalesce(p.paid_amount, m.paid_amount) AS paid_amount FROM {MATCH_FROM}
+             WHERE m.id IN (SELECT value FROM json_each(?))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id_list(chunk)).fetch_all(&mut **tx).await?;
         for row in &rows {
             let id: &str = row.try_get("id")?;
             stored.insert(parse_uuid(id)?, decimal(row.try_get("paid_amount")?, id)?);
@@ -213,8 +293,8 @@ fn projected(row: JsonRow) -> Result<OpenInvoice, StoreError> {
     .into_open_invoice()
 }
 
-/// The projected rows `filter` selects (it may use one bound parameter,
-/// `list`). SQLite hands them over as one JSON array: row by row, sqlx's
+/// The projected rows of open invoices `filter` selects (on `m`, the
+/// matching rows; it may use one bound parameter, `list`). SQLite hands them over as one JSON array: row by row, sqlx's
 /// per-row cost is several times SQLite's own for rows this small.
 async fn projected_rows(
     reader: &SqlitePool,
@@ -222,9 +302,9 @@ async fn projected_rows(
     list: Option<String>,
 ) -> Result<Vec<OpenInvoice>, StoreError> {
     let sql = format!(
-        "SELECT json_group_array(json_array(id, deal_id, kind, number, invoice_date, client_inn, total_amount,
-                    currency, paid_amount)) AS rows
-         FROM invoices WHERE {filter}"
+        "SELECT json_group_array(json_array(m.id, m.deal_id, m.kind, m.number, m.invoice_date, m.client_inn,
+                    m.total_amount, m.currency, coalesce(p.paid_amount, m.paid_amount))) AS rows
+         FROM {MATCH_FROM} WHERE {filter} AND coalesce(p.is_open, m.is_open) = 1"
     );
     let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
     if let Some(list) = list {
@@ -237,7 +317,7 @@ async fn projected_rows(
 
 /// Every open invoice, by id.
 pub(super) async fn open_invoices(reader: &SqlitePool) -> Result<Vec<OpenInvoice>, StoreError> {
-    let mut found = projected_rows(reader, "is_open = 1", None).await?;
+    let mut found = projected_rows(reader, "true", None).await?;
     found.sort_unstable_by_key(|i| i.id);
     Ok(found)
 }
@@ -253,7 +333,7 @@ pub(super) async fn open_invoices_by_keys(
     let mut found: Vec<OpenInvoice> = Vec::new();
     for (column, list) in [("number_key", numbers), ("number_digits", digits), ("inn_key", inns)] {
         for chunk in list.chunks(LIST_CHUNK * 5) {
-            let filter = format!("{column} IN (SELECT value FROM json_each(?)) AND is_open = 1");
+            let filter = format!("m.{column} IN (SELECT value FROM json_each(?))");
             let list = serde_json::Value::Array(chunk.to_vec()).to_string();
             found.extend(projected_rows(reader, &filter, Some(list)).await?);
         }
@@ -263,8 +343,8 @@ pub(super) async fn open_invoices_by_keys(
     Ok(found)
 }
 
-/// Fills the matching columns of invoices stored before they existed
-/// (migration 0011), a batch at a time. Cheap when there are none: a
+/// Fills the matching columns (and `invoice_match` rows) of invoices stored
+/// before they existed (migration 0011), a batch at a time. Cheap when there are none: a
 /// partial index holds exactly those rows.
 pub(super) async fn project_stored_invoices(writer: &SqlitePool) -> Result<u64, StoreError> {
     let mut filled = 0;
@@ -295,6 +375,7 @@ pub(super) async fn project_stored_invoices(writer: &SqlitePool) -> Result<u64, 
             .bind(invoice.id.to_string())
             .execute(&mut *tx)
             .await?;
+            write_match_rows(&mut tx, &[&invoice]).await?;
             filled += 1;
         }
         tx.commit().await?;

@@ -20,7 +20,9 @@ use super::payments::{
     StoredPayment,
 };
 use super::sqlite::{SqliteStore, doc_from_row, from_micros, micros, parse_uuid, write_change_set};
-use super::sqlite_invoices::{open_invoices, open_invoices_by_keys, paid_amounts, update_paid};
+use super::sqlite_invoices::{
+    INVOICE_DOC, INVOICE_FROM, open_invoices, open_invoices_by_keys, paid_amounts, update_paid,
+};
 use crate::model::Invoice;
 
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -212,7 +214,7 @@ async fn changed_invoice(
 /// Writes the invoices' new paid amounts if every invoice read still has
 /// the paid amount read; otherwise the first that does not.
 ///
-/// The comparison happens in the `UPDATE` itself (one pass over the
+/// The comparison happens in the write itself (one pass over the
 /// invoices instead of a read and a write); only when some invoice was not
 /// written are the amounts compared one by one, as numbers, to tell a
 /// change (stale) from a mere difference in how an amount is written.
@@ -365,10 +367,10 @@ impl PaymentLedger for SqliteStore {
     async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {
         let mut found = Vec::new();
         for chunk in ids.chunks(10_000) {
-            let rows = sqlx::query("SELECT doc FROM invoices WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id")
-                .bind(id_list(chunk))
-                .fetch_all(&self.reader)
-                .await?;
+            let sql = format!(
+                "SELECT {INVOICE_DOC} FROM {INVOICE_FROM} WHERE i.id IN (SELECT value FROM json_each(?)) ORDER BY i.id"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id_list(chunk)).fetch_all(&self.reader).await?;
             for row in &rows {
                 found.push(doc_from_row(row, "invoice")?);
             }

@@ -2,6 +2,7 @@
 //! variants seen in real files (`ПлательщикКорСчет` for `ПлательщикКорсчет`).
 //! Every other key is still kept, as written, in the entry's attributes.
 
+use crate::attributes::StoredKey;
 use crate::lines::RawLine;
 
 /// A document key the parser gives meaning to.
@@ -169,7 +170,7 @@ impl std::hash::Hasher for KeyHasher {
 /// What a key, as its bytes stand in a document line, reads as.
 pub struct KnownKey {
     /// The key decoded and trimmed, as the document keeps it.
-    pub text: Box<str>,
+    pub stored: StoredKey<'static>,
     pub key: Option<DocumentKey>,
     /// `СекцияДокумент` / `СекцияРасчСчет`: a section opening inside a document.
     pub opens_section: bool,
@@ -183,8 +184,13 @@ impl KnownKey {
         Self {
             key: DocumentKey::from_key(text),
             opens_section: matches!(text, "СекцияДокумент" | "СекцияРасчСчет"),
-            text: text.into(),
+            stored: StoredKey::new(text).into_owned(),
         }
+    }
+
+    /// The key as the document keeps it.
+    pub fn text(&self) -> &str {
+        self.stored.as_str()
     }
 }
 
@@ -212,37 +218,112 @@ impl std::hash::Hasher for RawKeyHasher {
     }
 }
 
-type RawKeyMap = std::collections::HashMap<Box<[u8]>, KnownKey, std::hash::BuildHasherDefault<RawKeyHasher>>;
+/// Raw key bytes → index in [`KeyCache::keys`].
+type RawKeyMap = std::collections::HashMap<Box<[u8]>, u32, std::hash::BuildHasherDefault<RawKeyHasher>>;
+
+/// A key's raw bytes in one line encoding, and what they read as.
+struct CachedKey {
+    raw: Box<[u8]>,
+    windows_1251: bool,
+    known: KnownKey,
+}
 
 /// Remembers what each key's bytes mean, per line encoding, so a document
-/// line costs one hash lookup on its raw key: no decoding, trimming or
-/// string comparisons of the key.
+/// line costs no decoding, trimming or string comparisons of its key.
+///
+/// Documents of one statement list their keys in the same order (the
+/// program that wrote the file has one template per document type), so
+/// the key at each position of the previous document is tried first: one
+/// comparison of the line's start, which also finds the `=` without
+/// searching for it. Only a line that differs costs a search and a hash
+/// lookup.
 #[derive(Default)]
 pub struct KeyCache {
+    keys: Vec<CachedKey>,
     text: RawKeyMap,
     windows_1251: RawKeyMap,
+    /// `keys` indices by position in the document being read, and in the
+    /// one before ([`KeyCache::NOT_CACHED`] where the cache was full).
+    current: Vec<u32>,
+    previous: Vec<u32>,
 }
 
 impl KeyCache {
     /// Hostile input could invent endless keys; past this many the cache stops growing.
     const MAX_KEYS: usize = 4096;
+    const NOT_CACHED: u32 = u32::MAX;
 
-    /// Calls `read` with what the key in `line`'s bytes `..key_end` means.
-    pub fn with_key<T>(&mut self, line: &RawLine<'_>, key_end: usize, read: impl FnOnce(&KnownKey) -> T) -> T {
-        let raw = &line.bytes()[..key_end];
-        let map = match line {
-            RawLine::Text(_) => &mut self.text,
-            RawLine::Windows1251(_) => &mut self.windows_1251,
-        };
-        if let Some(known) = map.get(raw) {
-            return read(known);
+    /// A new document starts: the one just read becomes the prediction.
+    pub fn next_document(&mut self) {
+        if !self.current.is_empty() {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
-        let known = KnownKey::read(line, key_end);
-        if map.len() + 1 >= Self::MAX_KEYS {
-            return read(&known);
-        }
-        read(map.entry(raw.into()).or_insert(known))
     }
+
+    /// Calls `read` with where the `=` of `line` (the `position`-th pair of
+    /// its document, 0-based) is and what the key before it means. `None`
+    /// when the line has no `=`.
+    pub fn with_document_key<T>(
+        &mut self,
+        line: &RawLine<'_>,
+        position: usize,
+        read: impl FnOnce(usize, &KnownKey) -> T,
+    ) -> Option<T> {
+        let windows_1251 = matches!(line, RawLine::Windows1251(_));
+        if let Some(index) = self.predicted(line.bytes(), position, windows_1251) {
+            self.record(position, index);
+            let cached = &self.keys[index as usize];
+            return Some(read(cached.raw.len(), &cached.known));
+        }
+        let eq = memchr::memchr(b'=', line.bytes())?;
+        let Some(index) = self.look_up(line, eq, windows_1251) else {
+            self.record(position, Self::NOT_CACHED);
+            return Some(read(eq, &KnownKey::read(line, eq)));
+        };
+        self.record(position, index);
+        Some(read(eq, &self.keys[index as usize].known))
+    }
+
+    /// The key at `position` of the previous document, if `line` starts
+    /// with it (in the same encoding) and a `=`.
+    fn predicted(&self, line: &[u8], position: usize, windows_1251: bool) -> Option<u32> {
+        let index = *self.previous.get(position)?;
+        let cached = self.keys.get(index as usize)?;
+        (cached.windows_1251 == windows_1251 && starts_with_key(line, &cached.raw)).then_some(index)
+    }
+
+    /// The index in `keys` of `line`'s key (its bytes before `eq`), added
+    /// if new; `None` once the cache is full.
+    fn look_up(&mut self, line: &RawLine<'_>, eq: usize, windows_1251: bool) -> Option<u32> {
+        let raw = &line.bytes()[..eq];
+        let map = if windows_1251 { &mut self.windows_1251 } else { &mut self.text };
+        if let Some(&index) = map.get(raw) {
+            return Some(index);
+        }
+        if self.keys.len() >= Self::MAX_KEYS {
+            return None;
+        }
+        let index = self.keys.len() as u32;
+        map.insert(raw.into(), index);
+        self.keys.push(CachedKey { raw: raw.into(), windows_1251, known: KnownKey::read(line, eq) });
+        Some(index)
+    }
+
+    fn record(&mut self, position: usize, index: u32) {
+        // Pairs come in order, so this is a push but after a line the cache
+        // did not see (a section opening, an overlong document).
+        if self.current.len() != position {
+            self.current.resize(position, Self::NOT_CACHED);
+        }
+        self.current.push(index);
+    }
+}
+
+/// Whether `line` starts with `key` followed by `=` (then that `=` is the
+/// line's first: a cached key has none).
+fn starts_with_key(line: &[u8], key: &[u8]) -> bool {
+    line.get(key.len()) == Some(&b'=') && line.starts_with(key)
 }
 
 /// Header and balance-section keys compared case-insensitively.
@@ -278,12 +359,40 @@ mod tests {
         let mut cache = KeyCache::default();
         let cp1251 = b" \xcf\xeb\xe0\xf2\xe5\xeb\xfc\xf9\xe8\xea\xc8\xcd\xcd=1"; // « ПлательщикИНН=1»
         let utf8 = "ПлательщикИНН =1";
+        let read = |eq: usize, k: &KnownKey| (eq, k.text().to_owned(), k.key);
         for _ in 0..2 {
-            let (text, key) = cache.with_key(&RawLine::Windows1251(cp1251), 14, |k| (k.text.to_string(), k.key));
-            assert_eq!((text.as_str(), key), ("ПлательщикИНН", Some(DocumentKey::PayerInn)));
-            let (text, key) = cache.with_key(&RawLine::Text(utf8), utf8.len() - 2, |k| (k.text.to_string(), k.key));
-            assert_eq!((text.as_str(), key), ("ПлательщикИНН", Some(DocumentKey::PayerInn)));
+            let got = cache.with_document_key(&RawLine::Windows1251(cp1251), 0, read);
+            assert_eq!(got, Some((14, "ПлательщикИНН".to_owned(), Some(DocumentKey::PayerInn))));
+            let got = cache.with_document_key(&RawLine::Text(utf8), 1, read);
+            assert_eq!(got, Some((utf8.len() - 2, "ПлательщикИНН".to_owned(), Some(DocumentKey::PayerInn))));
+            cache.next_document();
         }
-        assert!(cache.with_key(&RawLine::Text("СекцияДокумент=x"), 28, |k| k.opens_section));
+        assert_eq!(cache.with_document_key(&RawLine::Text("СекцияДокумент=x"), 0, |_, k| k.opens_section), Some(true));
+        assert_eq!(cache.with_document_key(&RawLine::Text("КонецДокумента"), 0, |_, _| ()), None);
+    }
+
+    #[test]
+    fn a_line_unlike_the_prediction_is_read_as_written() {
+        let mut cache = KeyCache::default();
+        let keys = |cache: &mut KeyCache, lines: &[&str]| -> Vec<(usize, String)> {
+            cache.next_document();
+            let read = |eq: usize, k: &KnownKey| (eq, k.text().to_owned());
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| cache.with_document_key(&RawLine::Text(l), i, read).unwrap())
+                .collect()
+        };
+        keys(&mut cache, &["Номер=1", "Дата=2", "Сумма=3"]);
+        // Same start, longer key; a key that ends where the prediction's `=` is; another order.
+        let got = keys(&mut cache, &["НомерДок=1", "Дат=2", "Сумма=3=4", "Дата=5"]);
+        let want = [(16, "НомерДок"), (6, "Дат"), (10, "Сумма"), (8, "Дата")];
+        assert_eq!(got, want.map(|(eq, k)| (eq, k.to_owned())));
+        // A Windows-1251 line is not taken for the UTF-8 key predicted at its place.
+        // The same bytes are «Ж» in UTF-8 and «Р–» in Windows-1251.
+        keys(&mut cache, &["Ж=1"]);
+        let got =
+            cache.with_document_key(&RawLine::Windows1251(b"\xd0\x96=\xff"), 0, |eq, k| (eq, k.text().to_owned()));
+        assert_eq!(got, Some((2, "Р–".to_owned())));
     }
 }

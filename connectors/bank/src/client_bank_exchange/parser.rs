@@ -15,7 +15,7 @@ use crate::attributes::Attributes;
 use crate::error::StatementError;
 use crate::lines::{LineReader, RawLine};
 use crate::statement::{Account, BalancePeriod, Counterparty, Direction, Entry, Format, Location, Statement, Text};
-use crate::values::{parse_amount, parse_russian_date};
+use crate::values::{parse_amount, parse_russian_date, trim};
 use crate::warning::{Warning, WarningCode};
 
 const MARKER: &str = "1CClientBankExchange";
@@ -45,7 +45,7 @@ struct DocumentDraft {
 impl DocumentDraft {
     fn value(&self, key: DocumentKey) -> Option<(&str, usize)> {
         let (index, line) = self.slots[key.slot()];
-        let (_, value) = self.attributes.pair((index as usize).checked_sub(1)?)?;
+        let value = self.attributes.value((index as usize).checked_sub(1)?)?;
         Some((value, line as usize))
     }
 
@@ -55,7 +55,7 @@ impl DocumentDraft {
     }
 
     fn trimmed(&self, key: DocumentKey) -> &str {
-        self.value(key).map(|(v, _)| v.trim()).unwrap_or_default()
+        self.value(key).map(|(v, _)| trim(v)).unwrap_or_default()
     }
 
     /// The first of `keys` with text, trimmed.
@@ -204,6 +204,7 @@ impl StatementBuilder {
     }
 
     fn new_document(&mut self, line: usize, kind: &str) -> Box<DocumentDraft> {
+        self.keys.next_document();
         // Room for a document a little larger than the last one, so the
         // text is rarely moved while the document is read.
         let attributes = Attributes::with_capacity(self.last_text_len * 9 / 8, self.last_key_count + 4);
@@ -227,18 +228,19 @@ impl StatementBuilder {
     /// document's text. Returns `false` when the line is something else (no
     /// `=`, or a section opening) and needs the general path.
     fn document_pair(&mut self, draft: &mut DocumentDraft, n: usize, line: RawLine<'_>) -> bool {
-        let bytes = line.bytes();
-        let Some(eq) = memchr::memchr(b'=', bytes) else { return false };
         let Self { keys, warnings, .. } = self;
-        keys.with_key(&line, eq, |key| {
+        let position = draft.attributes.len();
+        let read = keys.with_document_key(&line, position, |eq, key| {
             if key.opens_section {
                 return false;
             }
-            if draft.attributes.push_with(&key.text, |text| line.decode_range_into(eq + 1..bytes.len(), text)) {
-                record_known_key(draft, warnings, n, &key.text, key.key);
+            let value = eq + 1..line.bytes().len();
+            if draft.attributes.push_with(&key.stored, |text| line.decode_range_into(value, text)) {
+                record_known_key(draft, warnings, n, key.text(), key.key);
             }
             true
-        })
+        });
+        read.unwrap_or(false)
     }
 
     fn document_line(&mut self, draft: &mut DocumentDraft, n: usize, key: &str, value: &str) {
@@ -355,14 +357,10 @@ impl StatementBuilder {
     /// The INN as written; a wrong one is a warning, never a rejection.
     fn checked_inn(&mut self, draft: &DocumentDraft, key: DocumentKey, name: &str) -> Text {
         let Some((value, line)) = draft.value(key) else { return Text::default() };
-        let value = value.trim();
+        let value = trim(value);
         // «0» is the documented way to say "no INN".
         if !value.is_empty() && value != "0" && !Inn::is_valid(value) {
-            self.warnings.push(Warning::at_line(
-                WarningCode::InvalidInn,
-                line,
-                format!("{name} `{value}` fails its length or check digits"),
-            ));
+            self.warnings.push(Warning::at_line(WarningCode::InvalidInn, line, invalid_inn_message(name, value)));
         }
         value.into()
     }
@@ -458,8 +456,8 @@ fn record_known_key(
     let pushed = draft.attributes.len();
     let slot = draft.slots[known.slot()];
     if slot.0 != 0
-        && let (Some((_, previous)), Some((_, value))) =
-            (draft.attributes.pair(slot.0 as usize - 1), draft.attributes.pair(pushed - 1))
+        && let (Some(previous), Some(value)) =
+            (draft.attributes.value(slot.0 as usize - 1), draft.attributes.value(pushed - 1))
         && previous.trim() != value.trim()
     {
         warnings.push(Warning::at_line(
@@ -547,6 +545,17 @@ fn optional_date(draft: &DocumentDraft, key: DocumentKey) -> Result<Option<Naive
         Some((text, _)) if text.trim().is_empty() => Ok(None),
         Some((text, line)) => parse_russian_date(text).map(Some).ok_or_else(|| bad_date(line, key.name(), text.trim())),
     }
+}
+
+/// `{name} `{value}` fails its length or check digits`, put together
+/// without `format!`: the bench statement has two per document.
+fn invalid_inn_message(name: &str, value: &str) -> String {
+    const TAIL: &str = "` fails its length or check digits";
+    let mut message = String::with_capacity(name.len() + value.len() + 2 + TAIL.len());
+    for part in [name, " `", value, TAIL] {
+        message.push_str(part);
+    }
+    message
 }
 
 fn bad_date(line: usize, field: &str, text: &str) -> StatementError {

@@ -18,34 +18,50 @@ use dealbridge_core::store::{InvoiceKeys, OpenInvoice, Store, StoreError};
 use super::purpose::{NumberReference, number_references};
 use super::{MatchRules, PaymentMatcher};
 
+/// The open invoices payments can be matched to, and the numbers each
+/// payment's purpose text names (read once, for the lookup and for
+/// [`PaymentMatcher::decide_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    /// By id, each once.
+    pub invoices: Vec<OpenInvoice>,
+    /// Per payment, in the order given; empty for payments not incoming.
+    pub references: Vec<Vec<NumberReference>>,
+}
+
 /// The open invoices `payments` can be matched to, by id.
 pub async fn open_candidates(
     store: &dyn Store,
     payments: &[Payment],
     rules: &MatchRules,
-) -> Result<Vec<OpenInvoice>, StoreError> {
-    let incoming: Vec<(&Payment, Vec<NumberReference>)> = payments
+) -> Result<Candidates, StoreError> {
+    let references: Vec<Vec<NumberReference>> = payments
         .iter()
-        .filter(|p| p.direction == PaymentDirection::Incoming)
-        .map(|p| (p, number_references(&p.purpose)))
+        .map(|p| if p.direction == PaymentDirection::Incoming { number_references(&p.purpose) } else { Vec::new() })
+        .collect();
+    let incoming: Vec<(&Payment, &[NumberReference])> = payments
+        .iter()
+        .zip(&references)
+        .filter(|(p, _)| p.direction == PaymentDirection::Incoming)
+        .map(|(p, r)| (p, r.as_slice()))
         .collect();
     if incoming.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Candidates { invoices: Vec::new(), references });
     }
     let by_number = store.open_invoices_by_keys(&number_keys(&incoming)).await?;
     let inns = payer_keys(&incoming, &by_number, rules);
     if inns.is_empty() {
-        return Ok(by_number);
+        return Ok(Candidates { invoices: by_number, references });
     }
     let by_payer = store.open_invoices_by_keys(&InvoiceKeys { inns, ..Default::default() }).await?;
-    Ok(merge(by_number, by_payer))
+    Ok(Candidates { invoices: merge(by_number, by_payer), references })
 }
 
 /// The folded numbers and, for numbers of digits only, the digits the
 /// payments' texts name.
-fn number_keys(incoming: &[(&Payment, Vec<NumberReference>)]) -> InvoiceKeys {
+fn number_keys(incoming: &[(&Payment, &[NumberReference])]) -> InvoiceKeys {
     let (mut numbers, mut digits) = (BTreeSet::new(), BTreeSet::new());
-    for reference in incoming.iter().flat_map(|(_, refs)| refs) {
+    for reference in incoming.iter().flat_map(|(_, refs)| refs.iter()) {
         let key = number_key(&reference.text);
         let (_, ends_in) = number_hash_and_digits(&reference.text);
         if let Some(d) = ends_in.filter(|_| key.bytes().all(|b| b.is_ascii_digit())) {
@@ -57,11 +73,7 @@ fn number_keys(incoming: &[(&Payment, Vec<NumberReference>)]) -> InvoiceKeys {
 }
 
 /// The INNs (valid ones) of payers whose text names no open invoice.
-fn payer_keys(
-    incoming: &[(&Payment, Vec<NumberReference>)],
-    by_number: &[OpenInvoice],
-    rules: &MatchRules,
-) -> Vec<u64> {
+fn payer_keys(incoming: &[(&Payment, &[NumberReference])], by_number: &[OpenInvoice], rules: &MatchRules) -> Vec<u64> {
     let matcher = PaymentMatcher::new(by_number, rules.clone());
     let mut inns = BTreeSet::new();
     for (payment, references) in incoming {

@@ -238,14 +238,23 @@ impl<'a> PaymentMatcher<'a> {
         if payment.direction != PaymentDirection::Incoming {
             return Decision::NotIncoming;
         }
-        let references = number_references(&payment.purpose);
+        self.decide_with(payment, &number_references(&payment.purpose))
+    }
+
+    /// [`Self::decide`] with the numbers of the payment's purpose text read
+    /// already (`number_references`): an import reads them once, to look up
+    /// the candidates, and matches with the same.
+    pub fn decide_with(&mut self, payment: &Payment, references: &[NumberReference]) -> Decision {
+        if payment.direction != PaymentDirection::Incoming {
+            return Decision::NotIncoming;
+        }
         let payer_inn = payment.payer.inn.as_ref().filter(|i| i.verify().is_ok()).map(|i| i.as_str());
         if references.len() >= 2
-            && let Some(decision) = self.split(payment, &references, payer_inn)
+            && let Some(decision) = self.split(payment, references, payer_inn)
         {
             return decision;
         }
-        let mut candidates = self.by_reference(&references);
+        let mut candidates = self.by_reference(references);
         let mut from_inn = false;
         if candidates.is_empty()
             && let Some(inn) = payer_inn.and_then(inn_key)
@@ -271,7 +280,7 @@ impl<'a> PaymentMatcher<'a> {
             invoice.total.currency == *currency && invoice.total.amount > self.paid[c.invoice]
         });
         if candidates.is_empty() {
-            return Decision::Review(self.nothing_found(&references, from_inn));
+            return Decision::Review(self.nothing_found(references, from_inn));
         }
         for c in &mut candidates {
             self.weigh(c, payment, payer_inn);
@@ -287,7 +296,7 @@ impl<'a> PaymentMatcher<'a> {
                 candidates: candidates
                     .iter()
                     .take(5)
-                    .map(|c| self.candidate(c, &references, payment, payer_inn))
+                    .map(|c| self.candidate(c, references, payment, payer_inn))
                     .collect(),
             })
         };
@@ -305,7 +314,7 @@ impl<'a> PaymentMatcher<'a> {
             );
             return review("ambiguous", detail);
         }
-        let reasons = self.reasons(best, &references, payment, payer_inn);
+        let reasons = self.reasons(best, references, payment, payer_inn);
         let (index, confidence) = (best.invoice, best.score.clamp(0, 100) as u8);
         let total = self.invoices[index].total.amount;
         let paid_before = self.paid[index];

@@ -282,3 +282,21 @@ fn unclear_splits_go_to_review_or_to_the_single_decision() {
     let decision = matcher.decide(&payment("по счетам 12, 99", 1_000, Some(CLIENT_INN)));
     assert_eq!(matched(&decision).0, 0);
 }
+
+/// An import reads the purpose texts' numbers once and matches with them:
+/// it decides as reading them in `decide` does, payment after payment.
+#[test]
+fn deciding_with_numbers_read_before_decides_the_same() {
+    let invoices = vec![invoice("123", 100_000, Some(CLIENT_INN)), invoice("12", 1_000, Some(CLIENT_INN))];
+    let payments = [
+        payment("Оплата по счету 123", 40_000, Some(CLIENT_INN)),
+        payment("Оплата по счетам 12, 123", 61_000, Some(CLIENT_INN)),
+        payment("Оплата за оборудование", 500, Some(CLIENT_INN)),
+        payment("Возврат займа", 100, None),
+    ];
+    let mut reading = PaymentMatcher::new(&invoices, MatchRules::default());
+    let mut given = PaymentMatcher::new(&invoices, MatchRules::default());
+    for p in &payments {
+        assert_eq!(given.decide_with(p, &number_references(&p.purpose)), reading.decide(p), "{}", p.purpose);
+    }
+}
