@@ -62,7 +62,7 @@ impl EventScope {
     }
 }
 
-impl Run<'_, '_> {
+impl<'e> Run<'e, '_> {
     /// What a flow on `deal` can read.
     /// Borrowed from the world: nothing is copied until an expression
     /// reads it.
@@ -94,14 +94,13 @@ impl Run<'_, '_> {
 
     pub(crate) fn run_action(
         &mut self,
-        flow: &Flow,
+        flow: &'e Flow,
         index: usize,
         action: &Action,
         target: FlowTarget,
     ) -> Result<(), EngineError> {
-        let occurrence = self.occurrences.entry((flow.name.clone(), index)).or_insert(0);
-        *occurrence += 1;
-        let origin = format!("{index}.{occurrence}");
+        let occurrence = self.count_occurrence(&flow.name, index);
+        let origin = outbound::action_origin(index, occurrence);
         let step = ActionStep { flow, origin, target };
         let result = match action {
             Action::SpawnChild { pipeline, stage, copy, responsible, title } => {
@@ -139,6 +138,21 @@ impl Run<'_, '_> {
         }
     }
 
+    /// Counts one more run of action `index` of `flow` in this event; the
+    /// count so far, from 1.
+    fn count_occurrence(&mut self, flow: &'e str, index: usize) -> u32 {
+        match self.occurrences.iter_mut().find(|(f, i, _)| *i == index && *f == flow) {
+            Some((_, _, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                self.occurrences.push((flow, index, 1));
+                1
+            }
+        }
+    }
+
     /// The deal an action addresses.
     fn target_deal(&self, step: &ActionStep<'_>, which: DealTarget) -> Result<Result<Uuid, String>, EngineError> {
         match which {
@@ -155,7 +169,7 @@ impl Run<'_, '_> {
             cause: self.cause.event_id,
             seed: self.cause.seed(),
             flow: &step.flow.name,
-            action: step.origin.clone(),
+            action: std::borrow::Cow::Borrowed(&step.origin),
         }
     }
 

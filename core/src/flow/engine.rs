@@ -84,7 +84,7 @@ impl<'a> Engine<'a> {
             // grow step by step (a trace step is a few hundred bytes).
             effects: Effects { changes: Vec::with_capacity(4), trace: Vec::with_capacity(8), ..Effects::default() },
             queue: VecDeque::new(),
-            occurrences: Default::default(),
+            occurrences: Vec::new(),
             event_scope: super::actions::EventScope::of(event),
         };
         run.apply_event(event)?;
@@ -105,7 +105,9 @@ pub(crate) struct Run<'e, 'w> {
     /// event itself).
     pub queue: VecDeque<(usize, u32)>,
     /// How often each (flow, action) ran in this event, for unique keys.
-    pub occurrences: std::collections::BTreeMap<(String, usize), u32>,
+    /// An event runs a handful of actions: a short list, searched, costs
+    /// less than a map keyed by a copy of the flow's name.
+    pub occurrences: Vec<(&'e str, usize, u32)>,
     pub event_scope: super::actions::EventScope,
 }
 
@@ -116,7 +118,7 @@ pub(crate) struct FlowTarget {
     pub depth: u32,
 }
 
-impl Run<'_, '_> {
+impl<'e> Run<'e, '_> {
     fn apply_event(&mut self, event: &CanonicalEvent) -> Result<(), EngineError> {
         match event {
             CanonicalEvent::DealObserved { source, observed } => self.observe(source, observed),
@@ -291,7 +293,7 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    fn run_flow(&mut self, flow: &Flow, target: FlowTarget) -> Result<(), EngineError> {
+    fn run_flow(&mut self, flow: &'e Flow, target: FlowTarget) -> Result<(), EngineError> {
         if let Some(condition) = &flow.condition {
             let scope = self.scope(target.deal)?;
             match self.engine.runtime.holds(condition, &scope) {

@@ -19,7 +19,7 @@ const HOLD: &str = "approval-hold";
 /// own number), so their idempotency keys never meet the flow's actions.
 const OTHERWISE_BASE: usize = 1000;
 
-impl Run<'_, '_> {
+impl<'e> Run<'e, '_> {
     /// An open approval holds the deal out of this stage.
     pub(crate) fn refused_by_hold(
         &mut self,
@@ -116,10 +116,10 @@ impl Run<'_, '_> {
             cause: self.cause.event_id,
             seed: self.cause.seed(),
             flow,
-            action: format!("refuse.{depth}"),
+            action: format!("refuse.{depth}").into(),
         };
         self.write_out(&origin, deal, &DealWrite { stage: true, fields: Vec::new() }, depth);
-        let origin = CommandOrigin { action: format!("refuse.{depth}.notify"), ..origin };
+        let origin = CommandOrigin { action: format!("refuse.{depth}.notify").into(), ..origin };
         match self.world.deals[&deal].responsible.clone() {
             Some(person) => self.send_notification(flow, &origin, deal, &person, reason, depth),
             None => {

@@ -32,8 +32,8 @@ impl Run<'_, '_> {
             );
         }
         observed_fields(observed, |field, value| self.observe_field(deal, field, value));
-        for (name, value) in changed_custom_fields(&self.world.deals[&deal].custom_fields, &observed.custom_fields) {
-            self.observe_field(deal, ObservedField::Custom(name), ObservedValue::Json(value));
+        for (name, from, to) in changed_custom_fields(&self.world.deals[&deal].custom_fields, &observed.custom_fields) {
+            self.custom_field_changed(deal, name, from, to);
         }
         self.observe_stage(deal, source, observed);
         Ok(())
@@ -88,17 +88,17 @@ impl Run<'_, '_> {
         Ok(id)
     }
 
-    fn observe_field(&mut self, deal: Uuid, field: ObservedField<'_>, value: ObservedValue<'_>) {
+    fn observe_field(&mut self, deal: Uuid, field: ObservedField, value: ObservedValue<'_>) {
         // Most observed fields repeat what the deal holds: that is decided
         // on the typed values, and only a difference pays for JSON.
         if value.is_held_by(&self.world.deals[&deal], &field) {
             return;
         }
         let (observed_field, typed) = (field, value);
+        // The path is made once: the change keeps it.
         let (field, value) = (field.path(), value.to_json());
-        let field = field.as_str();
         // The field's JSON form decides, as `deal_fields::write` would.
-        let current = deal_fields::read(&self.world.deals[&deal], field);
+        let current = deal_fields::read(&self.world.deals[&deal], &field);
         if current == value {
             return;
         }
@@ -108,24 +108,42 @@ impl Run<'_, '_> {
         let written = if typed.write_to(target, &observed_field) {
             Ok(())
         } else {
-            deal_fields::write_different(target, field, value.clone())
+            deal_fields::write_different(target, &field, value.clone())
         };
         match written {
             Ok(()) => {
                 target.updated_at = self.cause.at;
-                self.changed(Change::FieldChanged { deal, field: field.to_owned(), from: current, to: value }, 0);
+                self.changed(Change::FieldChanged { deal, field, from: current, to: value }, 0);
             }
             Err(message) => self.problem(deal, 0, Problem::Action { flow: String::new(), message }),
         }
     }
 
+    /// Writes a custom field the walk over both maps found different:
+    /// what `observe_field` does for it, without looking the name up again
+    /// to compare (`from` is the held value, `Null` when absent, which is
+    /// also what `deal_fields::read` gives).
+    fn custom_field_changed(&mut self, deal: Uuid, name: &str, from: serde_json::Value, to: &serde_json::Value) {
+        let target = self.world.deal_mut(deal).expect("exists");
+        if to.is_null() {
+            target.custom_fields.remove(name);
+        } else {
+            target.custom_fields.insert(name.to_owned(), to.clone());
+        }
+        target.updated_at = self.cause.at;
+        let field = ["custom.", name].concat();
+        self.changed(Change::FieldChanged { deal, field, from, to: to.clone() }, 0);
+    }
+
     fn observe_stage(&mut self, deal: Uuid, source: &ExternalRef, observed: &DealObservation) {
         let current = &self.world.deals[&deal];
-        let pipeline = observed.pipeline.clone().unwrap_or_else(|| current.pipeline.clone());
-        let Some(stage) = observed.stage.clone() else { return };
+        let Some(stage) = observed.stage.as_deref() else { return };
+        let pipeline = observed.pipeline.as_deref().unwrap_or(&current.pipeline);
+        // Compared borrowed: an observation that repeats the stage copies nothing.
         if current.pipeline == pipeline && current.stage == stage {
             return;
         }
+        let (pipeline, stage) = (pipeline.to_owned(), stage.to_owned());
         let from = (current.pipeline.clone(), current.stage.clone());
         let actor = actor(source, observed);
         let at = self.cause.at;
@@ -143,20 +161,18 @@ fn actor(source: &ExternalRef, observed: &DealObservation) -> String {
     observed.actor.clone().unwrap_or_else(|| format!("system:{}", source.instance))
 }
 
-/// A canonical field an observation carries.
+/// A fixed canonical field an observation carries (custom fields take
+/// `custom_field_changed`).
 #[derive(Debug, Clone, Copy)]
-enum ObservedField<'o> {
+enum ObservedField {
     /// `title`, `amount`, `client.inn`, …
     Fixed(&'static str),
-    /// `custom.<name>`
-    Custom(&'o str),
 }
 
-impl ObservedField<'_> {
+impl ObservedField {
     fn path(&self) -> String {
         match self {
             ObservedField::Fixed(path) => (*path).to_owned(),
-            ObservedField::Custom(name) => ["custom.", name].concat(),
         }
     }
 }
@@ -167,7 +183,6 @@ enum ObservedValue<'o> {
     Text(&'o str),
     Money(&'o Money),
     List(&'o [String]),
-    Json(&'o serde_json::Value),
 }
 
 impl ObservedValue<'_> {
@@ -177,14 +192,13 @@ impl ObservedValue<'_> {
             ObservedValue::Text(text) => text.into(),
             ObservedValue::Money(money) => deal_fields::money_json(money),
             ObservedValue::List(items) => items.to_vec().into(),
-            ObservedValue::Json(value) => value.clone(),
         }
     }
 
     /// Writes the value into `deal` as `deal_fields::write_different` would
     /// write its JSON form; false (and nothing written) for a combination
     /// it does not know, which the caller then writes the JSON way.
-    fn write_to(&self, deal: &mut Deal, field: &ObservedField<'_>) -> bool {
+    fn write_to(&self, deal: &mut Deal, field: &ObservedField) -> bool {
         fn client(deal: &mut Deal) -> &mut crate::model::Client {
             deal.client.get_or_insert_with(Default::default)
         }
@@ -197,12 +211,6 @@ impl ObservedValue<'_> {
             (ObservedField::Fixed("client.kpp"), ObservedValue::Text(t)) => client(deal).kpp = Some(t.to_owned()),
             (ObservedField::Fixed("client.emails"), ObservedValue::List(l)) => client(deal).emails = l.to_vec(),
             (ObservedField::Fixed("client.phones"), ObservedValue::List(l)) => client(deal).phones = l.to_vec(),
-            (ObservedField::Custom(name), ObservedValue::Json(serde_json::Value::Null)) => {
-                deal.custom_fields.remove(*name);
-            }
-            (ObservedField::Custom(name), ObservedValue::Json(v)) => {
-                deal.custom_fields.insert((*name).to_owned(), v.clone());
-            }
             _ => return false,
         }
         true
@@ -210,7 +218,7 @@ impl ObservedValue<'_> {
 
     /// True only when `deal_fields::read(deal, field)` is certainly equal
     /// to `to_json()`; false sends the field the JSON way, which decides.
-    fn is_held_by(&self, deal: &Deal, field: &ObservedField<'_>) -> bool {
+    fn is_held_by(&self, deal: &Deal, field: &ObservedField) -> bool {
         let client = deal.client.as_ref();
         match (field, *self) {
             (ObservedField::Fixed("title"), ObservedValue::Text(t)) => deal.title == t,
@@ -230,9 +238,6 @@ impl ObservedValue<'_> {
                 .amount
                 .as_ref()
                 .is_some_and(|held| held.currency == m.currency && held.amount.serialize() == m.amount.serialize()),
-            (ObservedField::Custom(name), ObservedValue::Json(v)) => {
-                deal.custom_fields.get(*name).unwrap_or(&serde_json::Value::Null) == v
-            }
             _ => false,
         }
     }
@@ -240,7 +245,7 @@ impl ObservedValue<'_> {
 
 /// The fields an observation carries, in a fixed order; fields the mapping
 /// did not produce are absent and stay as they are.
-fn observed_fields<'o>(observed: &'o DealObservation, mut each: impl FnMut(ObservedField<'o>, ObservedValue<'o>)) {
+fn observed_fields<'o>(observed: &'o DealObservation, mut each: impl FnMut(ObservedField, ObservedValue<'o>)) {
     use ObservedField::Fixed;
     if let Some(title) = &observed.title {
         each(Fixed("title"), ObservedValue::Text(title));
@@ -271,13 +276,14 @@ fn observed_fields<'o>(observed: &'o DealObservation, mut each: impl FnMut(Obser
     }
 }
 
-/// The observed custom fields whose value may differ from the held one
-/// (a field the deal does not have holds `null`). Both maps are sorted by
-/// name, so one walk pairs them instead of a search per field.
+/// The observed custom fields whose value differs from the held one (a
+/// field the deal does not have holds `null`), with the held value. Both
+/// maps are sorted by name, so one walk pairs them instead of a search per
+/// field.
 fn changed_custom_fields<'o>(
     held: &crate::model::CustomFields,
     observed: &'o crate::model::CustomFields,
-) -> Vec<(&'o str, &'o serde_json::Value)> {
+) -> Vec<(&'o str, serde_json::Value, &'o serde_json::Value)> {
     let mut changed = Vec::new();
     let mut held = held.iter().peekable();
     for (name, value) in observed {
@@ -291,7 +297,7 @@ fn changed_custom_fields<'o>(
             }
         };
         if current != value {
-            changed.push((name.as_str(), value));
+            changed.push((name.as_str(), current.clone(), value));
         }
     }
     changed

@@ -59,14 +59,55 @@ pub struct CommandOrigin<'a> {
     pub seed: Uuid,
     pub flow: &'a str,
     /// `<action index>.<occurrence>`: unique within the cause event.
-    pub action: String,
+    pub action: std::borrow::Cow<'a, str>,
+}
+
+/// `<action index>.<occurrence>`, as `format!("{index}.{occurrence}")`
+/// writes it.
+pub(crate) fn action_origin(index: usize, occurrence: u32) -> String {
+    let mut origin = String::with_capacity(8);
+    push_decimal(&mut origin, index as u64);
+    origin.push('.');
+    push_decimal(&mut origin, u64::from(occurrence));
+    origin
+}
+
+/// Appends `n` in decimal, as `Display` writes it, without `fmt`.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 impl CommandOrigin<'_> {
+    /// `<seed>/<flow>/<action>/<connector>`, the seed hyphenated in lower
+    /// case as `Uuid`'s `Display` writes it: every command has one, and
+    /// `format!` spends most of its time on the uuid.
+    fn idempotency_key(&self, connector: &str) -> String {
+        let mut buffer = Uuid::encode_buffer();
+        let seed = self.seed.hyphenated().encode_lower(&mut buffer);
+        let mut key = String::with_capacity(seed.len() + self.flow.len() + self.action.len() + connector.len() + 3);
+        for (i, part) in [seed, self.flow, &self.action, connector].into_iter().enumerate() {
+            if i > 0 {
+                key.push('/');
+            }
+            key.push_str(part);
+        }
+        key
+    }
+
     fn command(&self, id: Uuid, connector: &str, system: &str, deal: Option<Uuid>, op: CommandOp) -> Command {
         Command {
             id,
-            idempotency_key: format!("{}/{}/{}/{}", self.seed, self.flow, self.action, connector),
+            idempotency_key: self.idempotency_key(connector),
             connector: connector.to_owned(),
             system: system.to_owned(),
             deal,
@@ -247,4 +288,21 @@ fn system_fields(
         out.insert(name, value);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_origins_are_written_as_format_writes_them() {
+        for (index, occurrence) in [(0, 1), (3, 12), (1002, 7), (usize::MAX, u32::MAX)] {
+            assert_eq!(action_origin(index, occurrence), format!("{index}.{occurrence}"));
+        }
+        let seed = Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_00ab);
+        for action in ["0.1", "refuse.2.notify"] {
+            let origin = CommandOrigin { cause: Uuid::nil(), seed, flow: "left-new", action: action.into() };
+            assert_eq!(origin.idempotency_key("b24"), format!("{seed}/left-new/{action}/b24"));
+        }
+    }
 }

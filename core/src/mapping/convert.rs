@@ -344,18 +344,7 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
     const CAPACITY: usize = 64;
     let bad = || ConvertError::NotANumber(raw.to_owned());
     let mut compact = [0u8; CAPACITY];
-    let mut len = 0;
-    for c in raw.chars() {
-        if is_blank(c) || c == '\'' || c == '’' {
-            continue;
-        }
-        let c = if c == '\u{2212}' { '-' } else { c };
-        if !c.is_ascii() || len == CAPACITY {
-            return parse_decimal_general(raw);
-        }
-        compact[len] = c as u8;
-        len += 1;
-    }
+    let Some(len) = compact_ascii(raw, &mut compact) else { return parse_compact_chars(raw) };
     let compact = &compact[..len];
     let count = |b: u8| compact.iter().filter(|&&c| c == b).count();
     let last = |b: u8| compact.iter().rposition(|&c| c == b);
@@ -380,9 +369,87 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
         normalized[len] = if Some(b) == point { b'.' } else { b };
         len += 1;
     }
+    if let Some(decimal) = small_decimal(&normalized[..len]) {
+        return Ok(decimal);
+    }
     let normalized = std::str::from_utf8(&normalized[..len]).map_err(|_| bad())?;
     check_decimal_shape(normalized).ok_or_else(bad)?;
     Decimal::from_str(normalized).map_err(|_| bad())
+}
+
+/// The bytes `parse_decimal` keeps of `raw` (blanks and apostrophes
+/// dropped), read byte by byte, into `out`; their count. `None` when a
+/// char needs the char-wise rules: anything non-ASCII but the no-break
+/// space (the usual thousands separator of 1C and Excel exports), or more
+/// than `out` holds.
+fn compact_ascii(raw: &str, out: &mut [u8]) -> Option<usize> {
+    let bytes = raw.as_bytes();
+    let (mut len, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        match b {
+            // `char::is_whitespace` on ASCII, and the apostrophe.
+            b' ' | b'\t'..=b'\r' | b'\'' => {}
+            // U+00A0, NO-BREAK SPACE.
+            0xC2 if bytes.get(i) == Some(&0xA0) => i += 1,
+            _ if !b.is_ascii() || len == out.len() => return None,
+            _ => {
+                out[len] = b;
+                len += 1;
+            }
+        }
+    }
+    Some(len)
+}
+
+/// `parse_decimal` when a char of `raw` is non-ASCII (other blanks, `’`,
+/// the minus sign U+2212): the same rules, char by char.
+fn parse_compact_chars(raw: &str) -> Result<Decimal, ConvertError> {
+    const CAPACITY: usize = 64;
+    let mut compact = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if is_blank(c) || c == '\'' || c == '’' {
+            continue;
+        }
+        let c = if c == '\u{2212}' { '-' } else { c };
+        if !c.is_ascii() || compact.len() == CAPACITY {
+            return parse_decimal_general(raw);
+        }
+        compact.push(c);
+    }
+    // Only ASCII is left, which the byte-wise path reads the same way.
+    parse_decimal(&compact).map_err(|_| ConvertError::NotANumber(raw.to_owned()))
+}
+
+/// A well-formed `[+-]digits[.digits]` of at most 19 digits and a scale
+/// `Decimal` keeps, as `Decimal::from_str` reads it (mantissa and scale as
+/// written, no rounding); `None` sends anything else to `from_str`.
+fn small_decimal(normalized: &[u8]) -> Option<Decimal> {
+    let (negative, digits) = match normalized.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, normalized),
+    };
+    let (int_part, frac_part) = match digits.iter().position(|&b| b == b'.') {
+        Some(point) => (&digits[..point], Some(&digits[point + 1..])),
+        None => (digits, None),
+    };
+    let frac_part = frac_part.unwrap_or_default();
+    let count = int_part.len() + frac_part.len();
+    if int_part.is_empty() || (digits.len() > int_part.len() && frac_part.is_empty()) || count > 19 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    for &b in int_part.iter().chain(frac_part) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        mantissa = mantissa * 10 + u64::from(b - b'0');
+    }
+    let scale = u32::try_from(frac_part.len()).ok().filter(|s| *s <= 28)?;
+    // `from_parts` keeps no sign on zero, as `from_str` does not.
+    Some(Decimal::from_parts(mantissa as u32, (mantissa >> 32) as u32, 0, negative, scale))
 }
 
 /// `[+-]digits[.digits]`, as `Decimal::from_str` should see it.
@@ -510,6 +577,58 @@ mod tests {
 
     fn dec(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn the_fast_decimal_paths_read_as_the_general_one() {
+        // splitmix64: deterministic inputs from a small alphabet of what
+        // amounts are written with, and of what breaks them.
+        let mut state = 0x5EED_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let alphabet = [
+            "0", "1", "2", "5", "9", "0", "7", "3", ",", ".", " ", "\u{a0}", "-", "+", "'", "’", "\u{2212}",
+            "\u{202f}", "e", "00", "999", "\t",
+        ];
+        let mut inputs: Vec<String> = [
+            "-0",
+            "-0.00",
+            "+0",
+            "0.000",
+            "007.50",
+            "1 234 567,89",
+            "1\u{a0}234,5",
+            "18446744073709551615",
+            "9999999999999999999",
+            "99999999999999999999",
+            "0.0000000000000000000000000001",
+            "1.",
+            ".5",
+            "-",
+            "1,234,567.89",
+            "1.234.567,89",
+            "12'345.6",
+            "\u{2212}5,25",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for _ in 0..50_000 {
+            let len = 1 + next() % 14;
+            inputs.push((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect());
+        }
+        for input in &inputs {
+            let (fast, general) = (parse_decimal(input), parse_decimal_general(input));
+            assert_eq!(fast, general, "{input:?}");
+            if let (Ok(a), Ok(b)) = (fast, general) {
+                assert_eq!(a.serialize(), b.serialize(), "same bits: {input:?}");
+            }
+        }
     }
 
     #[test]

@@ -144,8 +144,10 @@ impl CompiledBinding {
             self.map_stage(record, path, map_name, ctx, &mut observed)?;
         }
         // Custom fields are collected and put in their map at once: sorting
-        // a few names is cheaper than searching the map for each.
-        let mut custom = Vec::with_capacity(self.fields.len());
+        // a few names is cheaper than searching the map for each. The list
+        // is sized for them alone, which keeps it a small allocation.
+        let custom_count = self.fields.iter().filter(|f| matches!(f.target, BindingTarget::Custom(_))).count();
+        let mut custom = Vec::with_capacity(custom_count);
         if let Some(parent_source) = &self.parent
             && let Some(parent_id) = self.single(parent_source, "parent", record, ctx)?
         {

@@ -45,12 +45,11 @@ impl AppliedPayments for PgStore {
         if invoices.is_empty() {
             return Ok(Vec::new());
         }
-        let rows =
-            sqlx::query("SELECT doc::text AS doc FROM payments WHERE invoice_id = ANY($1) AND state = $2 ORDER BY seq")
-                .bind(invoices)
-                .bind(PaymentState::Matched.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT doc FROM payments WHERE invoice_id = ANY($1) AND state = $2 ORDER BY seq")
+            .bind(invoices)
+            .bind(PaymentState::Matched.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| decode(r.try_get("doc")?)).collect()
     }
 }

@@ -21,6 +21,7 @@ mod postgres;
 mod postgres_deliveries;
 mod postgres_delivery_batch;
 mod postgres_invoices;
+mod postgres_payment_copy;
 mod postgres_payments;
 mod replicas;
 mod source_reads;

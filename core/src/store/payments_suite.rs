@@ -417,3 +417,54 @@ mod stored_before_the_matching_columns {
         db.drop_db().await;
     }
 }
+
+/// Payments stored while `payments.doc` was `jsonb` (before migration
+/// 0013) read back the same once it is text.
+mod payments_stored_as_jsonb {
+    use super::*;
+
+    #[tokio::test]
+    async fn read_back_the_same_after_0013() {
+        let Some(admin) = pg_admin_url("payments_stored_as_jsonb") else { return };
+        let db = TestDatabase::create(&admin).await;
+        let store = PgStore::connect(&db.url, 2).await.unwrap();
+        sqlx::migrate!("./migrations/postgres").run_to(12, store.pool()).await.unwrap();
+        let statement = statement("digest-before-0013");
+        let r = &statement.record;
+        sqlx::query(
+            "INSERT INTO bank_statements (id, digest, source, format, imported_at, summary, payments_new,
+                 payments_known, body)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, 0, $7)",
+        )
+        .bind(r.id)
+        .bind(&r.digest)
+        .bind(&r.source)
+        .bind(&r.format)
+        .bind(r.imported_at)
+        .bind(r.summary.to_string())
+        .bind(&statement.body)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let payment = stored_payment(r.id, PaymentState::Review, "1500 RUB");
+        sqlx::query(
+            "INSERT INTO payments (id, statement_id, direction, state, payment_date, doc, updated_at)
+             VALUES ($1, $2, 'incoming', 'review', $3, $4::jsonb, $5)",
+        )
+        .bind(payment.payment.id)
+        .bind(r.id)
+        .bind(payment.payment.date)
+        .bind(serde_json::to_string(&payment).unwrap())
+        .bind(payment.updated_at)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+        store.migrate().await.unwrap();
+        assert_eq!(store.get_payment(payment.payment.id).await.unwrap(), Some(payment.clone()));
+        assert_eq!(store.payments_of_statement(r.id).await.unwrap(), vec![payment.clone()]);
+        assert_eq!(store.payments_in_state(PaymentState::Review, 10).await.unwrap(), vec![payment]);
+        drop(store);
+        db.drop_db().await;
+    }
+}

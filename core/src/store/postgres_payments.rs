@@ -1,9 +1,9 @@
 //! `PaymentLedger` on PostgreSQL. Replicas may import at once: a commit
 //! locks the `invoice_match` rows of the invoices it computed from (`FOR
 //! UPDATE`, in id order) before comparing their paid amounts, a payment
-//! inserted concurrently makes `ON CONFLICT DO NOTHING` insert nothing, and
-//! a state update names the state it expects — so the loser of a race sees
-//! `Stale` and recomputes.
+//! stored concurrently fails the `COPY` of the new ones with a unique
+//! violation (`postgres_payment_copy.rs`), and a state update names the
+//! state it expects — so the loser of a race sees `Stale` and recomputes.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::doc::{from_doc, tag, to_doc};
+use super::doc::{from_doc, to_doc};
 use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
 use super::payments::{
@@ -26,6 +26,7 @@ use super::postgres::{PgStore, doc_from_row, write_change_set};
 use super::postgres_invoices::{
     INVOICE_DOC, INVOICE_FROM, lock_paid_amounts, open_invoices, open_invoices_by_keys, update_paid,
 };
+use super::postgres_payment_copy::copy_payments;
 use crate::model::Invoice;
 
 const STATEMENT_COLUMNS: &str =
@@ -71,71 +72,13 @@ async fn insert_statement(tx: &mut Transaction<'_, Postgres>, statement: &NewSta
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Rows per payment `INSERT` (the arrays sent at once).
-const PAYMENT_CHUNK: usize = 5_000;
-
-/// Inserts the payments, a chunk per statement; returns one that was
-/// stored already, if any (then the caller rolls back).
-async fn insert_payments(
-    tx: &mut Transaction<'_, Postgres>,
-    payments: &[StoredPayment],
-) -> Result<Option<Uuid>, StoreError> {
-    for chunk in payments.chunks(PAYMENT_CHUNK) {
-        let n = chunk.len();
-        let (mut ids, mut statements, mut directions, mut states) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut invoices, mut dates, mut docs, mut updated) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for p in chunk {
-            ids.push(p.payment.id);
-            statements.push(p.statement_id);
-            directions.push(tag(&p.payment.direction)?);
-            states.push(p.state.as_str());
-            invoices.push(p.payment.invoice_id);
-            dates.push(p.payment.date);
-            docs.push(to_doc("payment", p)?);
-            updated.push(p.updated_at);
-        }
-        // `ORDINALITY` keeps file order in `seq`.
-        let inserted = sqlx::query(
-            "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at)
-             SELECT id, statement_id, direction, state, invoice_id, payment_date, doc::jsonb, updated_at
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::date[], $7::text[],
-                 $8::timestamptz[]) WITH ORDINALITY
-                 AS u(id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at, n)
-             ORDER BY n
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&statements)
-        .bind(&directions)
-        .bind(&states)
-        .bind(&invoices)
-        .bind(&dates)
-        .bind(&docs)
-        .bind(&updated)
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() < n as u64 {
-            let earlier: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM payments WHERE id = ANY($1) AND statement_id <> $2 LIMIT 1")
-                    .bind(&ids)
-                    .bind(chunk[0].statement_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            return Ok(Some(earlier.unwrap_or(chunk[0].payment.id)));
-        }
-    }
-    Ok(None)
-}
-
 async fn update_payment(
     tx: &mut Transaction<'_, Postgres>,
     p: &StoredPayment,
     expected: PaymentState,
 ) -> Result<bool, StoreError> {
     let updated = sqlx::query(
-        "UPDATE payments SET state = $1, invoice_id = $2, doc = $3::jsonb, updated_at = $4
+        "UPDATE payments SET state = $1, invoice_id = $2, doc = $3, updated_at = $4
          WHERE id = $5 AND state = $6",
     )
     .bind(p.state.as_str())
@@ -178,7 +121,7 @@ impl PaymentLedger for PgStore {
             return Ok(CommitOutcome::StatementKnown(id));
         }
         let statement_at = started.elapsed();
-        if let Some(stored) = insert_payments(&mut tx, &commit.new_payments).await? {
+        if let Some(stored) = copy_payments(&mut tx, &commit.new_payments).await? {
             return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
         }
         let payments_at = started.elapsed();
@@ -237,15 +180,12 @@ impl PaymentLedger for PgStore {
     }
 
     async fn get_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
-        let row = sqlx::query("SELECT doc::text AS doc FROM payments WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT doc FROM payments WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(|r| doc_from_row(r, "payment")).transpose()
     }
 
     async fn payments_in_state(&self, state: PaymentState, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc::text AS doc FROM payments WHERE state = $1 ORDER BY seq LIMIT $2")
+        let rows = sqlx::query("SELECT doc FROM payments WHERE state = $1 ORDER BY seq LIMIT $2")
             .bind(state.as_str())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -254,7 +194,7 @@ impl PaymentLedger for PgStore {
     }
 
     async fn payments_of_statement(&self, statement: Uuid) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc::text AS doc FROM payments WHERE statement_id = $1 ORDER BY seq")
+        let rows = sqlx::query("SELECT doc FROM payments WHERE statement_id = $1 ORDER BY seq")
             .bind(statement)
             .fetch_all(&self.pool)
             .await?;

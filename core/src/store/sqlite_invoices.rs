@@ -212,7 +212,12 @@ pub(super) async fn update_paid(
     for p in paid {
         latest.insert(p.id, p);
     }
-    let latest: Vec<&InvoicePaid> = latest.into_values().collect();
+    // In key order: the lookups in `invoice_match` and the rows added to
+    // `invoice_paid` then walk each b-tree once from left to right (pages
+    // cached, rows appended) instead of jumping about as a hash map's
+    // order would have them.
+    let mut latest: Vec<&InvoicePaid> = latest.into_values().collect();
+    latest.sort_unstable_by_key(|p| p.id);
     let mut written = 0;
     for chunk in latest.chunks(LIST_CHUNK) {
         let mut rows = Vec::with_capacity(chunk.len());
@@ -330,14 +335,21 @@ pub(super) async fn open_invoices_by_keys(
     let numbers: Vec<serde_json::Value> = keys.numbers.iter().map(|k| k.as_str().into()).collect();
     let digits: Vec<serde_json::Value> = keys.digits.iter().map(|&d| d.into()).collect();
     let inns: Vec<serde_json::Value> = keys.inns.iter().map(|&k| k.into()).collect();
-    let mut found: Vec<OpenInvoice> = Vec::new();
+    let mut lookups = Vec::new();
     for (column, list) in [("number_key", numbers), ("number_digits", digits), ("inn_key", inns)] {
-        for chunk in list.chunks(LIST_CHUNK * 5) {
+        // At least two chunks of a long list, so both reading connections
+        // take part; at most `LIST_CHUNK * 5` keys bound to one statement.
+        let size = list.len().div_ceil(2).clamp(1_000, LIST_CHUNK * 5);
+        for chunk in list.chunks(size) {
             let filter = format!("m.{column} IN (SELECT value FROM json_each(?))");
             let list = serde_json::Value::Array(chunk.to_vec()).to_string();
-            found.extend(projected_rows(reader, &filter, Some(list)).await?);
+            lookups.push(async move { projected_rows(reader, &filter, Some(list)).await });
         }
     }
+    // Side by side on the reading connections (an import looks up by
+    // numbers and by digits at once): each lookup is SQLite's own work on
+    // its connection's thread, and the pool bounds how many run at once.
+    let mut found: Vec<OpenInvoice> = futures::future::try_join_all(lookups).await?.into_iter().flatten().collect();
     found.sort_unstable_by_key(|i| i.id);
     found.dedup_by_key(|i| i.id);
     Ok(found)

@@ -3,7 +3,7 @@
 //! may run in another process beside the hub.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -134,12 +134,21 @@ fn next_chunk<'a>(rest: &mut &'a [StoredPayment]) -> Option<&'a [StoredPayment]>
 /// Inserts the payments; returns one that was stored already, if any
 /// (then the caller rolls back). While SQLite's thread inserts one chunk,
 /// this one serialises the next (their documents are most of the bytes).
-async fn insert_payments(
+async fn insert_payments<'a>(
     tx: &mut Transaction<'_, Sqlite>,
-    payments: &[StoredPayment],
+    payments: &'a [StoredPayment],
 ) -> Result<Option<Uuid>, StoreError> {
     let mut rest = payments;
-    let mut next = next_chunk(&mut rest).map(|c| payment_rows(c).map(|rows| (c, rows))).transpose()?;
+    // Time spent serialising, for the commit's debug log: the part of
+    // the step on this thread rather than SQLite's.
+    let mut serialising = Duration::ZERO;
+    let mut rows_of = |chunk: Option<&'a [StoredPayment]>| {
+        let started = Instant::now();
+        let rows = chunk.map(|c| payment_rows(c).map(|rows| (c, rows))).transpose();
+        serialising += started.elapsed();
+        rows
+    };
+    let mut next = rows_of(next_chunk(&mut rest))?;
     while let Some((chunk, rows)) = next.take() {
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_payments_sql(chunk.len())));
         for row in rows {
@@ -156,10 +165,8 @@ async fn insert_payments(
         let following = next_chunk(&mut rest);
         // `join` polls the insert first: it is on SQLite's thread before
         // the serialisation starts here.
-        let (inserted, following) = futures::future::join(insert.execute(&mut **tx), async {
-            following.map(|c| payment_rows(c).map(|rows| (c, rows))).transpose()
-        })
-        .await;
+        let (inserted, following) =
+            futures::future::join(insert.execute(&mut **tx), async { rows_of(following) }).await;
         let inserted = inserted?.rows_affected();
         if inserted < chunk.len() as u64 {
             // Rows of this chunk stored by another statement were there before.
@@ -176,6 +183,7 @@ async fn insert_payments(
         }
         next = following?;
     }
+    tracing::debug!(serialise_ms = serialising.as_millis() as u64, "payment rows serialised");
     Ok(None)
 }
 
