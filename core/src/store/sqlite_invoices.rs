@@ -87,26 +87,35 @@ async fn write_match_rows(tx: &mut Transaction<'_, Sqlite>, invoices: &[&Invoice
         rest = tail;
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_match_sql(rows)));
         for invoice in chunk {
-            let p = Projection::of(invoice);
-            insert = insert
+            let insert_id = insert
                 .bind(invoice.id.to_string())
                 .bind(invoice.deal_id.map(|d| d.to_string()))
                 .bind(tag(&invoice.kind)?)
-                .bind(&invoice.number)
-                .bind(p.number_key)
-                .bind(p.number_digits)
-                .bind(p.inn_key)
-                .bind(p.client_inn)
-                .bind(p.date.to_string())
-                .bind(p.total)
-                .bind(p.currency)
-                .bind(p.paid)
-                .bind(p.is_open);
+                .bind(&invoice.number);
+            insert = bind_projection(insert_id, invoice);
         }
         insert.execute(&mut **tx).await?;
     }
     Ok(())
 }
+
+/// Binds the matching columns of `invoice` (its [`Projection`]), which
+/// both the `invoices` row and its `invoice_match` row end with.
+fn bind_projection<'q>(query: SqliteQuery<'q>, invoice: &Invoice) -> SqliteQuery<'q> {
+    let p = Projection::of(invoice);
+    query
+        .bind(p.number_key)
+        .bind(p.number_digits)
+        .bind(p.inn_key)
+        .bind(p.client_inn)
+        .bind(p.date.to_string())
+        .bind(p.total)
+        .bind(p.currency)
+        .bind(p.paid)
+        .bind(p.is_open)
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Rows per JSON list bound to one statement.
 const LIST_CHUNK: usize = 10_000;
@@ -165,23 +174,14 @@ pub(super) async fn write_invoices(tx: &mut Transaction<'_, Sqlite>, invoices: &
         rest = tail;
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_sql(rows)));
         for invoice in chunk {
-            let p = Projection::of(invoice);
-            insert = insert
+            let with_doc = insert
                 .bind(invoice.id.to_string())
                 .bind(invoice.deal_id.map(|d| d.to_string()))
                 .bind(tag(&invoice.kind)?)
                 .bind(&invoice.number)
                 .bind(to_doc("invoice", invoice)?)
-                .bind(micros(invoice.updated_at))
-                .bind(p.number_key)
-                .bind(p.number_digits)
-                .bind(p.inn_key)
-                .bind(p.client_inn)
-                .bind(p.date.to_string())
-                .bind(p.total)
-                .bind(p.currency)
-                .bind(p.paid)
-                .bind(p.is_open);
+                .bind(micros(invoice.updated_at));
+            insert = bind_projection(with_doc, invoice);
         }
         insert.execute(&mut **tx).await?;
     }
