@@ -6,8 +6,6 @@
 //! replay meaningful and retries after a crash harmless. Nothing here does
 //! I/O or reads the wall clock.
 
-use std::collections::VecDeque;
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -83,7 +81,7 @@ impl<'a> Engine<'a> {
             // Room for what a typical event records, so the lists do not
             // grow step by step (a trace step is a few hundred bytes).
             effects: Effects { changes: Vec::with_capacity(4), trace: Vec::with_capacity(8), ..Effects::default() },
-            queue: VecDeque::new(),
+            queue: ChangeQueue::default(),
             occurrences: Vec::new(),
             event_scope: super::actions::EventScope::of(event),
         };
@@ -103,12 +101,54 @@ pub(crate) struct Run<'e, 'w> {
     /// Changes whose flows have not run yet, as positions in
     /// `effects.changes`, with the depth of the flow that made them (0: the
     /// event itself).
-    pub queue: VecDeque<(usize, u32)>,
+    pub queue: ChangeQueue,
     /// How often each (flow, action) ran in this event, for unique keys.
     /// An event runs a handful of actions: a short list, searched, costs
     /// less than a map keyed by a copy of the flow's name.
     pub occurrences: Vec<(&'e str, usize, u32)>,
     pub event_scope: super::actions::EventScope,
+}
+
+/// The changes of a run whose flows have not run yet, first in first out.
+/// Every change is queued as it is recorded, so the queue is the run's
+/// changes from a cursor on, and only their depths need keeping: the
+/// first few inline, so that a typical event allocates nothing for them.
+#[derive(Debug, Default)]
+pub(crate) struct ChangeQueue {
+    /// Depth of each change recorded, by position in `effects.changes`.
+    depths: [u32; INLINE_DEPTHS],
+    /// Depths past the inline ones.
+    more: Vec<u32>,
+    /// Changes recorded.
+    len: usize,
+    /// The first change whose flows have not run.
+    next: usize,
+}
+
+/// Changes an event records without allocating for their depths.
+const INLINE_DEPTHS: usize = 8;
+
+impl ChangeQueue {
+    /// Queues the change recorded at `position` (the changes recorded so far).
+    fn push(&mut self, position: usize, depth: u32) {
+        debug_assert_eq!(position, self.len, "every change is queued as it is recorded");
+        match self.depths.get_mut(self.len) {
+            Some(slot) => *slot = depth,
+            None => self.more.push(depth),
+        }
+        self.len += 1;
+    }
+
+    /// The oldest queued change: its position and depth.
+    fn pop(&mut self) -> Option<(usize, u32)> {
+        if self.next == self.len {
+            return None;
+        }
+        let position = self.next;
+        self.next += 1;
+        let depth = self.depths.get(position).copied().unwrap_or_else(|| self.more[position - INLINE_DEPTHS]);
+        Some((position, depth))
+    }
 }
 
 /// What a flow runs on: its deal and the trigger's depth.
@@ -213,7 +253,7 @@ impl<'e> Run<'e, '_> {
 
     /// Runs the queued changes' flows until nothing is left.
     fn drain(&mut self) -> Result<(), EngineError> {
-        while let Some((position, depth)) = self.queue.pop_front() {
+        while let Some((position, depth)) = self.queue.pop() {
             if let Change::StageEntered { deal, from, to, reverted: false, .. } = &self.effects.changes[position] {
                 self.stage_entered(*deal, from.clone(), to.clone(), depth)?;
             }
@@ -226,7 +266,7 @@ impl<'e> Run<'e, '_> {
     pub(crate) fn changed(&mut self, change: Change, depth: u32) {
         let binding = if depth == 0 { self.cause.binding.clone() } else { None };
         self.trace(change.deal(), depth, TraceKind::Change { binding, change: change.clone() });
-        self.queue.push_back((self.effects.changes.len(), depth));
+        self.queue.push(self.effects.changes.len(), depth);
         self.effects.changes.push(change);
     }
 

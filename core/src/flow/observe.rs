@@ -32,8 +32,8 @@ impl Run<'_, '_> {
             );
         }
         observed_fields(observed, |field, value| self.observe_field(deal, field, value));
-        for (name, from, to) in changed_custom_fields(&self.world.deals[&deal].custom_fields, &observed.custom_fields) {
-            self.custom_field_changed(deal, name, from, to);
+        for (name, to) in changed_custom_fields(&self.world.deals[&deal].custom_fields, &observed.custom_fields) {
+            self.custom_field_changed(deal, name, to);
         }
         self.observe_stage(deal, source, observed);
         Ok(())
@@ -120,16 +120,21 @@ impl Run<'_, '_> {
     }
 
     /// Writes a custom field the walk over both maps found different:
-    /// what `observe_field` does for it, without looking the name up again
-    /// to compare (`from` is the held value, `Null` when absent, which is
-    /// also what `deal_fields::read` gives).
-    fn custom_field_changed(&mut self, deal: Uuid, name: &str, from: serde_json::Value, to: &serde_json::Value) {
+    /// what `observe_field` does for it, without comparing again. `from`
+    /// is the value the new one replaces (`Null` when absent, which is
+    /// also what `deal_fields::read` gives): it is moved out of the deal,
+    /// not copied, and a held name is not copied again to insert it.
+    fn custom_field_changed(&mut self, deal: Uuid, name: &str, to: &serde_json::Value) {
         let target = self.world.deal_mut(deal).expect("exists");
-        if to.is_null() {
-            target.custom_fields.remove(name);
+        let held = &mut target.custom_fields;
+        let from = if to.is_null() {
+            held.remove(name).unwrap_or_default()
+        } else if let Some(value) = held.get_mut(name) {
+            std::mem::replace(value, to.clone())
         } else {
-            target.custom_fields.insert(name.to_owned(), to.clone());
-        }
+            held.insert(name.to_owned(), to.clone());
+            serde_json::Value::Null
+        };
         target.updated_at = self.cause.at;
         let field = ["custom.", name].concat();
         self.changed(Change::FieldChanged { deal, field, from, to: to.clone() }, 0);
@@ -277,13 +282,13 @@ fn observed_fields<'o>(observed: &'o DealObservation, mut each: impl FnMut(Obser
 }
 
 /// The observed custom fields whose value differs from the held one (a
-/// field the deal does not have holds `null`), with the held value. Both
-/// maps are sorted by name, so one walk pairs them instead of a search per
-/// field.
+/// field the deal does not have holds `null`), with the observed value.
+/// Both maps are sorted by name, so one walk pairs them instead of a
+/// search per field.
 fn changed_custom_fields<'o>(
     held: &crate::model::CustomFields,
     observed: &'o crate::model::CustomFields,
-) -> Vec<(&'o str, serde_json::Value, &'o serde_json::Value)> {
+) -> Vec<(&'o str, &'o serde_json::Value)> {
     let mut changed = Vec::new();
     let mut held = held.iter().peekable();
     for (name, value) in observed {
@@ -297,7 +302,7 @@ fn changed_custom_fields<'o>(
             }
         };
         if current != value {
-            changed.push((name.as_str(), current.clone(), value));
+            changed.push((name.as_str(), value));
         }
     }
     changed

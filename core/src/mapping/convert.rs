@@ -124,6 +124,12 @@ fn is_blank(c: char) -> bool {
     c.is_whitespace() || c == '\u{00A0}' || c == '\u{202F}' || c == '\u{2007}'
 }
 
+/// Whether text is blank: "not set", as `FieldValue::from_json` and
+/// `convert_text` read it.
+pub(crate) fn is_blank_text(text: &str) -> bool {
+    trim_blank(text).is_empty()
+}
+
 /// `text.trim_matches(is_blank)`. Most ends are ASCII, which is trimmed
 /// byte by byte; a non-ASCII end (NBSP, …) takes the char-wise rule.
 fn trim_blank(text: &str) -> &str {
@@ -136,10 +142,27 @@ fn trim_blank(text: &str) -> &str {
     // ASCII bytes never sit inside a UTF-8 sequence: both ends are char
     // boundaries.
     let rest = &text[start..end.max(start)];
-    match (rest.as_bytes().first(), rest.as_bytes().last()) {
-        (Some(first), Some(last)) if !first.is_ascii() || !last.is_ascii() => rest.trim_matches(is_blank),
+    let bytes = rest.as_bytes();
+    match (bytes.first(), last_char_lead(bytes)) {
+        (Some(&first), Some(last)) if may_start_blank(first) || may_start_blank(last) => rest.trim_matches(is_blank),
         _ => rest,
     }
+}
+
+/// Whether a char whose UTF-8 encoding starts with `lead` may be blank,
+/// for an end that ASCII trimming left: ASCII there is not blank, and a
+/// non-ASCII blank (U+0085, U+00A0, U+1680, U+2000–U+200A, U+2028,
+/// U+2029, U+202F, U+205F, U+3000) starts with one of four bytes. Text
+/// that ends in letters (Cyrillic starts with 0xD0/0xD1) is not walked
+/// char by char.
+fn may_start_blank(lead: u8) -> bool {
+    matches!(lead, 0xC2 | 0xE1 | 0xE2 | 0xE3)
+}
+
+/// The first byte of the last char of `bytes` (UTF-8).
+fn last_char_lead(bytes: &[u8]) -> Option<u8> {
+    // A char is at most four bytes; continuation bytes are 0b10xx_xxxx.
+    bytes.iter().rev().take(4).copied().find(|b| b & 0xC0 != 0x80)
 }
 
 /// `yyyy-mm-dd`, as chrono's `%Y-%m-%d` writes it, without parsing the
@@ -344,11 +367,9 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
     const CAPACITY: usize = 64;
     let bad = || ConvertError::NotANumber(raw.to_owned());
     let mut compact = [0u8; CAPACITY];
-    let Some(len) = compact_ascii(raw, &mut compact) else { return parse_compact_chars(raw) };
-    let compact = &compact[..len];
-    let count = |b: u8| compact.iter().filter(|&&c| c == b).count();
-    let last = |b: u8| compact.iter().rposition(|&c| c == b);
-    let (commas, dots) = (count(b','), count(b'.'));
+    let Some(kept) = compact_ascii(raw, &mut compact) else { return parse_compact_chars(raw) };
+    let compact = &compact[..kept.len];
+    let (commas, dots) = (kept.commas, kept.dots);
     // (separator dropped as thousands, separator read as the decimal point)
     let (thousands, point) = match (commas, dots) {
         (0, 0) => (None, None),
@@ -356,10 +377,13 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
         (_, 0) => (Some(b','), None),
         (0, 1) => (None, None),
         (0, _) => (Some(b'.'), None),
-        _ if last(b',') > last(b'.') && commas == 1 => (Some(b'.'), Some(b',')),
-        _ if last(b'.') > last(b',') && dots == 1 => (Some(b','), None),
+        _ if kept.last_comma > kept.last_dot && commas == 1 => (Some(b'.'), Some(b',')),
+        _ if kept.last_dot > kept.last_comma && dots == 1 => (Some(b','), None),
         _ => return Err(bad()),
     };
+    if let Some(decimal) = small_decimal(compact, thousands, point) {
+        return Ok(decimal);
+    }
     let mut normalized = [0u8; CAPACITY];
     let mut len = 0;
     for &b in compact {
@@ -369,38 +393,51 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, ConvertError> {
         normalized[len] = if Some(b) == point { b'.' } else { b };
         len += 1;
     }
-    if let Some(decimal) = small_decimal(&normalized[..len]) {
-        return Ok(decimal);
-    }
     let normalized = std::str::from_utf8(&normalized[..len]).map_err(|_| bad())?;
     check_decimal_shape(normalized).ok_or_else(bad)?;
     Decimal::from_str(normalized).map_err(|_| bad())
 }
 
+/// What `compact_ascii` kept of a value: how many bytes, and how many of
+/// each separator where (positions in the kept bytes), which decide how
+/// the separators are read.
+struct Compacted {
+    len: usize,
+    commas: usize,
+    dots: usize,
+    last_comma: Option<usize>,
+    last_dot: Option<usize>,
+}
+
 /// The bytes `parse_decimal` keeps of `raw` (blanks and apostrophes
-/// dropped), read byte by byte, into `out`; their count. `None` when a
-/// char needs the char-wise rules: anything non-ASCII but the no-break
-/// space (the usual thousands separator of 1C and Excel exports), or more
-/// than `out` holds.
-fn compact_ascii(raw: &str, out: &mut [u8]) -> Option<usize> {
+/// dropped), read byte by byte, into `out`, with its separators counted
+/// in the same pass. `None` when a char needs the char-wise rules:
+/// anything non-ASCII but the no-break space (the usual thousands
+/// separator of 1C and Excel exports), or more than `out` holds.
+fn compact_ascii(raw: &str, out: &mut [u8]) -> Option<Compacted> {
     let bytes = raw.as_bytes();
-    let (mut len, mut i) = (0, 0);
+    let mut kept = Compacted { len: 0, commas: 0, dots: 0, last_comma: None, last_dot: None };
+    let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         i += 1;
         match b {
             // `char::is_whitespace` on ASCII, and the apostrophe.
-            b' ' | b'\t'..=b'\r' | b'\'' => {}
+            b' ' | b'\t'..=b'\r' | b'\'' => continue,
             // U+00A0, NO-BREAK SPACE.
-            0xC2 if bytes.get(i) == Some(&0xA0) => i += 1,
-            _ if !b.is_ascii() || len == out.len() => return None,
-            _ => {
-                out[len] = b;
-                len += 1;
+            0xC2 if bytes.get(i) == Some(&0xA0) => {
+                i += 1;
+                continue;
             }
+            _ if !b.is_ascii() || kept.len == out.len() => return None,
+            b',' => (kept.commas, kept.last_comma) = (kept.commas + 1, Some(kept.len)),
+            b'.' => (kept.dots, kept.last_dot) = (kept.dots + 1, Some(kept.len)),
+            _ => {}
         }
+        out[kept.len] = b;
+        kept.len += 1;
     }
-    Some(len)
+    Some(kept)
 }
 
 /// `parse_decimal` when a char of `raw` is non-ASCII (other blanks, `’`,
@@ -422,34 +459,43 @@ fn parse_compact_chars(raw: &str) -> Result<Decimal, ConvertError> {
     parse_decimal(&compact).map_err(|_| ConvertError::NotANumber(raw.to_owned()))
 }
 
-/// A well-formed `[+-]digits[.digits]` of at most 19 digits and a scale
-/// `Decimal` keeps, as `Decimal::from_str` reads it (mantissa and scale as
-/// written, no rounding); `None` sends anything else to `from_str`.
-fn small_decimal(normalized: &[u8]) -> Option<Decimal> {
-    let (negative, digits) = match normalized.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, normalized),
-    };
-    let (int_part, frac_part) = match digits.iter().position(|&b| b == b'.') {
-        Some(point) => (&digits[..point], Some(&digits[point + 1..])),
-        None => (digits, None),
-    };
-    let frac_part = frac_part.unwrap_or_default();
-    let count = int_part.len() + frac_part.len();
-    if int_part.is_empty() || (digits.len() > int_part.len() && frac_part.is_empty()) || count > 19 {
+/// The compacted bytes with `thousands` dropped and `point` read as the
+/// decimal point, when that is a well-formed `[+-]digits[.digits]` of at
+/// most 19 digits, as `Decimal::from_str` reads it (mantissa and scale as
+/// written, no rounding), in one pass; `None` sends anything else to
+/// `from_str`.
+fn small_decimal(compact: &[u8], thousands: Option<u8>, point: Option<u8>) -> Option<Decimal> {
+    let (mut negative, mut first) = (false, true);
+    let (mut int_digits, mut frac_digits, mut in_fraction) = (0u32, 0u32, false);
+    let mut mantissa = 0u64;
+    for &b in compact {
+        if Some(b) == thousands {
+            continue;
+        }
+        let b = if Some(b) == point { b'.' } else { b };
+        // A sign counts only in front.
+        if std::mem::take(&mut first) && (b == b'-' || b == b'+') {
+            negative = b == b'-';
+            continue;
+        }
+        match b {
+            b'0'..=b'9' if int_digits + frac_digits < 19 => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                if in_fraction {
+                    frac_digits += 1;
+                } else {
+                    int_digits += 1;
+                }
+            }
+            b'.' if !in_fraction => in_fraction = true,
+            _ => return None,
+        }
+    }
+    if int_digits == 0 || (in_fraction && frac_digits == 0) {
         return None;
     }
-    let mut mantissa = 0u64;
-    for &b in int_part.iter().chain(frac_part) {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        mantissa = mantissa * 10 + u64::from(b - b'0');
-    }
-    let scale = u32::try_from(frac_part.len()).ok().filter(|s| *s <= 28)?;
     // `from_parts` keeps no sign on zero, as `from_str` does not.
-    Some(Decimal::from_parts(mantissa as u32, (mantissa >> 32) as u32, 0, negative, scale))
+    Some(Decimal::from_parts(mantissa as u32, (mantissa >> 32) as u32, 0, negative, frac_digits))
 }
 
 /// `[+-]digits[.digits]`, as `Decimal::from_str` should see it.
@@ -577,6 +623,29 @@ mod tests {
 
     fn dec(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn every_non_ascii_blank_starts_with_a_byte_trimming_checks() {
+        let mut utf8 = [0u8; 4];
+        for c in (0x80..=0x10FFFF).filter_map(char::from_u32).filter(|c| is_blank(*c)) {
+            let lead = c.encode_utf8(&mut utf8).as_bytes()[0];
+            assert!(may_start_blank(lead), "{c:?} starts with {lead:#x}");
+        }
+    }
+
+    #[test]
+    fn trimming_any_mix_of_ends_is_the_char_rule() {
+        let pieces =
+            ["", " ", "\t", "\u{a0}", "\u{2007}", "\u{3000}", "\u{85}", "a", "Я", "ё", "€", "😀", "x y", "\u{202f}"];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let text = format!("{a}{b}{c}");
+                    assert_eq!(trim_blank(&text), text.trim_matches(is_blank), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

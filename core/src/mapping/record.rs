@@ -62,6 +62,11 @@ pub(crate) struct ValueSource {
     pub from: Option<SourcePath>,
     pub convert: Vec<Conversion>,
     pub default: Option<String>,
+    /// `default` typed once when the binding is compiled (the typing is a
+    /// pure function of the default and the conversions), so a record
+    /// that falls back to it does not parse it again. `None` when there is
+    /// no default or it cannot be typed: then each use reports why.
+    pub typed_default: Option<FieldValue>,
 }
 
 /// One canonical event produced by one binding.
@@ -406,9 +411,17 @@ impl CompiledBinding {
         custom: &mut Vec<(String, serde_json::Value)>,
     ) -> Result<(), MappingError> {
         let list = field.value.from.as_ref().is_some_and(SourcePath::is_list);
-        // A single value, the usual case, is not put in a list of one.
-        let found = if list {
-            Found::Many(self.list(&field.value, &field.name, record, ctx)?)
+        // A single value, the usual case, is not put in a list of one; a
+        // single person is translated as it is read.
+        // A list of texts (e-mails, phones) is gathered as text at once,
+        // not as values that are then copied into a list of texts.
+        let texts = !field.person && matches!(field.target, BindingTarget::ClientEmails | BindingTarget::ClientPhones);
+        let found = if list && texts {
+            Found::Texts(self.list(&field.value, &field.name, record, ctx, FieldValue::into_text)?)
+        } else if list {
+            Found::Many(self.list(&field.value, &field.name, record, ctx, |value| value)?)
+        } else if field.person {
+            self.single_person(field, record, ctx)?.map_or(Found::Many(Vec::new()), Found::One)
         } else {
             self.single(&field.value, &field.name, record, ctx)?.map_or(Found::Many(Vec::new()), Found::One)
         };
@@ -423,7 +436,6 @@ impl CompiledBinding {
             return Ok(());
         }
         let found = match found {
-            Found::One(value) if field.person => Found::One(self.person(field, value, ctx)?),
             Found::Many(values) if field.person => {
                 Found::Many(values.into_iter().map(|v| self.person(field, v, ctx)).collect::<Result<_, _>>()?)
             }
@@ -496,9 +508,40 @@ impl CompiledBinding {
         value: FieldValue,
         ctx: &MappingContext<'_>,
     ) -> Result<FieldValue, MappingError> {
-        let user = value.as_text();
+        self.person_named(field, &value.as_text(), ctx)
+    }
+
+    /// `single` and then `person`. A user id that is text in the record
+    /// and has no conversions (the usual case) is looked up where it lies,
+    /// not copied into a value that the translation drops at once.
+    fn single_person(
+        &self,
+        field: &CompiledField,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+    ) -> Result<Option<FieldValue>, MappingError> {
+        let source = &field.value;
+        let raw = source.from.as_ref().and_then(|p| p.get_in(record.value, &record.top));
+        // Blank text is "not set", as `convert_text` decides; the default
+        // path below handles it.
+        if let Some(serde_json::Value::String(user)) = raw
+            && source.convert.is_empty()
+            && !convert::is_blank_text(user)
+        {
+            return self.person_named(field, user, ctx).map(Some);
+        }
+        self.single(source, &field.name, record, ctx)?.map(|value| self.person(field, value, ctx)).transpose()
+    }
+
+    /// `person` for a user id as text.
+    fn person_named(
+        &self,
+        field: &CompiledField,
+        user: &str,
+        ctx: &MappingContext<'_>,
+    ) -> Result<FieldValue, MappingError> {
         let people = ctx.people_by_system_id.get(&self.connector);
-        people.and_then(|p| p.get(user.as_ref())).map(|id| FieldValue::Text(id.clone())).ok_or_else(|| {
+        people.and_then(|p| p.get(user)).map(|id| FieldValue::Text(id.clone())).ok_or_else(|| {
             self.field_error(
                 &field.name,
                 &field.value,
@@ -539,19 +582,24 @@ impl CompiledBinding {
         ctx: &MappingContext<'_>,
     ) -> Result<Option<FieldValue>, MappingError> {
         let Some(default) = &source.default else { return Ok(None) };
+        if let Some(typed) = &source.typed_default {
+            return Ok(Some(typed.clone()));
+        }
         convert::typed_default(default, &source.convert, ctx.lookups)
             .map(Some)
             .map_err(|e| self.field_error(field, source, format!("default: {e}")))
     }
 
-    /// Reads every item of a `[*]` path; empty items are skipped.
-    fn list(
+    /// Reads every item of a `[*]` path, each made what the caller keeps
+    /// by `keep`; empty items are skipped.
+    fn list<T>(
         &self,
         source: &ValueSource,
         field: &str,
         record: &Record<'_>,
         ctx: &MappingContext<'_>,
-    ) -> Result<Vec<FieldValue>, MappingError> {
+        mut keep: impl FnMut(FieldValue) -> T,
+    ) -> Result<Vec<T>, MappingError> {
         let mut values = Vec::new();
         let mut failed = None;
         if let Some(path) = &source.from {
@@ -560,7 +608,8 @@ impl CompiledBinding {
                     return;
                 }
                 match self.item(source, field, item, ctx) {
-                    Ok(value) => values.extend(value),
+                    Ok(Some(value)) => values.push(keep(value)),
+                    Ok(None) => {}
                     Err(e) => failed = Some(e),
                 }
             });
@@ -568,8 +617,10 @@ impl CompiledBinding {
         if let Some(e) = failed {
             return Err(e);
         }
-        if values.is_empty() {
-            values.extend(self.default(source, field, ctx)?);
+        if values.is_empty()
+            && let Some(value) = self.default(source, field, ctx)?
+        {
+            values.push(keep(value));
         }
         Ok(values)
     }
@@ -619,15 +670,21 @@ impl CompiledBinding {
     }
 }
 
-/// The values a field map found: one, or a list (possibly empty).
+/// The values a field map found: one, or a list (possibly empty), or a
+/// list already made text.
 enum Found {
     One(FieldValue),
     Many(Vec<FieldValue>),
+    Texts(Vec<String>),
 }
 
 impl Found {
     fn is_empty(&self) -> bool {
-        matches!(self, Found::Many(values) if values.is_empty())
+        match self {
+            Found::One(_) => false,
+            Found::Many(values) => values.is_empty(),
+            Found::Texts(texts) => texts.is_empty(),
+        }
     }
 
     /// The first value (the caller checked there is one).
@@ -635,6 +692,7 @@ impl Found {
         match self {
             Found::One(value) => value,
             Found::Many(values) => values.into_iter().next().expect("not empty"),
+            Found::Texts(texts) => FieldValue::Text(texts.into_iter().next().expect("not empty")),
         }
     }
 
@@ -642,11 +700,15 @@ impl Found {
         match self {
             Found::One(value) => vec![value],
             Found::Many(values) => values,
+            Found::Texts(texts) => texts.into_iter().map(FieldValue::Text).collect(),
         }
     }
 
     fn texts(self) -> Vec<String> {
-        self.into_vec().into_iter().map(FieldValue::into_text).collect()
+        match self {
+            Found::Texts(texts) => texts,
+            other => other.into_vec().into_iter().map(FieldValue::into_text).collect(),
+        }
     }
 }
 

@@ -174,6 +174,11 @@ impl MappingSet {
                 && binding.record_kind == record_kind
                 && binding.accepts(&self.filters, record)?
             {
+                // Nearly always one binding maps a record: room for one
+                // (a mapped record is large), more only when needed.
+                if mapped.is_empty() {
+                    mapped.reserve_exact(1);
+                }
                 mapped.push(binding.map(record, &ctx)?);
             }
         }

@@ -55,39 +55,71 @@ impl Money {
 /// are written to text for every mapped and compared value.
 pub fn decimal_text(amount: Decimal) -> String {
     // 29 digits, a point, a leading `0` and a sign at most.
-    let mut buf = [0u8; 40];
-    let mut pos = buf.len();
-    let mut push = |b: u8| {
-        pos -= 1;
-        buf[pos] = b;
-    };
+    let mut text = DigitsBackwards { buf: [0u8; 40], pos: 40 };
     let scale = amount.scale();
     let mantissa = amount.mantissa().unsigned_abs();
     // Nearly every amount fits 64 bits, whose division is far cheaper.
-    match u64::try_from(mantissa) {
-        Ok(mut n) => {
-            for _ in 0..scale {
-                push(b'0' + (n % 10) as u8);
-                n /= 10;
-            }
-            if scale > 0 {
-                push(b'.');
-            }
-            loop {
-                push(b'0' + (n % 10) as u8);
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-        Err(_) => return amount.to_string(),
+    let Ok(mut n) = u64::try_from(mantissa) else { return amount.to_string() };
+    // Two digits per division: half the divisions of one at a time.
+    let mut fraction = scale;
+    while fraction >= 2 {
+        text.pair(n % 100);
+        n /= 100;
+        fraction -= 2;
+    }
+    if fraction == 1 {
+        text.push(b'0' + (n % 10) as u8);
+        n /= 10;
+    }
+    if scale > 0 {
+        text.push(b'.');
+    }
+    while n >= 100 {
+        text.pair(n % 100);
+        n /= 100;
+    }
+    if n >= 10 {
+        text.pair(n);
+    } else {
+        text.push(b'0' + n as u8);
     }
     if amount.is_sign_negative() {
-        push(b'-');
+        text.push(b'-');
     }
-    std::str::from_utf8(&buf[pos..]).map_or_else(|_| amount.to_string(), str::to_owned)
+    std::str::from_utf8(text.written()).map_or_else(|_| amount.to_string(), str::to_owned)
 }
+
+/// A number's text written from its last char to its first.
+struct DigitsBackwards {
+    buf: [u8; 40],
+    pos: usize,
+}
+
+impl DigitsBackwards {
+    fn push(&mut self, b: u8) {
+        self.pos -= 1;
+        self.buf[self.pos] = b;
+    }
+
+    /// The two digits of `pair` (below 100).
+    fn pair(&mut self, pair: u64) {
+        let at = pair as usize * 2;
+        self.push(DIGIT_PAIRS[at + 1]);
+        self.push(DIGIT_PAIRS[at]);
+    }
+
+    fn written(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+}
+
+/// `00`, `01`, … `99`: the two digits of every number below 100.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

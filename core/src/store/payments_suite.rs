@@ -468,3 +468,53 @@ mod payments_stored_as_jsonb {
         db.drop_db().await;
     }
 }
+
+/// A statement larger than one write of each kind, on SQLite.
+mod large_import_on_sqlite {
+    use super::*;
+
+    /// An import paying more invoices than one write takes, with more
+    /// payments than one insert takes: every invoice gets its amount and
+    /// every payment is stored, in file order.
+    #[tokio::test]
+    async fn a_large_import_writes_every_payment_and_paid_amount() {
+        const INVOICES: usize = 20_001;
+        const PAYMENTS: usize = 33_001;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = SqliteStore::open(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let invoices: Vec<Invoice> = (0..INVOICES).map(|n| invoice(None, &n.to_string(), &[])).collect();
+        store.apply(&ChangeSet { invoices: invoices.clone(), ..Default::default() }).await.unwrap();
+        let file = statement("digest-large");
+        let at = now_micros();
+        let paid = |n: usize| Money::new(Decimal::from(n + 1), "RUB").unwrap();
+        let payments: Vec<StoredPayment> =
+            (0..PAYMENTS).map(|_| stored_payment(file.record.id, PaymentState::Review, "1 RUB")).collect();
+        let commit = PaymentCommit {
+            statement: Some(file.clone()),
+            new_payments: payments.clone(),
+            invoices_read: invoices.iter().map(|i| (i.id, Decimal::ZERO)).collect(),
+            invoices_paid: invoices
+                .iter()
+                .enumerate()
+                .map(|(n, i)| InvoicePaid {
+                    id: i.id,
+                    paid: paid(n),
+                    status: InvoiceStatus::PartiallyPaid,
+                    updated_at: at,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Committed);
+        let open = store.open_invoices().await.unwrap();
+        assert_eq!(open.len(), INVOICES);
+        for (n, inv) in invoices.iter().enumerate() {
+            let found = open.binary_search_by_key(&inv.id, |o| o.id).map(|at| &open[at]).unwrap();
+            assert_eq!(found.paid, paid(n), "invoice {n}");
+        }
+        let stored = store.payments_of_statement(file.record.id).await.unwrap();
+        assert!(stored == payments, "{} of {PAYMENTS} payments read back, in file order", stored.len());
+    }
+}

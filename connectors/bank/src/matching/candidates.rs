@@ -175,4 +175,103 @@ mod tests {
         assert_eq!(both[1].len(), 2);
         assert!(both[0].is_empty());
     }
+
+    /// A valid 10-digit INN for client `n` (check digit computed).
+    fn inn(n: u32) -> String {
+        let body = format!("77{n:07}");
+        let weights = [2, 4, 10, 3, 5, 9, 4, 6, 8];
+        let sum: u32 = body.bytes().zip(weights).map(|(b, w)| u32::from(b - b'0') * w).sum();
+        format!("{body}{}", sum % 11 % 10)
+    }
+
+    fn stored_invoice(number: &str, client: u32) -> dealbridge_core::model::Invoice {
+        use dealbridge_core::model::{Client, Inn, Invoice, InvoiceKind, InvoiceStatus};
+        let rub = |n: i64| Money::new(rust_decimal::Decimal::from(n), "RUB").unwrap();
+        Invoice {
+            id: Uuid::now_v7(),
+            kind: InvoiceKind::Invoice,
+            number: number.into(),
+            date: NaiveDate::from_ymd_opt(2024, 2, 1).unwrap(),
+            deal_id: None,
+            client: Some(Client {
+                name: format!("Клиент {client}"),
+                inn: Some(Inn::new(&inn(client))),
+                ..Default::default()
+            }),
+            total: rub(1000),
+            paid: rub(0),
+            shipped: rub(0),
+            shipments: Vec::new(),
+            paid_parts: Vec::new(),
+            status: InvoiceStatus::Open,
+            lines: Vec::new(),
+            custom_fields: Default::default(),
+            external_refs: Vec::new(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn paying(purpose: &str, payer_inn: &str) -> Payment {
+        let mut p = payment(1);
+        p.direction = PaymentDirection::Incoming;
+        p.purpose = purpose.into();
+        p.amount = Money::new(rust_decimal::Decimal::from(1000), "RUB").unwrap();
+        p.payer = Party {
+            name: "Плательщик".into(),
+            inn: Some(dealbridge_core::model::Inn::new(payer_inn)),
+            ..Default::default()
+        };
+        p
+    }
+
+    /// Payers naming no number and payers naming a number no open invoice
+    /// has (both looked up by INN), the same INN in both groups, an invalid
+    /// INN and an outgoing payment: every payment is decided over the
+    /// candidates as over all open invoices.
+    #[tokio::test]
+    async fn candidates_decide_as_all_open_invoices_do() {
+        use dealbridge_core::store::{ChangeSet, PaymentLedger, SqliteStore, Store};
+
+        use crate::matching::Decision;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let invoices: Vec<_> = [("100", 1), ("101", 1), ("А-7", 2), ("200", 3), ("201", 3), ("300", 4), ("400", 5)]
+            .into_iter()
+            .map(|(number, client)| stored_invoice(number, client))
+            .collect();
+        store.apply(&ChangeSet { invoices, ..Default::default() }).await.unwrap();
+        let mut outgoing = paying("Оплата за товар", &inn(5));
+        outgoing.direction = PaymentDirection::Outgoing;
+        let payments = vec![
+            paying("Оплата по счету № 100 от 01.02.2024", &inn(1)),
+            paying("Оплата за товар", &inn(3)),
+            paying("Оплата по счету № 999", &inn(4)),
+            paying("Оплата по счету № 998", &inn(3)),
+            paying("Оплата за товар", "1234567890"),
+            paying("по сч.№А-7", &inn(1)),
+            outgoing,
+        ];
+        let rules = MatchRules::default();
+        let candidates = open_candidates(&store, &payments, &rules).await.unwrap();
+        let numbers: Vec<&str> = candidates.invoices.iter().map(|i| i.number.as_str()).collect();
+        for expected in ["100", "А-7", "200", "201", "300"] {
+            assert!(numbers.contains(&expected), "{expected} in {numbers:?}");
+        }
+        assert!(!numbers.contains(&"400"), "the outgoing payment's payer is not looked up");
+        let all = store.open_invoices().await.unwrap();
+        let (mut over_candidates, mut over_all) =
+            (PaymentMatcher::new(&candidates.invoices, rules.clone()), PaymentMatcher::new(&all, rules.clone()));
+        for (payment, references) in payments.iter().zip(&candidates.references) {
+            let (a, b) = (over_candidates.decide_with(payment, references), over_all.decide(payment));
+            let invoice_of = |d: &Decision, of: &[OpenInvoice]| match d {
+                Decision::Matched { invoice, .. } => Some(of[*invoice].id),
+                _ => None,
+            };
+            assert_eq!(invoice_of(&a, &candidates.invoices), invoice_of(&b, &all), "{}", payment.purpose);
+            if invoice_of(&a, &candidates.invoices).is_none() {
+                assert_eq!(a, b, "{}", payment.purpose);
+            }
+        }
+    }
 }

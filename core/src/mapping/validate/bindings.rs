@@ -74,7 +74,7 @@ fn binding(
     let reference = |p: &ParentSpec, list_allowed: bool, diags: &mut Diagnostics| {
         check_conversions(def, &p.convert, lookups, diags);
         let convert = p.convert.iter().map(|c| c.value.clone()).collect();
-        ValueSource { from: Some(path(def, &p.from, list_allowed, diags)), convert, default: None }
+        ValueSource { from: Some(path(def, &p.from, list_allowed, diags)), convert, default: None, typed_default: None }
     };
     let parent = b.parent.as_ref().map(|p| reference(p, false, diags));
     let deal = b.deal.as_ref().map(|p| reference(p, false, diags));
@@ -256,7 +256,13 @@ fn value_source(
     {
         diags.error(&def.at(default), format!("default `{}`: {e}", default.value));
     }
-    ValueSource { from: from.map(|f| path(def, f, true, diags)), convert, default: default.map(|d| d.value.clone()) }
+    let typed_default = default.and_then(|d| convert::typed_default(d, &convert, lookups).ok());
+    ValueSource {
+        from: from.map(|f| path(def, f, true, diags)),
+        convert,
+        default: default.map(|d| d.value.clone()),
+        typed_default,
+    }
 }
 
 /// Reports unknown lookup tables and time zones; true when all are known.
