@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,17 +60,19 @@ pub(crate) fn spawn_hub_with_env(config: &Path, store: &StoreKind, extra: &[(&st
 }
 
 /// Sends signed events from `senders` concurrent tasks until stopped;
-/// returns the (webhook-id → event id) pairs that were answered 202.
+/// returns the (webhook-id → event id) pairs that were answered 202, and
+/// counts them in `answered` as they come.
 async fn load(
     addr: SocketAddr,
     senders: usize,
     round: usize,
     stop: tokio::sync::watch::Receiver<bool>,
+    answered: Arc<AtomicUsize>,
 ) -> HashMap<String, String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let tasks: Vec<_> = (0..senders)
         .map(|s| {
-            let (client, stop) = (client.clone(), stop.clone());
+            let (client, stop, answered) = (client.clone(), stop.clone(), answered.clone());
             tokio::spawn(async move {
                 let mut acked = HashMap::new();
                 for n in 0.. {
@@ -86,6 +89,7 @@ async fn load(
                         Ok(r) if r.status() == 202 => {
                             if let Ok(v) = r.json::<serde_json::Value>().await {
                                 acked.insert(id, v["event_id"].as_str().unwrap().to_owned());
+                                answered.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         Ok(_) | Err(_) => break, // the hub is gone
@@ -123,9 +127,20 @@ async fn kill_9_under_load(store: StoreKind) {
     for round in 0..3 {
         let mut hub = spawn_hub(&config, &store);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sending = tokio::spawn(load(hub.addr, 32, round, stop_rx));
-        // Let load build up, then kill at a moment that varies per round.
-        tokio::time::sleep(Duration::from_millis(700 + 300 * round as u64)).await;
+        let answered = Arc::new(AtomicUsize::new(0));
+        let sending = tokio::spawn(load(hub.addr, 32, round, stop_rx, answered.clone()));
+        // Let load build up, then kill at a moment that varies per round:
+        // after a number of answers rather than a time, so that a machine
+        // busy with other tests still kills a hub under load.
+        let kill_after = 150 + 150 * round;
+        let building = async {
+            while answered.load(Ordering::Relaxed) < kill_after {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), building)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: {kill_after} answers not reached in 60 s"));
         hub.child.kill().unwrap(); // SIGKILL: no shutdown code runs
         hub.child.wait().unwrap();
         let _ = stop_tx.send(true);

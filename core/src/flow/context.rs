@@ -18,7 +18,6 @@
 //! never stored.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, Serde, Value};
@@ -143,43 +142,11 @@ pub struct FlowRuntime {
     compiled: HashMap<Kind, HashMap<String, Compiled, SourceHash>, SourceHash>,
 }
 
-/// Hashing for the runtime's keys: a multiply-rotate per eight bytes
-/// (the Fx hash) instead of SipHash, which every render paid for on the
-/// expression's whole source. The keys are the plan's own expressions,
-/// not input an attacker chooses, so flooding resistance buys nothing.
-type SourceHash = BuildHasherDefault<SourceHasher>;
-
-#[derive(Debug, Default, Clone, Copy)]
-struct SourceHasher(u64);
-
-impl SourceHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for SourceHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            self.add(u64::from_le_bytes(word.try_into().expect("eight bytes")));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// Hashing for the runtime's keys: the Fx hash instead of SipHash, which
+/// every render paid for on the expression's whole source. The keys are
+/// the plan's own expressions, not input an attacker chooses, so flooding
+/// resistance buys nothing.
+type SourceHash = rustc_hash::FxBuildHasher;
 
 impl FlowRuntime {
     /// Compiles every condition and template of the plan. The loader has
