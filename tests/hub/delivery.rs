@@ -470,7 +470,10 @@ async fn a_target_answering_429_then_503_for_a_while_is_never_called_faster_than
     assert!(most <= 20 + 300 + 5, "{most} calls within one second against a limit of 300/s, burst 20");
     let limited =
         target.received.lock().unwrap().call_times.iter().filter(|t| **t < now + Duration::from_millis(1500)).count();
-    assert!(limited <= 20 + 5, "after the first 429 the hub waits for Retry-After ({limited} calls in the 429 phase)");
+    // The burst, plus what the limit (300/s) lets out while the first 429
+    // is on its way back: up to 50 ms on a busy CI machine, 15 calls. A hub
+    // that did not wait would make hundreds in the 1.5 s phase.
+    assert!(limited <= 20 + 15, "after the first 429 the hub waits for Retry-After ({limited} calls in the 429 phase)");
     let parked: serde_json::Value =
         hub.get_with_token("/api/v1/deliveries?state=parked", Some(VIEWER)).await.json().await.unwrap();
     assert_eq!(parked["counts"]["parked"], 0);
