@@ -14,6 +14,13 @@
 //! fsync on SQLite's one writer — per batch. A crash in between brings the
 //! acked messages back as redeliveries, which the dispatcher recognises by
 //! their `done` delivery rows.
+//!
+//! A message's id is unique in the queue: publishing an id that is still
+//! there (waiting, handed out, or acked and not yet removed) succeeds and
+//! leaves the first copy as it is, so a republish by the outbox relay after
+//! a crash neither fails nor delivers the command twice while it is queued.
+//! After the first copy is gone the id is queued again, and the consumer
+//! recognises the command as above (RabbitMQ always queues the second copy).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -56,6 +56,16 @@ pub trait Bus: Send + Sync + 'static {
     /// Durable before it returns: embedded = committed in one transaction;
     /// RabbitMQ = persistent messages, mandatory routing, publisher confirms
     /// awaited (a nack or a returned message is an error).
+    ///
+    /// At least once, with ids: publishing a message again (the outbox relay
+    /// does after a crash between publishing and marking its commands
+    /// published) succeeds on both backends. RabbitMQ queues another copy.
+    /// The embedded bus keeps just the first copy while its id is still in
+    /// the queue — waiting (also for a retry), handed out, or acked and not
+    /// yet removed (that happens with the consumer's next claim) — and adds
+    /// nothing; once the first copy is gone (removed after its ack, or
+    /// dead-lettered) the id is queued anew. Same id means same command, so
+    /// a consumer that sees one again recognises it by its idempotency key.
     async fn publish(&self, messages: &[BusMessage]) -> Result<(), BusError>;
 
     /// Starts consuming partition `partition` as its single active consumer:

@@ -33,9 +33,27 @@ pub(super) enum Place {
 pub(super) struct Fixture {
     bus: Arc<dyn Bus>,
     place: Place,
+    /// The embedded store's database URL (none on RabbitMQ).
+    db_url: Option<String>,
 }
 
 impl Fixture {
+    /// Runs `sqlite` or `postgres`, whichever matches the embedded store, on
+    /// a connection of its own to the store's database.
+    async fn store_sql(&self, sqlite: &'static str, postgres: &'static str) {
+        use sqlx::Connection;
+        let url = self.db_url.as_deref().expect("raw SQL needs an embedded store");
+        if url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sqlite).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        } else {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(postgres).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+
     /// Ids of dead-lettered messages (waits a little on RabbitMQ, whose
     /// dead-lettering is asynchronous).
     async fn dead_ids(&self, expected: usize) -> Vec<Uuid> {
@@ -241,17 +259,64 @@ async fn a_retry_comes_back_after_its_delay_and_not_before(f: &Fixture) {
     consumer.ack(&d).await.unwrap();
 }
 
-/// Embedded only: one publish is one transaction.
+/// Embedded only: one publish is one transaction. A trigger refuses the
+/// third message of a batch, after the first two went in.
 async fn a_batch_is_published_whole_or_not_at_all(f: &Fixture) {
+    f.store_sql(
+        "CREATE TRIGGER refuse_message BEFORE INSERT ON bus_messages
+         WHEN NEW.idempotency_key = 'refused-by-trigger'
+         BEGIN SELECT RAISE(ABORT, 'message refused by the test trigger'); END",
+        "CREATE FUNCTION refuse_message() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'message refused by the test trigger'; END $$;
+         CREATE TRIGGER refuse_message BEFORE INSERT ON bus_messages FOR EACH ROW
+         WHEN (NEW.idempotency_key = 'refused-by-trigger') EXECUTE FUNCTION refuse_message()",
+    )
+    .await;
     let key = key_on(2);
-    let good = message(&key, 1);
-    let mut dup = message(&key, 2);
-    dup.id = good.id;
-    assert!(f.bus.publish(&[good.clone(), message(&key, 3), dup]).await.is_err());
+    let (good, next) = (message(&key, 1), message(&key, 2));
+    let mut refused = message(&key, 3);
+    refused.idempotency_key = "refused-by-trigger".into();
+    let err = f.bus.publish(&[good.clone(), next, refused]).await.expect_err("the third insert fails");
+    assert!(err.to_string().contains("message refused by the test trigger"), "{err}");
+    depth_becomes(f, 0).await;
     let mut consumer = f.bus.consume(2).await.unwrap();
     assert!(consumer.next(SHORT).await.unwrap().is_none(), "nothing of the failed batch");
     f.bus.publish(std::slice::from_ref(&good)).await.unwrap();
-    assert_eq!(consumer.next(LONG).await.unwrap().unwrap().message, good);
+    let d = consumer.next(LONG).await.unwrap().unwrap();
+    assert_eq!(d.message, good);
+    consumer.ack(&d).await.unwrap();
+    assert!(consumer.next(SHORT).await.unwrap().is_none(), "only the good message");
+}
+
+/// Embedded only: publishing a message whose id is still in the queue —
+/// waiting, handed out, or acked and not yet removed — succeeds and queues
+/// no second copy (the outbox relay republishes after a crash between
+/// publishing and marking its commands published). RabbitMQ would queue
+/// another copy.
+async fn a_message_published_again_while_queued_is_delivered_once(f: &Fixture) {
+    let key = key_on(3);
+    let (first, second) = (message(&key, 1), message(&key, 2));
+    f.bus.publish(std::slice::from_ref(&first)).await.unwrap();
+    f.bus.publish(std::slice::from_ref(&first)).await.expect("published again while waiting");
+    f.bus.publish(&[first.clone(), second.clone(), second.clone()]).await.expect("again, within a batch");
+    depth_becomes(f, 2).await;
+    let mut consumer = f.bus.consume(3).await.unwrap();
+    let d = consumer.next(LONG).await.unwrap().expect("the first copy");
+    assert_eq!((&d.message, d.redelivered), (&first, false));
+    f.bus.publish(std::slice::from_ref(&first)).await.expect("published again while handed out");
+    consumer.ack(&d).await.unwrap();
+    // The acked row stays until the consumer's next claim.
+    depth_becomes(f, 2).await;
+    f.bus.publish(std::slice::from_ref(&first)).await.expect("published again after its ack");
+    depth_becomes(f, 2).await;
+    let d = consumer.next(LONG).await.unwrap().expect("the second message");
+    assert_eq!((&d.message, d.redelivered), (&second, false), "the first is not delivered again");
+    consumer.ack(&d).await.unwrap();
+    assert!(consumer.next(SHORT).await.unwrap().is_none(), "each message once");
+    depth_becomes(f, 0).await;
+    drop(consumer);
+    let mut again = f.bus.consume(3).await.unwrap();
+    assert!(again.next(SHORT).await.unwrap().is_none(), "nothing comes back");
 }
 
 /// Embedded only: a consumer that died without giving up its lease (a
@@ -275,10 +340,11 @@ async fn a_crashed_consumers_partition_is_taken_over_after_its_lease(f: &Fixture
 
 async fn sqlite_fixture() -> (Fixture, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&format!("sqlite://{}", dir.path().join("hub.db").display()), 4).await.unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store = open(&url, 4).await.unwrap();
     store.migrate().await.unwrap();
     let bus = Arc::new(EmbeddedBus::new(store.clone(), PARTITIONS));
-    (Fixture { bus, place: Place::Store(store) }, dir)
+    (Fixture { bus, place: Place::Store(store), db_url: Some(url) }, dir)
 }
 
 async fn pg_fixture(test: &str) -> Option<(Fixture, TestDatabase)> {
@@ -287,7 +353,7 @@ async fn pg_fixture(test: &str) -> Option<(Fixture, TestDatabase)> {
     let store = open(&db.url, 8).await.unwrap();
     store.migrate().await.unwrap();
     let bus = Arc::new(EmbeddedBus::new(store.clone(), PARTITIONS));
-    Some((Fixture { bus, place: Place::Store(store) }, db))
+    Some((Fixture { bus, place: Place::Store(store), db_url: Some(db.url.clone()) }, db))
 }
 
 fn amqp_url(test: &str) -> Option<String> {
@@ -319,7 +385,7 @@ async fn rabbit_fixture(test: &str) -> Option<Fixture> {
             .await
             .unwrap_or_else(|e| panic!("cannot set up RabbitMQ for tests: {e}")),
     );
-    Some(Fixture { bus: bus.clone(), place: Place::Rabbit(bus) })
+    Some(Fixture { bus: bus.clone(), place: Place::Rabbit(bus), db_url: None })
 }
 
 async fn rabbit_teardown(f: Fixture) {
@@ -398,6 +464,7 @@ bus_suite!(
     ],
     embedded: [
         a_batch_is_published_whole_or_not_at_all,
+        a_message_published_again_while_queued_is_delivered_once,
         a_crashed_consumers_partition_is_taken_over_after_its_lease,
     ],
 );

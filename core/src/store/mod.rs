@@ -187,7 +187,9 @@ pub trait Store:
 
     // The embedded bus (`crate::bus::EmbeddedBus`): a queue per partition.
 
-    /// Queues messages in one transaction, in slice order: all or none.
+    /// Queues messages in one transaction, in slice order: all or none. A
+    /// message whose id is still in the queue (waiting, handed out, or
+    /// acked and not yet removed) is the same one published again: skipped.
     async fn bus_enqueue(&self, messages: &[QueuedMessage]) -> Result<(), StoreError>;
 
     /// Takes or renews the lease of `partition` for `owner` until `until`;

@@ -650,13 +650,16 @@ impl Store for PgStore {
         let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
         let visible: Vec<DateTime<Utc>> = messages.iter().map(|m| m.visible_at).collect();
         // One statement, so one batch is all or nothing; WITH ORDINALITY keeps
-        // slice order in seq.
+        // slice order in seq. An id still in the table (queued, handed out,
+        // or acked and not yet removed) is the same command published again:
+        // its first copy stays where it is.
         sqlx::query(
             "INSERT INTO bus_messages (id, partition, key, idempotency_key, payload, visible_at)
              SELECT id, partition, key, idempotency_key, payload, visible_at
              FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[])
                   WITH ORDINALITY AS t(id, partition, key, idempotency_key, payload, visible_at, n)
-             ORDER BY n",
+             ORDER BY n
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(&ids)
         .bind(&partitions)

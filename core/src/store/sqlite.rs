@@ -707,9 +707,13 @@ impl Store for SqliteStore {
     async fn bus_enqueue(&self, messages: &[QueuedMessage]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         for m in messages {
+            // An id still in the table (queued, handed out, or acked and not
+            // yet removed) is the same command published again: its first
+            // copy stays where it is.
             sqlx::query(
                 "INSERT INTO bus_messages (id, partition, key, idempotency_key, payload, visible_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO NOTHING",
             )
             .bind(m.id.to_string())
             .bind(i64::from(m.partition))
