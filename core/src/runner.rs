@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::connector::SourceRecord;
 use crate::flow::{Cause, Effects, Engine, EngineError, World};
 use crate::mapping::MappingSet;
-use crate::model::{CanonicalEvent, ExternalRef, Money, PaidPart};
+use crate::model::{CanonicalEvent, ExternalRef, Money, PaidPart, PaymentMatch};
 use crate::store::{
     ChangeSet, EventOutcome, RawEvent, Store, StoreError, StoredPayment, change_set_from_world, extend_world,
     load_world,
@@ -235,12 +235,13 @@ impl EngineRunner {
         paid.sort();
         paid.dedup();
         for stored in self.store.payments_applied_to(&paid).await? {
-            let Some(part) = bank_part(&stored) else { continue };
-            let Some(invoice) = stored.matched.as_ref().and_then(|m| world.invoices.get_mut(&m.invoice_id)) else {
-                continue;
-            };
-            if !invoice.paid_parts.iter().any(|p| p.names(&part.payment)) {
-                invoice.paid_parts.push(part);
+            // A payment split over several invoices is a part of each.
+            for matched in stored.matched.iter().chain(&stored.also_matched) {
+                let Some(part) = bank_part(&stored, matched) else { continue };
+                let Some(invoice) = world.invoices.get_mut(&matched.invoice_id) else { continue };
+                if !invoice.paid_parts.iter().any(|p| p.names(&part.payment)) {
+                    invoice.paid_parts.push(part);
+                }
             }
         }
         Ok(())
@@ -299,9 +300,9 @@ fn record_metrics(effects: &Effects) {
     metrics::counter!("dealbridge_engine_problems_total").increment(effects.problems.len() as u64);
 }
 
-/// A matched bank payment as a part of its (first) invoice.
-fn bank_part(stored: &StoredPayment) -> Option<PaidPart> {
-    let matched = stored.matched.as_ref()?;
+/// A matched bank payment's share of one of its invoices (`matched`: its
+/// first, or a further one of a split) as a part of that invoice.
+fn bank_part(stored: &StoredPayment, matched: &PaymentMatch) -> Option<PaidPart> {
     // A payment that added nothing (the same money as a receipt already
     // counted) is no part of its own.
     if matched.paid_total.amount <= matched.paid_before.amount {

@@ -65,23 +65,57 @@ async fn paid(rig: &Rig, id: &str) -> String {
 
 /// An Interest with a posted order of 150,000.50 for ООО «Тепло».
 async fn ordered_interest(rig: &Rig) -> (String, String) {
+    let (sale, client) = interest(rig).await;
+    let order = posted_order(rig, &sale, &client, "ТД00-000017", 150000.5).await;
+    settled(rig).await;
+    (sale, order)
+}
+
+/// An Interest of ООО «Тепло» in the payment stage: its key and the client's.
+async fn interest(rig: &Rig) -> (String, String) {
     let onec = &rig.onec;
     let client = onec
         .create("Catalog_Контрагенты", json!({"Description": "ООО Тепло", "ИНН": "7707083893"}).as_object().unwrap())
         .await
         .unwrap();
+    let client = text(&client, "Ref_Key").to_owned();
     let sale = json!({"Description": "Котёл", "Сценарий": "Продажа", "Этап": "Оплата", "Ответственный_Key": SMIRNOVA,
-                      "Контрагент_Key": client["Ref_Key"]});
+                      "Контрагент_Key": client});
     let sale = onec.create(INTERESTS, sale.as_object().unwrap()).await.unwrap();
     let sale = text(&sale, "Ref_Key").to_owned();
     eventually("the hub knows the Interest", async || rig.canonical(&sale).await).await;
-    let order = json!({"Number": "ТД00-000017", "Date": "2026-02-03T10:00:00", "Сделка_Key": sale, "Контрагент_Key": client["Ref_Key"],
-                       "СуммаДокумента": 150000.5, "Валюта": "RUB"});
-    let order = onec.create(ORDERS, order.as_object().unwrap()).await.unwrap();
+    (sale, client)
+}
+
+/// A posted customer order of the Interest; its key.
+async fn posted_order(rig: &Rig, sale: &str, client: &str, number: &str, amount: f64) -> String {
+    let order = json!({"Number": number, "Date": "2026-02-03T10:00:00", "Сделка_Key": sale, "Контрагент_Key": client,
+                       "СуммаДокумента": amount, "Валюта": "RUB"});
+    let order = rig.onec.create(ORDERS, order.as_object().unwrap()).await.unwrap();
     let order = text(&order, "Ref_Key").to_owned();
-    onec.post_document(ORDERS, &order).await.unwrap();
-    settled(rig).await;
-    (sale, order)
+    rig.onec.post_document(ORDERS, &order).await.unwrap();
+    order
+}
+
+/// 1C's receipt of one payment order spread over several orders
+/// (`РасшифровкаПлатежа`, a row per order), posted.
+async fn receipt_over_orders_in_1c(rig: &Rig, number: &str, date: &str, rows: &[(&str, f64)]) {
+    const RECEIPTS: &str = "Document_ПоступлениеБезналичныхДенежныхСредств";
+    let breakdown: Vec<Value> = rows
+        .iter()
+        .map(|(order, amount)| json!({"Заказ": order, "Заказ_Type": "StandardODATA.Document_ЗаказКлиента", "Сумма": amount}))
+        .collect();
+    let receipt = json!({
+        "ХозяйственнаяОперация": "ПоступлениеОплатыОтКлиента",
+        "НомерВходящегоДокумента": number,
+        "ДатаВходящегоДокумента": format!("{date}T00:00:00"),
+        "СуммаДокумента": rows.iter().map(|(_, amount)| amount).sum::<f64>(),
+        "Валюта": "RUB",
+        "НазначениеПлатежа": format!("Оплата по платёжному поручению № {number}"),
+        "РасшифровкаПлатежа": breakdown,
+    });
+    let created = rig.onec.create(RECEIPTS, receipt.as_object().unwrap()).await.unwrap();
+    rig.onec.post_document(RECEIPTS, text(&created, "Ref_Key")).await.unwrap();
 }
 
 async fn bank_first_then_1c(store: StoreKind) {
@@ -147,6 +181,50 @@ async fn receipt_first_then_bank(store: StoreKind) {
     let full = invoice(&rig, &invoice_id).await;
     assert_eq!(full["paid"]["amount"].as_str().map(|a| a.parse::<f64>().unwrap()), Some(150000.5), "{full}");
     rig.stop().await;
+}
+
+/// One bank payment for two orders («по счетам»): the hub splits it; 1C's
+/// receipt of the same payment order, a row per order, is the same money
+/// on both orders, not a second payment of the second one.
+async fn split_bank_payment_then_1c(store: StoreKind) {
+    let rig = Rig::start(&store).await;
+    let (sale, client) = interest(&rig).await;
+    let boiler = posted_order(&rig, &sale, &client, "ТД00-000017", 150000.5).await;
+    let pump = posted_order(&rig, &sale, &client, "ТД00-000018", 40000.0).await;
+    settled(&rig).await;
+
+    let purpose = "Оплата по счетам № ТД00-000017, ТД00-000018, НДС не облагается";
+    upload(&rig, "bank.txt", statement("512", "05.02.2026", "190000.50", purpose)).await;
+    let payment = &matched(&rig, 1).await[0];
+    let first = payment["matched"]["invoice_id"].as_str().unwrap().to_owned();
+    let further = payment["also_matched"][0]["invoice_id"].as_str().unwrap_or_else(|| panic!("{payment}")).to_owned();
+    assert_eq!(paid(&rig, &first).await.parse::<f64>().unwrap(), 150000.5);
+    assert_eq!(paid(&rig, &further).await.parse::<f64>().unwrap(), 40000.0);
+
+    receipt_over_orders_in_1c(&rig, "512", "2026-02-05", &[(&boiler, 150000.5), (&pump, 40000.0)]).await;
+    for (id, amount) in [(&first, 150000.5), (&further, 40000.0)] {
+        let linked = eventually("the receipt's row is linked to the bank payment's share", async || {
+            let invoice = invoice(&rig, id).await;
+            let parts = invoice["paid_parts"].as_array()?.clone();
+            parts.iter().any(|p| p["same_as"].as_array().is_some_and(|s| !s.is_empty())).then_some(invoice)
+        })
+        .await;
+        let paid = linked["paid"]["amount"].as_str().map(|a| a.parse::<f64>().unwrap());
+        assert_eq!(paid, Some(amount), "counted once: {linked}");
+        assert_eq!(linked["paid_parts"].as_array().unwrap().len(), 1, "{linked}");
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_split_bank_payment_and_its_1c_receipt_count_once_on_sqlite() {
+    split_bank_payment_then_1c(StoreKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_split_bank_payment_and_its_1c_receipt_count_once_on_postgres() {
+    let Some((store, _db)) = postgres("onec_split_bank_then_receipt").await else { return };
+    split_bank_payment_then_1c(store).await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 
 use super::*;
-use crate::model::{Client, Inn, Money, Party, Payment, PaymentDirection, ReviewNote};
+use crate::model::{Client, Inn, MatchMethod, Money, Party, Payment, PaymentDirection, PaymentMatch, ReviewNote};
 use crate::store::invoice_keys::{InvoiceKeys, InvoicePaid, inn_key, is_open, number_key};
 
 fn statement(digest: &str) -> NewStatement {
@@ -168,6 +168,61 @@ async fn a_manual_match_needs_its_payment_still_in_review(store: &dyn Store) {
     assert_eq!(store.get_payment(waiting.payment.id).await.unwrap(), Some(matched));
     assert!(store.payments_in_state(PaymentState::Review, 10).await.unwrap().is_empty());
     assert!(matches!(store.commit_payments(&manual).await.unwrap(), CommitOutcome::Stale(_)), "matched once");
+}
+
+fn automatic_match(invoice: Uuid, number: &str, amount: &str) -> PaymentMatch {
+    let amount: Money = amount.parse().unwrap();
+    PaymentMatch {
+        invoice_id: invoice,
+        invoice_number: number.into(),
+        deal_id: None,
+        method: MatchMethod::Automatic,
+        confidence: 90,
+        reasons: Vec::new(),
+        paid_before: Money { amount: Decimal::ZERO, currency: amount.currency.clone() },
+        paid_total: amount.clone(),
+        invoice_total: amount,
+        overpaid: None,
+        matched_by: None,
+        matched_at: now_micros(),
+    }
+}
+
+/// A payment split over three invoices is applied to each: the engine
+/// finds it by any of them (an ERP's receipt for the last one is the same
+/// money). A manual correction that drops a share drops it here too.
+async fn a_split_payment_is_found_by_each_of_its_invoices(store: &dyn Store) {
+    let [first, second, third, other] = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    let file = statement("digest-split");
+    let mut split = stored_payment(file.record.id, PaymentState::Matched, "600 RUB");
+    split.payment.invoice_id = Some(first);
+    split.matched = Some(automatic_match(first, "12", "100 RUB"));
+    split.also_matched = vec![automatic_match(second, "13", "200 RUB"), automatic_match(third, "14", "300 RUB")];
+    let single = stored_payment(file.record.id, PaymentState::Matched, "5 RUB");
+    let mut single = single;
+    single.payment.invoice_id = Some(other);
+    single.matched = Some(automatic_match(other, "15", "5 RUB"));
+    let import = PaymentCommit {
+        statement: Some(file),
+        new_payments: vec![split.clone(), single.clone()],
+        ..Default::default()
+    };
+    assert_eq!(store.commit_payments(&import).await.unwrap(), CommitOutcome::Committed);
+
+    for invoice in [first, second, third] {
+        assert_eq!(store.payments_applied_to(&[invoice]).await.unwrap(), vec![split.clone()], "by {invoice}");
+    }
+    let both = store.payments_applied_to(&[third, other, second]).await.unwrap();
+    assert_eq!(both, vec![split.clone(), single.clone()], "each once, oldest first");
+    assert!(store.payments_applied_to(&[Uuid::now_v7()]).await.unwrap().is_empty());
+
+    let mut corrected = split.clone();
+    corrected.also_matched.truncate(1);
+    let manual =
+        PaymentCommit { updated_payments: vec![(corrected.clone(), PaymentState::Matched)], ..Default::default() };
+    assert_eq!(store.commit_payments(&manual).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.payments_applied_to(&[second]).await.unwrap(), vec![corrected]);
+    assert!(store.payments_applied_to(&[third]).await.unwrap().is_empty(), "the dropped share is gone");
 }
 
 async fn only_open_invoices_are_matched_against(store: &dyn Store) {
@@ -358,6 +413,7 @@ store_suite!(
     a_stale_payment_commit_writes_nothing,
     a_manual_match_needs_its_payment_still_in_review,
     only_open_invoices_are_matched_against,
+    a_split_payment_is_found_by_each_of_its_invoices,
 );
 
 /// Invoices stored before migration 0011 get their matching columns when

@@ -15,6 +15,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::applied_payments::write_shares_pg;
 use super::doc::{from_doc, to_doc};
 use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
@@ -124,6 +125,8 @@ impl PaymentLedger for PgStore {
         if let Some(stored) = copy_payments(&mut tx, &commit.new_payments).await? {
             return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
         }
+        let new: Vec<&StoredPayment> = commit.new_payments.iter().collect();
+        write_shares_pg(&mut tx, &new, false).await?;
         let payments_at = started.elapsed();
         for (payment, expected) in &commit.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
@@ -134,6 +137,8 @@ impl PaymentLedger for PgStore {
                 )));
             }
         }
+        let updated: Vec<&StoredPayment> = commit.updated_payments.iter().map(|(p, _)| p).collect();
+        write_shares_pg(&mut tx, &updated, true).await?;
         if let Some(id) = changed_invoice(&mut tx, &commit.invoices_read).await? {
             return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
         }

@@ -12,6 +12,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::applied_payments::write_shares_sqlite;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
@@ -270,6 +271,8 @@ impl PaymentLedger for SqliteStore {
         if let Some(stored) = insert_payments(&mut tx, &commit.new_payments).await? {
             return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
         }
+        let new: Vec<&StoredPayment> = commit.new_payments.iter().collect();
+        write_shares_sqlite(&mut tx, &new, false).await?;
         let payments_at = started.elapsed();
         for (payment, expected) in &commit.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
@@ -280,6 +283,8 @@ impl PaymentLedger for SqliteStore {
                 )));
             }
         }
+        let updated: Vec<&StoredPayment> = commit.updated_payments.iter().map(|(p, _)| p).collect();
+        write_shares_sqlite(&mut tx, &updated, true).await?;
         if let Some(id) = pay_invoices(&mut tx, commit).await? {
             return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
         }
