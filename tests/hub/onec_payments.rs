@@ -183,6 +183,52 @@ async fn receipt_first_then_bank(store: StoreKind) {
     rig.stop().await;
 }
 
+/// 1C reports a receipt first; the bank payment it came from names no
+/// order, so it waits for review, and the accountant matches it by hand:
+/// counted once all the same.
+async fn receipt_first_then_bank_matched_by_hand(store: StoreKind) {
+    let rig = Rig::start(&store).await;
+    let (sale, order) = ordered_interest(&rig).await;
+    pay_order_in_1c(&rig.onec, &order, 100000.0, "512").await;
+    eventually("the hub counts the receipt", async || {
+        trace(&rig, &sale).await.contains("payment_observed").then_some(())
+    })
+    .await;
+
+    upload(&rig, "bank.txt", statement("512", "05.02.2026", "100000.00", "Оплата за котёл")).await;
+    let queue: Value =
+        rig.hub.get_with_token("/api/v1/payments?state=review", Some(ACCOUNTANT)).await.json().await.unwrap();
+    let waiting = &queue["payments"][0];
+    let payment_id = waiting["payment"]["id"].as_str().unwrap_or_else(|| panic!("in review: {queue}"));
+    let candidates = waiting["review"]["candidates"].as_array().unwrap_or_else(|| panic!("{waiting}"));
+    let invoice_id = candidates[0]["invoice_id"].as_str().unwrap().to_owned();
+
+    let url = rig.hub.url(&format!("/api/v1/payments/{payment_id}/match"));
+    let body = json!({"invoice_id": invoice_id, "by": "petrova"});
+    let response = rig.hub.client.post(url).bearer_auth(ACCOUNTANT).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let matched: Value = response.json().await.unwrap();
+    assert_eq!(matched["matched"]["method"], "manual", "{matched}");
+    assert!(matched["notes"].to_string().contains("counted once"), "{matched}");
+    assert!(!matched["notes"].to_string().contains("overpayment"), "{matched}");
+    assert_eq!(matched["matched"]["paid_total"]["amount"], matched["matched"]["paid_before"]["amount"]);
+    let after = invoice(&rig, &invoice_id).await;
+    assert_eq!(after["paid"]["amount"].as_str().map(|a| a.parse::<f64>().unwrap()), Some(100000.0), "{after}");
+    assert_eq!(rig.canonical(&sale).await.unwrap()["stage"], "payment");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_1c_receipt_and_its_bank_payment_matched_by_hand_count_once_on_sqlite() {
+    receipt_first_then_bank_matched_by_hand(StoreKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_1c_receipt_and_its_bank_payment_matched_by_hand_count_once_on_postgres() {
+    let Some((store, _db)) = postgres("onec_receipt_then_bank_by_hand").await else { return };
+    receipt_first_then_bank_matched_by_hand(store).await;
+}
+
 /// One bank payment for two orders («по счетам»): the hub splits it; 1C's
 /// receipt of the same payment order, a row per order, is the same money
 /// on both orders, not a second payment of the second one.

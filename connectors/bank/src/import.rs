@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dealbridge_core::mapping::MappingSet;
-use dealbridge_core::model::{InvoiceStatus, MatchMethod, MatchReason, Money, Payment, PaymentDirection, PaymentMatch};
+use dealbridge_core::model::{
+    Invoice, InvoiceStatus, MatchMethod, MatchReason, Money, Payment, PaymentDirection, PaymentMatch,
+};
 use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentState, StatementRecord, Store, StoreError,
@@ -423,38 +425,16 @@ impl StatementImporter {
                 });
             }
             let at = Utc::now();
-            let paid_before = invoice.paid.amount;
-            let paid_after = paid_before + amount.amount;
-            let owed = (invoice.total.amount - paid_before).max(Decimal::ZERO);
-            let overpaid = (amount.amount > owed).then(|| amount.amount - owed);
-            let application =
-                Application { payment_id, part: 0, invoice_id, amount: amount.clone(), paid_before, paid_after };
+            let (mut updated, application) = manual_match(&stored, &invoice, by, at);
             let read = OpenInvoice::of(&invoice);
             let invoices = HashMap::from([(invoice_id, &read)]);
-            let applied = apply(self.store.as_ref(), &self.runner, set, &[application], &invoices, at).await?;
-            let currency = invoice.total.currency.clone();
-            let mut updated = stored.clone();
-            updated.payment.invoice_id = Some(invoice_id);
-            updated.state = PaymentState::Matched;
-            updated.matched = Some(PaymentMatch {
-                invoice_id,
-                invoice_number: invoice.number.clone(),
-                deal_id: invoice.deal_id,
-                method: MatchMethod::Manual,
-                confidence: 100,
-                reasons: vec![MatchReason { code: "manual".into(), detail: format!("matched by {by}"), points: 0 }],
-                paid_before: Money { amount: paid_before, currency: currency.clone() },
-                paid_total: Money { amount: paid_after, currency: currency.clone() },
-                invoice_total: invoice.total.clone(),
-                overpaid: overpaid.map(|amount| Money { amount, currency }),
-                matched_by: Some(by.to_owned()),
-                matched_at: at,
-            });
-            if let Some(over) = overpaid {
-                updated.notes.push(overpayment_note(over, &invoice.number));
-            }
+            // Money 1C already reported for this invoice is counted once, by
+            // hand as in an import.
+            let mut applications = [application];
+            counted_once::settle(self.store.as_ref(), std::slice::from_mut(&mut updated), &mut applications, &invoices)
+                .await?;
+            let applied = apply(self.store.as_ref(), &self.runner, set, &applications, &invoices, at).await?;
             updated.notes.extend(applied.notes.get(&payment_id).into_iter().flatten().cloned());
-            updated.updated_at = at;
             let commit = PaymentCommit {
                 statement: None,
                 new_payments: Vec::new(),
@@ -477,6 +457,46 @@ impl StatementImporter {
         }
         Err(ManualMatchError::Busy(last_conflict))
     }
+}
+
+/// A payment waiting for review as matched by `by` to `invoice`, and its
+/// application.
+fn manual_match(
+    stored: &StoredPayment,
+    invoice: &Invoice,
+    by: &str,
+    at: DateTime<Utc>,
+) -> (StoredPayment, Application) {
+    let amount = stored.payment.amount.clone();
+    let paid_before = invoice.paid.amount;
+    let paid_after = paid_before + amount.amount;
+    let owed = (invoice.total.amount - paid_before).max(Decimal::ZERO);
+    let overpaid = (amount.amount > owed).then(|| amount.amount - owed);
+    let currency = invoice.total.currency.clone();
+    let mut updated = stored.clone();
+    updated.payment.invoice_id = Some(invoice.id);
+    updated.state = PaymentState::Matched;
+    updated.matched = Some(PaymentMatch {
+        invoice_id: invoice.id,
+        invoice_number: invoice.number.clone(),
+        deal_id: invoice.deal_id,
+        method: MatchMethod::Manual,
+        confidence: 100,
+        reasons: vec![MatchReason { code: "manual".into(), detail: format!("matched by {by}"), points: 0 }],
+        paid_before: Money { amount: paid_before, currency: currency.clone() },
+        paid_total: Money { amount: paid_after, currency: currency.clone() },
+        invoice_total: invoice.total.clone(),
+        overpaid: overpaid.map(|amount| Money { amount, currency }),
+        matched_by: Some(by.to_owned()),
+        matched_at: at,
+    });
+    if let Some(over) = overpaid {
+        updated.notes.push(overpayment_note(over, &invoice.number));
+    }
+    updated.updated_at = at;
+    let application =
+        Application { payment_id: stored.payment.id, part: 0, invoice_id: invoice.id, amount, paid_before, paid_after };
+    (updated, application)
 }
 
 /// The record of an automatic application of a payment to `invoice`;
