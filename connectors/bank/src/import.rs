@@ -22,8 +22,8 @@ use dealbridge_core::model::{
 };
 use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{
-    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentState, StatementRecord, Store, StoreError,
-    StoredPayment,
+    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentState, StatementRecord, StatementTally, Store,
+    StoreError, StoredPayment,
 };
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -273,7 +273,7 @@ impl StatementImporter {
                         total_ms = started.elapsed().as_millis() as u64,
                         "statement imported"
                     );
-                    let report = report(record, false, in_file, stored);
+                    let report = report(record, false, in_file, &StatementTally::of_payments(stored), stored);
                     drop_later((commit, statement));
                     return Ok(report);
                 }
@@ -384,11 +384,14 @@ impl StatementImporter {
         Ok((stored, applied))
     }
 
-    /// The report of a statement imported before.
+    /// The report of a statement imported before: counted from the
+    /// store's columns, with the first payments listed, so the same large
+    /// file again is answered without reading all its payments.
     async fn report_of(&self, record: StatementRecord, already: bool) -> Result<ImportReport, ImportError> {
-        let stored = self.store.payments_of_statement(record.id).await?;
+        let tally = self.store.statement_tally(record.id).await?;
+        let listed = self.store.payments_of_statement(record.id, PAYMENTS_LISTED as u32).await?;
         let in_file = record.payments_new + record.payments_known;
-        Ok(report(record, already, in_file, &stored))
+        Ok(report(record, already, in_file, &tally, &listed))
     }
 
     /// Applies a payment waiting for review to `invoice_id`, as an
@@ -594,25 +597,32 @@ fn inn_notes(payment: &Payment) -> Vec<String> {
     }
 }
 
-fn report(record: StatementRecord, already: bool, in_file: u32, stored: &[StoredPayment]) -> ImportReport {
-    let mut tally = PaymentTally { in_file, new: stored.len() as u32, ..Default::default() };
-    tally.known = in_file.saturating_sub(tally.new);
-    let mut counted: HashMap<PaymentState, u32> = HashMap::new();
-    for p in stored {
-        *counted.entry(p.state).or_default() += 1;
-        if p.matched.as_ref().is_some_and(|m| m.overpaid.is_some()) {
-            tally.overpaid += 1;
-        }
-    }
-    tally.matched = counted.get(&PaymentState::Matched).copied().unwrap_or(0);
-    tally.review = counted.get(&PaymentState::Review).copied().unwrap_or(0);
-    tally.outgoing = counted.get(&PaymentState::Outgoing).copied().unwrap_or(0);
+/// The report of a statement whose new payments stand as `tally` says;
+/// `listed` are the first of them (at most [`PAYMENTS_LISTED`] are listed).
+fn report(
+    record: StatementRecord,
+    already: bool,
+    in_file: u32,
+    tally: &StatementTally,
+    listed: &[StoredPayment],
+) -> ImportReport {
+    let count = |state| tally.by_state.get(&state).copied().unwrap_or(0) as u32;
+    let new = PaymentState::ALL.into_iter().map(count).sum();
+    let payments = PaymentTally {
+        in_file,
+        new,
+        known: in_file.saturating_sub(new),
+        matched: count(PaymentState::Matched),
+        review: count(PaymentState::Review),
+        outgoing: count(PaymentState::Outgoing),
+        overpaid: tally.overpaid as u32,
+    };
     ImportReport {
         statement_id: record.id,
         already_imported: already,
         summary: record.summary,
-        payments: tally,
-        results: stored.iter().take(PAYMENTS_LISTED).map(PaymentResult::of).collect(),
+        payments,
+        results: listed.iter().take(PAYMENTS_LISTED).map(PaymentResult::of).collect(),
     }
 }
 

@@ -57,7 +57,7 @@ pub use event::{Appended, EventState, NewRawEvent, RawEvent};
 pub use invoice_keys::{InvoiceKeys, InvoicePaid};
 pub use payments::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
-    StoredPayment,
+    StatementTally, StoredPayment,
 };
 pub use postgres::PgStore;
 pub use replicas::ReplicaRoll;

@@ -19,6 +19,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::error::corrupt;
 use super::invoice_keys::{InvoiceKeys, InvoicePaid};
 use super::{ChangeSet, StoreError};
 use crate::model::{Invoice, InvoiceKind, Money, Payment, PaymentMatch, ReviewNote};
@@ -74,6 +75,48 @@ pub struct StoredPayment {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl StoredPayment {
+    /// Whether it pays its (first) invoice beyond what that still owed:
+    /// what a statement's tally counts as overpaid.
+    pub fn overpays(&self) -> bool {
+        self.matched.as_ref().is_some_and(|m| m.overpaid.is_some())
+    }
+}
+
+/// How the payments a statement brought stand now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementTally {
+    /// How many are in each state (every state present).
+    pub by_state: BTreeMap<PaymentState, u64>,
+    /// Matched ones that pay their invoice beyond what it still owed.
+    pub overpaid: u64,
+}
+
+impl StatementTally {
+    /// Of payments in memory, as the store would count them once stored.
+    pub fn of_payments(payments: &[StoredPayment]) -> Self {
+        let mut tally = Self { by_state: PaymentState::ALL.into_iter().map(|s| (s, 0)).collect(), overpaid: 0 };
+        for p in payments {
+            *tally.by_state.entry(p.state).or_default() += 1;
+            tally.overpaid += u64::from(p.overpays());
+        }
+        tally
+    }
+
+    /// From rows of (state, how many, how many of them overpay), as the
+    /// stores' `GROUP BY state` gives them.
+    pub(super) fn of_rows(rows: impl IntoIterator<Item = (String, i64, i64)>) -> Result<Self, StoreError> {
+        let mut tally = Self { by_state: PaymentState::ALL.into_iter().map(|s| (s, 0)).collect(), overpaid: 0 };
+        let count = |n: i64| u64::try_from(n).map_err(|_| corrupt(format!("payment count {n}")));
+        for (state, n, overpaid) in rows {
+            let state = PaymentState::parse(&state).ok_or_else(|| corrupt(format!("payment state `{state}`")))?;
+            tally.by_state.insert(state, count(n)?);
+            tally.overpaid += count(overpaid)?;
+        }
+        Ok(tally)
+    }
 }
 
 /// One imported statement file.
@@ -185,8 +228,12 @@ pub trait PaymentLedger: Send + Sync {
     /// Payments in `state`, oldest first, at most `limit`.
     async fn payments_in_state(&self, state: PaymentState, limit: u32) -> Result<Vec<StoredPayment>, StoreError>;
 
-    /// Payments a statement brought first, in file order.
-    async fn payments_of_statement(&self, statement: Uuid) -> Result<Vec<StoredPayment>, StoreError>;
+    /// Payments a statement brought first, in file order, at most `limit`.
+    async fn payments_of_statement(&self, statement: Uuid, limit: u32) -> Result<Vec<StoredPayment>, StoreError>;
+
+    /// How the payments a statement brought first stand, counted from
+    /// columns (no record is read): the report of a statement imported again.
+    async fn statement_tally(&self, statement: Uuid) -> Result<StatementTally, StoreError>;
 
     /// How many payments are in each state (every state present).
     async fn payment_counts(&self) -> Result<BTreeMap<PaymentState, u64>, StoreError>;

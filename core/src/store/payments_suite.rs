@@ -94,8 +94,9 @@ async fn an_import_commits_whole_and_once(store: &dyn Store) {
     assert_eq!(store.get_payment(incoming.payment.id).await.unwrap(), Some(incoming.clone()));
     assert_eq!(store.statement_by_digest("digest-1").await.unwrap(), Some(file.record.clone()));
     assert_eq!(store.get_statement(file.record.id).await.unwrap(), Some(file.record.clone()));
-    let of_statement = store.payments_of_statement(file.record.id).await.unwrap();
+    let of_statement = store.payments_of_statement(file.record.id, 100).await.unwrap();
     assert_eq!(of_statement, vec![incoming.clone(), outgoing.clone()], "file order");
+    assert_eq!(store.payments_of_statement(file.record.id, 1).await.unwrap(), vec![incoming.clone()]);
     let counts = store.payment_counts().await.unwrap();
     assert_eq!((counts[&PaymentState::Matched], counts[&PaymentState::Outgoing]), (1, 1));
     assert_eq!(counts[&PaymentState::Review], 0, "every state is counted");
@@ -221,8 +222,51 @@ async fn a_split_payment_is_found_by_each_of_its_invoices(store: &dyn Store) {
     let manual =
         PaymentCommit { updated_payments: vec![(corrected.clone(), PaymentState::Matched)], ..Default::default() };
     assert_eq!(store.commit_payments(&manual).await.unwrap(), CommitOutcome::Committed);
-    assert_eq!(store.payments_applied_to(&[second]).await.unwrap(), vec![corrected]);
+    assert_eq!(store.payments_applied_to(&[second]).await.unwrap(), vec![corrected.clone()]);
     assert!(store.payments_applied_to(&[third]).await.unwrap().is_empty(), "the dropped share is gone");
+}
+
+/// A statement's tally counts its payments by state and overpayment as
+/// they stand, a manual match included; other statements' payments not.
+async fn a_statements_tally_counts_states_and_overpayments(store: &dyn Store) {
+    let file = statement("digest-tally");
+    let overpaying = |amount: &str| {
+        let mut p = stored_payment(file.record.id, PaymentState::Matched, amount);
+        let mut matched = automatic_match(Uuid::now_v7(), "21", "100 RUB");
+        matched.overpaid = Some("50 RUB".parse().unwrap());
+        p.matched = Some(matched);
+        p
+    };
+    let mut exact = stored_payment(file.record.id, PaymentState::Matched, "100 RUB");
+    exact.matched = Some(automatic_match(Uuid::now_v7(), "22", "100 RUB"));
+    let waiting = stored_payment(file.record.id, PaymentState::Review, "150 RUB");
+    let payments = vec![
+        overpaying("150 RUB"),
+        exact,
+        waiting.clone(),
+        stored_payment(file.record.id, PaymentState::Outgoing, "9 RUB"),
+        overpaying("170 RUB"),
+    ];
+    let import = PaymentCommit { statement: Some(file.clone()), new_payments: payments, ..Default::default() };
+    assert_eq!(store.commit_payments(&import).await.unwrap(), CommitOutcome::Committed);
+    let other = statement("digest-tally-other");
+    let elsewhere = stored_payment(other.record.id, PaymentState::Review, "1 RUB");
+    let import = PaymentCommit { statement: Some(other), new_payments: vec![elsewhere], ..Default::default() };
+    assert_eq!(store.commit_payments(&import).await.unwrap(), CommitOutcome::Committed);
+
+    let tally = store.statement_tally(file.record.id).await.unwrap();
+    let states = |t: &StatementTally| PaymentState::ALL.map(|s| t.by_state[&s]);
+    assert_eq!((states(&tally), tally.overpaid), ([3, 1, 1], 2), "matched, review, outgoing; overpaid");
+
+    let mut by_hand = overpaying("150 RUB");
+    by_hand.payment = waiting.payment.clone();
+    by_hand.review = None;
+    let manual = PaymentCommit { updated_payments: vec![(by_hand, PaymentState::Review)], ..Default::default() };
+    assert_eq!(store.commit_payments(&manual).await.unwrap(), CommitOutcome::Committed);
+    let tally = store.statement_tally(file.record.id).await.unwrap();
+    assert_eq!((states(&tally), tally.overpaid), ([4, 0, 1], 3));
+    let unknown = store.statement_tally(Uuid::now_v7()).await.unwrap();
+    assert_eq!((states(&unknown), unknown.overpaid), ([0, 0, 0], 0));
 }
 
 async fn only_open_invoices_are_matched_against(store: &dyn Store) {
@@ -414,6 +458,7 @@ store_suite!(
     a_manual_match_needs_its_payment_still_in_review,
     only_open_invoices_are_matched_against,
     a_split_payment_is_found_by_each_of_its_invoices,
+    a_statements_tally_counts_states_and_overpayments,
 );
 
 /// Invoices stored before migration 0011 get their matching columns when
@@ -518,7 +563,7 @@ mod payments_stored_as_jsonb {
 
         store.migrate().await.unwrap();
         assert_eq!(store.get_payment(payment.payment.id).await.unwrap(), Some(payment.clone()));
-        assert_eq!(store.payments_of_statement(r.id).await.unwrap(), vec![payment.clone()]);
+        assert_eq!(store.payments_of_statement(r.id, 100).await.unwrap(), vec![payment.clone()]);
         assert_eq!(store.payments_in_state(PaymentState::Review, 10).await.unwrap(), vec![payment]);
         drop(store);
         db.drop_db().await;
@@ -570,7 +615,15 @@ mod large_import_on_sqlite {
             let found = open.binary_search_by_key(&inv.id, |o| o.id).map(|at| &open[at]).unwrap();
             assert_eq!(found.paid, paid(n), "invoice {n}");
         }
-        let stored = store.payments_of_statement(file.record.id).await.unwrap();
+        let stored = store.payments_of_statement(file.record.id, PAYMENTS as u32).await.unwrap();
         assert!(stored == payments, "{} of {PAYMENTS} payments read back, in file order", stored.len());
+        let first = store.payments_of_statement(file.record.id, 1000).await.unwrap();
+        assert!(first[..] == payments[..1000], "the first 1000, in file order");
+        let tally = store.statement_tally(file.record.id).await.unwrap();
+        let in_state = |s: PaymentState| payments.iter().filter(|p| p.state == s).count() as u64;
+        for state in PaymentState::ALL {
+            assert_eq!(tally.by_state[&state], in_state(state), "{state:?}");
+        }
+        assert_eq!(tally.overpaid, payments.iter().filter(|p| p.overpays()).count() as u64);
     }
 }

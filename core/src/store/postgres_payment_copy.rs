@@ -22,7 +22,7 @@ use super::payments::StoredPayment;
 /// Columns in the order each line gives them; `seq` numbers the rows in
 /// the order sent, which is file order.
 const COPY_PAYMENTS: &str = "COPY payments (id, statement_id, direction, state, invoice_id, payment_date, doc, \
-                             updated_at) FROM STDIN";
+                             updated_at, overpaid) FROM STDIN";
 
 /// Bytes gathered before they are sent: large enough that sending is not
 /// per row, small enough not to hold a statement's records twice.
@@ -78,7 +78,7 @@ fn push_line(lines: &mut String, p: &StoredPayment) -> Result<(), StoreError> {
     lines.push('\t');
     // Microseconds, as PostgreSQL keeps them (and as sqlx binds a time).
     lines.push_str(&p.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true));
-    lines.push('\n');
+    lines.push_str(if p.overpays() { "\tt\n" } else { "\tf\n" });
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
 use super::payments::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
-    StoredPayment,
+    StatementTally, StoredPayment,
 };
 use super::postgres::{PgStore, doc_from_row, write_change_set};
 use super::postgres_invoices::{
@@ -49,6 +49,12 @@ fn statement_from_row(row: &PgRow) -> Result<StatementRecord, StoreError> {
         payments_new: count("payments_new")?,
         payments_known: count("payments_known")?,
     })
+}
+
+/// Rows of `state`, `n` (how many) and `overpaid` (how many of them).
+fn tally(rows: &[PgRow]) -> Result<StatementTally, StoreError> {
+    let rows = rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?, r.try_get("overpaid")?)));
+    StatementTally::of_rows(rows.collect::<Result<Vec<_>, StoreError>>()?)
 }
 
 async fn insert_statement(tx: &mut Transaction<'_, Postgres>, statement: &NewStatement) -> Result<bool, StoreError> {
@@ -79,7 +85,7 @@ async fn update_payment(
     expected: PaymentState,
 ) -> Result<bool, StoreError> {
     let updated = sqlx::query(
-        "UPDATE payments SET state = $1, invoice_id = $2, doc = $3, updated_at = $4
+        "UPDATE payments SET state = $1, invoice_id = $2, doc = $3, updated_at = $4, overpaid = $7
          WHERE id = $5 AND state = $6",
     )
     .bind(p.state.as_str())
@@ -88,6 +94,7 @@ async fn update_payment(
     .bind(p.updated_at)
     .bind(p.payment.id)
     .bind(expected.as_str())
+    .bind(p.overpays())
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected() == 1)
@@ -198,25 +205,31 @@ impl PaymentLedger for PgStore {
         rows.iter().map(|r| doc_from_row(r, "payment")).collect()
     }
 
-    async fn payments_of_statement(&self, statement: Uuid) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc FROM payments WHERE statement_id = $1 ORDER BY seq")
+    async fn payments_of_statement(&self, statement: Uuid, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
+        let rows = sqlx::query("SELECT doc FROM payments WHERE statement_id = $1 ORDER BY seq LIMIT $2")
             .bind(statement)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| doc_from_row(r, "payment")).collect()
     }
 
+    async fn statement_tally(&self, statement: Uuid) -> Result<StatementTally, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n, COUNT(*) FILTER (WHERE overpaid) AS overpaid
+             FROM payments WHERE statement_id = $1 GROUP BY state",
+        )
+        .bind(statement)
+        .fetch_all(&self.pool)
+        .await?;
+        tally(&rows)
+    }
+
     async fn payment_counts(&self) -> Result<BTreeMap<PaymentState, u64>, StoreError> {
-        let mut counts: BTreeMap<PaymentState, u64> = PaymentState::ALL.into_iter().map(|s| (s, 0)).collect();
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) AS n FROM payments GROUP BY state").fetch_all(&self.pool).await?;
-        for row in &rows {
-            let state: String = row.try_get("state")?;
-            let n: i64 = row.try_get("n")?;
-            let state = PaymentState::parse(&state).ok_or_else(|| corrupt(format!("payment state `{state}`")))?;
-            counts.insert(state, u64::try_from(n).map_err(|_| corrupt(format!("count {n}")))?);
-        }
-        Ok(counts)
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n, 0::bigint AS overpaid FROM payments GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(tally(&rows)?.by_state)
     }
 
     async fn open_invoices(&self) -> Result<Vec<OpenInvoice>, StoreError> {

@@ -18,7 +18,7 @@ use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
 use super::payments::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
-    StoredPayment,
+    StatementTally, StoredPayment,
 };
 use super::sqlite::{SqliteStore, doc_from_row, from_micros, micros, parse_uuid, write_change_set};
 use super::sqlite_invoices::{
@@ -32,6 +32,12 @@ const STATEMENT_COLUMNS: &str =
 
 fn id_list(ids: &[Uuid]) -> String {
     serde_json::Value::from(ids.iter().map(|id| id.to_string()).collect::<Vec<_>>()).to_string()
+}
+
+/// Rows of `state`, `n` (how many) and `overpaid` (how many of them).
+fn tally(rows: &[SqliteRow]) -> Result<StatementTally, StoreError> {
+    let rows = rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?, r.try_get("overpaid")?)));
+    StatementTally::of_rows(rows.collect::<Result<Vec<_>, StoreError>>()?)
 }
 
 fn statement_from_row(row: &SqliteRow) -> Result<StatementRecord, StoreError> {
@@ -77,15 +83,16 @@ async fn insert_statement(tx: &mut Transaction<'_, Sqlite>, statement: &NewState
 /// Rows per payment `INSERT`: a few fixed sizes, so the statements stay in
 /// sqlx's prepared-statement cache, and a large import makes a five
 /// hundredth of the round trips one row per statement would (8 binds a
-/// row: 4,000, far below SQLite's 32,766).
+/// row: 4,500, far below SQLite's 32,766).
 const PAYMENT_INSERT_ROWS: [usize; 4] = [500, 50, 5, 1];
 
 fn insert_payments_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at) VALUES ",
+        "INSERT INTO payments (id, statement_id, direction, state, invoice_id, payment_date, doc, updated_at, overpaid) \
+         VALUES ",
     );
     for i in 0..rows {
-        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?, ?)" });
+        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?, ?, ?)" });
     }
     sql.push_str(" ON CONFLICT (id) DO NOTHING");
     sql
@@ -101,6 +108,7 @@ struct PaymentRow {
     date: String,
     doc: String,
     updated: i64,
+    overpaid: bool,
 }
 
 fn payment_rows(chunk: &[StoredPayment]) -> Result<Vec<PaymentRow>, StoreError> {
@@ -116,6 +124,7 @@ fn payment_rows(chunk: &[StoredPayment]) -> Result<Vec<PaymentRow>, StoreError> 
                 date: p.payment.date.to_string(),
                 doc: to_doc("payment", p)?,
                 updated: micros(p.updated_at),
+                overpaid: p.overpays(),
             })
         })
         .collect()
@@ -161,7 +170,8 @@ async fn insert_payments<'a>(
                 .bind(row.invoice)
                 .bind(row.date)
                 .bind(row.doc)
-                .bind(row.updated);
+                .bind(row.updated)
+                .bind(row.overpaid);
         }
         let following = next_chunk(&mut rest);
         // `join` polls the insert first: it is on SQLite's thread before
@@ -194,12 +204,13 @@ async fn update_payment(
     expected: PaymentState,
 ) -> Result<bool, StoreError> {
     let updated = sqlx::query(
-        "UPDATE payments SET state = ?, invoice_id = ?, doc = ?, updated_at = ? WHERE id = ? AND state = ?",
+        "UPDATE payments SET state = ?, invoice_id = ?, doc = ?, updated_at = ?, overpaid = ? WHERE id = ? AND state = ?",
     )
     .bind(p.state.as_str())
     .bind(p.payment.invoice_id.map(|i| i.to_string()))
     .bind(to_doc("payment", p)?)
     .bind(micros(p.updated_at))
+    .bind(p.overpays())
     .bind(p.payment.id.to_string())
     .bind(expected.as_str())
     .execute(&mut **tx)
@@ -348,25 +359,30 @@ impl PaymentLedger for SqliteStore {
         rows.iter().map(|r| doc_from_row(r, "payment")).collect()
     }
 
-    async fn payments_of_statement(&self, statement: Uuid) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc FROM payments WHERE statement_id = ? ORDER BY seq")
+    async fn payments_of_statement(&self, statement: Uuid, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
+        let rows = sqlx::query("SELECT doc FROM payments WHERE statement_id = ? ORDER BY seq LIMIT ?")
             .bind(statement.to_string())
+            .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(|r| doc_from_row(r, "payment")).collect()
     }
 
+    async fn statement_tally(&self, statement: Uuid) -> Result<StatementTally, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n, SUM(overpaid) AS overpaid FROM payments WHERE statement_id = ? GROUP BY state",
+        )
+        .bind(statement.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        tally(&rows)
+    }
+
     async fn payment_counts(&self) -> Result<BTreeMap<PaymentState, u64>, StoreError> {
-        let mut counts: BTreeMap<PaymentState, u64> = PaymentState::ALL.into_iter().map(|s| (s, 0)).collect();
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) AS n FROM payments GROUP BY state").fetch_all(&self.reader).await?;
-        for row in &rows {
-            let state: String = row.try_get("state")?;
-            let n: i64 = row.try_get("n")?;
-            let state = PaymentState::parse(&state).ok_or_else(|| corrupt(format!("payment state `{state}`")))?;
-            counts.insert(state, u64::try_from(n).map_err(|_| corrupt(format!("count {n}")))?);
-        }
-        Ok(counts)
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n, 0 AS overpaid FROM payments GROUP BY state")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(tally(&rows)?.by_state)
     }
 
     async fn open_invoices(&self) -> Result<Vec<OpenInvoice>, StoreError> {
