@@ -386,7 +386,7 @@ impl Stats {
         let dirty = world.take_dirty();
         self.events += 1;
         for change in &effects.changes {
-            match change {
+            match &**change {
                 Change::StageEntered { .. } => self.stage_changes += 1,
                 Change::FieldChanged { .. } => self.field_changes += 1,
                 Change::DealCreated { .. } => {}

@@ -390,7 +390,7 @@ fn step_text(step: &TraceStep) -> String {
     let text = match &step.kind {
         TraceKind::Change { binding, change } => {
             let via = binding.as_ref().map(|b| format!(" [binding {b}]")).unwrap_or_default();
-            format!("change{via}: {}", serde_json::to_string(change).unwrap_or_default())
+            format!("change{via}: {}", serde_json::to_string(&**change).unwrap_or_default())
         }
         TraceKind::Action { flow, action, detail } if flow.is_empty() => format!("{action}: {detail}"),
         TraceKind::Action { flow, action, detail } => format!("flow `{flow}` → {action}: {detail}"),

@@ -102,7 +102,7 @@ pub async fn replay(
                 for (canonical, cause) in &events {
                     match runner.process(&engine, &mut world, canonical, cause).await {
                         Ok(effects) => {
-                            after.extend(effects.changes.iter().map(change_line));
+                            after.extend(effects.changes.iter().map(|change| change_line(change)));
                             after.extend(effects.commands.iter().map(command_line));
                             after.extend(effects.problems.iter().map(|p| format!("problem: {p}")));
                         }
@@ -163,7 +163,7 @@ async fn rewind(store: &dyn Store, world: &mut World, since: DateTime<Utc>) -> R
         for step in steps.iter().rev() {
             let TraceKind::Change { change, .. } = &step.kind else { continue };
             let Some(record) = world.deals.get_mut(&deal) else { continue };
-            match change {
+            match &**change {
                 Change::DealCreated { .. } => {
                     created.insert(deal);
                 }

@@ -414,7 +414,7 @@ impl<'e> Run<'e, '_> {
         };
         *self.world.loads.entry(task.assignee.clone()).or_insert(0) += 1;
         let action = if kind == TaskKind::Approval { "require_approval" } else { "create_task" };
-        self.action_trace(step, deal, action, format!("{} → {}", task.title, task.assignee));
+        self.action_trace(step, deal, action, [task.title.as_str(), " → ", &task.assignee].concat());
         let origin = self.origin(step);
         let (deal_record, ids) = (&self.world.deals[&deal], &mut self.ids);
         let commands = outbound::create_task(self.engine.outbound, &origin, deal_record, &task, || ids.next_id());
@@ -513,8 +513,9 @@ impl<'e> Run<'e, '_> {
         text: &str,
         depth: u32,
     ) {
-        let kind =
-            TraceKind::Action { flow: flow.into(), action: "notify".into(), detail: format!("{person}: {text}") };
+        // `concat` writes what `format!("{person}: {text}")` would, without `fmt`.
+        let detail = [person, ": ", text].concat();
+        let kind = TraceKind::Action { flow: flow.into(), action: "notify".into(), detail };
         self.trace(deal, depth, kind);
         self.effects.notifications.push(Notification {
             deal,

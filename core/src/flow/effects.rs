@@ -4,6 +4,7 @@
 //! as the state, so the trail never disagrees with what happened.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -158,9 +159,14 @@ pub enum TraceKind {
     /// The event changed canonical state; `binding` maps it when it came
     /// from a source record.
     Change {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        binding: Option<String>,
-        change: Change,
+        /// The binding's name, one copy shared by the steps of an event;
+        /// stored as a plain string.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "shared_text")]
+        binding: Option<Arc<str>>,
+        /// The same change as in `Effects::changes`, shared: the trail
+        /// does not pay for a second copy of its texts and values.
+        #[serde(with = "shared_change")]
+        change: Arc<Change>,
     },
     /// A flow ran an action.
     Action { flow: String, action: String, detail: String },
@@ -185,10 +191,45 @@ pub enum Problem {
     Condition { flow: String, message: String },
 }
 
+/// A shared change (de)serializes as the change itself, whatever serde
+/// features the build has: the stored trail's JSON does not depend on
+/// how the engine holds it.
+mod shared_change {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Change;
+
+    pub fn serialize<S: Serializer>(change: &Arc<Change>, serializer: S) -> Result<S::Ok, S::Error> {
+        Change::serialize(change, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<Change>, D::Error> {
+        Change::deserialize(deserializer).map(Arc::new)
+    }
+}
+
+/// A shared optional text (de)serializes as the text itself.
+mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Option<Arc<str>>, serializer: S) -> Result<S::Ok, S::Error> {
+        text.as_deref().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(deserializer)?.map(Arc::from))
+    }
+}
+
 /// Everything one engine run produced, in the order it happened.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effects {
-    pub changes: Vec<Change>,
+    /// Shared with the trail's `TraceKind::Change` steps.
+    pub changes: Vec<Arc<Change>>,
     pub commands: Vec<Command>,
     pub notifications: Vec<Notification>,
     pub trace: Vec<TraceStep>,
@@ -200,5 +241,52 @@ impl Effects {
     /// write, a duplicate, a field the mapping does not use).
     pub fn is_noop(&self) -> bool {
         self.changes.is_empty() && self.commands.is_empty() && self.notifications.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trail's JSON is stored: sharing a change and the binding's name
+    /// must not change a byte of it.
+    #[test]
+    fn a_change_step_keeps_its_stored_json() {
+        let deal = Uuid::from_u128(1);
+        let at = DateTime::parse_from_rfc3339("2025-03-04T08:00:00Z").unwrap().with_timezone(&Utc);
+        let change = Change::FieldChanged {
+            deal,
+            field: "custom.region".into(),
+            from: serde_json::Value::Null,
+            to: "MSK".into(),
+        };
+        let step = |binding: Option<&str>| TraceStep {
+            deal,
+            at,
+            cause_event: Uuid::from_u128(2),
+            depth: 0,
+            kind: TraceKind::Change { binding: binding.map(Arc::from), change: Arc::new(change.clone()) },
+        };
+        let with = serde_json::json!({
+            "deal": "00000000-0000-0000-0000-000000000001",
+            "at": "2025-03-04T08:00:00Z",
+            "cause_event": "00000000-0000-0000-0000-000000000002",
+            "depth": 0,
+            "step": "change",
+            "binding": "b24-deals",
+            "change": {
+                "type": "field_changed",
+                "deal": "00000000-0000-0000-0000-000000000001",
+                "field": "custom.region",
+                "from": null,
+                "to": "MSK"
+            }
+        });
+        let mut without = with.clone();
+        without.as_object_mut().unwrap().remove("binding");
+        for (step, json) in [(step(Some("b24-deals")), with), (step(None), without)] {
+            assert_eq!(serde_json::to_value(&step).unwrap(), json);
+            assert_eq!(serde_json::from_value::<TraceStep>(json).unwrap(), step);
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! replay meaningful and retries after a crash harmless. Nothing here does
 //! I/O or reads the wall clock.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -84,6 +86,7 @@ impl<'a> Engine<'a> {
             queue: ChangeQueue::default(),
             occurrences: Vec::new(),
             event_scope: super::actions::EventScope::of(event),
+            binding: None,
         };
         run.apply_event(event)?;
         run.drain()?;
@@ -107,6 +110,8 @@ pub(crate) struct Run<'e, 'w> {
     /// less than a map keyed by a copy of the flow's name.
     pub occurrences: Vec<(&'e str, usize, u32)>,
     pub event_scope: super::actions::EventScope,
+    /// `cause.binding` as the trail shares it, made at the first change.
+    pub binding: Option<Arc<str>>,
 }
 
 /// The changes of a run whose flows have not run yet, first in first out.
@@ -254,20 +259,31 @@ impl<'e> Run<'e, '_> {
     /// Runs the queued changes' flows until nothing is left.
     fn drain(&mut self) -> Result<(), EngineError> {
         while let Some((position, depth)) = self.queue.pop() {
-            if let Change::StageEntered { deal, from, to, reverted: false, .. } = &self.effects.changes[position] {
-                self.stage_entered(*deal, from.clone(), to.clone(), depth)?;
+            // A share of the change, so the flows can record more changes
+            // while its stages are borrowed.
+            let change = Arc::clone(&self.effects.changes[position]);
+            if let Change::StageEntered { deal, from, to, reverted: false, .. } = &*change {
+                self.stage_entered(*deal, from.as_ref(), to, depth)?;
             }
         }
         Ok(())
     }
 
-    /// Records a change: into the effects and the trail, and onto the queue
-    /// so its flows run.
+    /// Records a change: into the effects and the trail (one copy, shared
+    /// by both), and onto the queue so its flows run.
     pub(crate) fn changed(&mut self, change: Change, depth: u32) {
-        let binding = if depth == 0 { self.cause.binding.clone() } else { None };
-        self.trace(change.deal(), depth, TraceKind::Change { binding, change: change.clone() });
+        let binding = if depth == 0 { self.binding() } else { None };
+        let change = Arc::new(change);
+        self.trace(change.deal(), depth, TraceKind::Change { binding, change: Arc::clone(&change) });
         self.queue.push(self.effects.changes.len(), depth);
         self.effects.changes.push(change);
+    }
+
+    /// The cause's binding name, made shareable once per run: every change
+    /// the event itself makes names it.
+    fn binding(&mut self) -> Option<Arc<str>> {
+        let name = self.cause.binding.as_deref()?;
+        Some(Arc::clone(self.binding.get_or_insert_with(|| Arc::from(name))))
     }
 
     pub(crate) fn trace(&mut self, deal: Uuid, depth: u32, kind: TraceKind) {
@@ -285,20 +301,18 @@ impl<'e> Run<'e, '_> {
     fn stage_entered(
         &mut self,
         deal: Uuid,
-        from: Option<(String, String)>,
-        to: (String, String),
+        from: Option<&(String, String)>,
+        to: &(String, String),
         depth: u32,
     ) -> Result<(), EngineError> {
-        if self.refused_by_hold(deal, from.as_ref(), &to, depth)?
-            || self.refused_by_guard(deal, from.as_ref(), &to, depth)?
-        {
+        if self.refused_by_hold(deal, from, to, depth)? || self.refused_by_guard(deal, from, to, depth)? {
             return Ok(());
         }
-        if let Some((pipeline, stage)) = &from {
+        if let Some((pipeline, stage)) = from {
             let leaves = |t: &Trigger| matches!(t, Trigger::DealLeaves { pipeline: p, stage: s } if p == pipeline && s.as_ref().is_none_or(|s| s == stage));
             self.fire(&leaves, deal, depth)?;
         }
-        let (pipeline, stage) = &to;
+        let (pipeline, stage) = to;
         let enters = |t: &Trigger| matches!(t, Trigger::DealEnters { pipeline: p, stage: s } if p == pipeline && s.as_ref().is_none_or(|s| s == stage));
         self.fire(&enters, deal, depth)?;
         let child_enters = |t: &Trigger| matches!(t, Trigger::ChildEnters { pipeline: p, stage: s } if p == pipeline && s.as_ref().is_none_or(|s| s == stage));

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::deal_fields;
 use super::effects::{Change, Problem};
 use super::engine::{EngineError, Run};
-use crate::model::{Deal, DealObservation, ExternalRef, Inn, Money};
+use crate::model::{CustomFields, Deal, DealObservation, ExternalRef, Inn, Money};
 
 impl Run<'_, '_> {
     pub(crate) fn observe(&mut self, source: &ExternalRef, observed: &DealObservation) -> Result<(), EngineError> {
@@ -32,9 +32,7 @@ impl Run<'_, '_> {
             );
         }
         observed_fields(observed, |field, value| self.observe_field(deal, field, value));
-        for (name, to) in changed_custom_fields(&self.world.deals[&deal].custom_fields, &observed.custom_fields) {
-            self.custom_field_changed(deal, name, to);
-        }
+        self.observe_custom_fields(deal, &observed.custom_fields);
         self.observe_stage(deal, source, observed);
         Ok(())
     }
@@ -119,25 +117,54 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Writes a custom field the walk over both maps found different:
-    /// what `observe_field` does for it, without comparing again. `from`
-    /// is the value the new one replaces (`Null` when absent, which is
-    /// also what `deal_fields::read` gives): it is moved out of the deal,
-    /// not copied, and a held name is not copied again to insert it.
-    fn custom_field_changed(&mut self, deal: Uuid, name: &str, to: &serde_json::Value) {
+    /// Writes the observed custom fields whose value differs from the held
+    /// one (a field the deal does not have holds `null`) and records each
+    /// as a change, in name order. Both maps are sorted by name, so one
+    /// walk pairs them, and a changed value is replaced where the walk
+    /// found it, the old one moved out as the change's `from`, instead of
+    /// being searched for again. A field that comes or goes is inserted or
+    /// removed after the walk.
+    fn observe_custom_fields(&mut self, deal: Uuid, observed: &CustomFields) {
+        let held = &mut self.world.deals.get_mut(&deal).expect("exists").custom_fields;
+        let mut changed: Vec<(&str, CustomSlot, &serde_json::Value)> = Vec::new();
+        let mut walk = held.iter_mut().peekable();
+        for (name, to) in observed {
+            let current = loop {
+                match walk.peek().map(|(h, _)| h.as_str().cmp(name)) {
+                    Some(std::cmp::Ordering::Less) => {
+                        walk.next();
+                    }
+                    Some(std::cmp::Ordering::Equal) => break walk.next().map(|(_, v)| v),
+                    _ => break None,
+                }
+            };
+            match current {
+                Some(value) if value == to => {}
+                Some(_) if to.is_null() => changed.push((name, CustomSlot::Remove, to)),
+                Some(value) => changed.push((name, CustomSlot::Replaced(std::mem::replace(value, to.clone())), to)),
+                None if to.is_null() => {}
+                None => changed.push((name, CustomSlot::Insert, to)),
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
         let target = self.world.deal_mut(deal).expect("exists");
-        let held = &mut target.custom_fields;
-        let from = if to.is_null() {
-            held.remove(name).unwrap_or_default()
-        } else if let Some(value) = held.get_mut(name) {
-            std::mem::replace(value, to.clone())
-        } else {
-            held.insert(name.to_owned(), to.clone());
-            serde_json::Value::Null
-        };
         target.updated_at = self.cause.at;
-        let field = ["custom.", name].concat();
-        self.changed(Change::FieldChanged { deal, field, from, to: to.clone() }, 0);
+        for (name, slot, to) in changed {
+            let from = match slot {
+                CustomSlot::Replaced(from) => Some(from),
+                CustomSlot::Remove => self.world.deals.get_mut(&deal).and_then(|d| d.custom_fields.remove(name)),
+                CustomSlot::Insert => {
+                    let held = &mut self.world.deals.get_mut(&deal).expect("exists").custom_fields;
+                    held.insert(name.to_owned(), to.clone());
+                    None
+                }
+            };
+            let from = from.unwrap_or_default();
+            let field = ["custom.", name].concat();
+            self.changed(Change::FieldChanged { deal, field, from, to: to.clone() }, 0);
+        }
     }
 
     fn observe_stage(&mut self, deal: Uuid, source: &ExternalRef, observed: &DealObservation) {
@@ -167,18 +194,34 @@ fn actor(source: &ExternalRef, observed: &DealObservation) -> String {
 }
 
 /// A fixed canonical field an observation carries (custom fields take
-/// `custom_field_changed`).
+/// `custom_field_changed`). A variant each, not its path: matching on a
+/// path compared texts for every field of every event.
 #[derive(Debug, Clone, Copy)]
 enum ObservedField {
-    /// `title`, `amount`, `client.inn`, …
-    Fixed(&'static str),
+    Title,
+    Amount,
+    Responsible,
+    ClientName,
+    ClientInn,
+    ClientKpp,
+    ClientEmails,
+    ClientPhones,
 }
 
 impl ObservedField {
-    fn path(&self) -> String {
+    /// The field's path, as `deal_fields` and the changes name it.
+    fn path(self) -> String {
         match self {
-            ObservedField::Fixed(path) => (*path).to_owned(),
+            ObservedField::Title => "title",
+            ObservedField::Amount => "amount",
+            ObservedField::Responsible => "responsible",
+            ObservedField::ClientName => "client.name",
+            ObservedField::ClientInn => "client.inn",
+            ObservedField::ClientKpp => "client.kpp",
+            ObservedField::ClientEmails => "client.emails",
+            ObservedField::ClientPhones => "client.phones",
         }
+        .to_owned()
     }
 }
 
@@ -208,14 +251,14 @@ impl ObservedValue<'_> {
             deal.client.get_or_insert_with(Default::default)
         }
         match (field, *self) {
-            (ObservedField::Fixed("title"), ObservedValue::Text(t)) => deal.title = t.to_owned(),
-            (ObservedField::Fixed("responsible"), ObservedValue::Text(t)) => deal.responsible = Some(t.to_owned()),
-            (ObservedField::Fixed("amount"), ObservedValue::Money(m)) => deal.amount = Some(m.clone()),
-            (ObservedField::Fixed("client.name"), ObservedValue::Text(t)) => client(deal).name = t.to_owned(),
-            (ObservedField::Fixed("client.inn"), ObservedValue::Text(t)) => client(deal).inn = Some(Inn::new(t)),
-            (ObservedField::Fixed("client.kpp"), ObservedValue::Text(t)) => client(deal).kpp = Some(t.to_owned()),
-            (ObservedField::Fixed("client.emails"), ObservedValue::List(l)) => client(deal).emails = l.to_vec(),
-            (ObservedField::Fixed("client.phones"), ObservedValue::List(l)) => client(deal).phones = l.to_vec(),
+            (ObservedField::Title, ObservedValue::Text(t)) => deal.title = t.to_owned(),
+            (ObservedField::Responsible, ObservedValue::Text(t)) => deal.responsible = Some(t.to_owned()),
+            (ObservedField::Amount, ObservedValue::Money(m)) => deal.amount = Some(m.clone()),
+            (ObservedField::ClientName, ObservedValue::Text(t)) => client(deal).name = t.to_owned(),
+            (ObservedField::ClientInn, ObservedValue::Text(t)) => client(deal).inn = Some(Inn::new(t)),
+            (ObservedField::ClientKpp, ObservedValue::Text(t)) => client(deal).kpp = Some(t.to_owned()),
+            (ObservedField::ClientEmails, ObservedValue::List(l)) => client(deal).emails = l.to_vec(),
+            (ObservedField::ClientPhones, ObservedValue::List(l)) => client(deal).phones = l.to_vec(),
             _ => return false,
         }
         true
@@ -226,20 +269,18 @@ impl ObservedValue<'_> {
     fn is_held_by(&self, deal: &Deal, field: &ObservedField) -> bool {
         let client = deal.client.as_ref();
         match (field, *self) {
-            (ObservedField::Fixed("title"), ObservedValue::Text(t)) => deal.title == t,
-            (ObservedField::Fixed("responsible"), ObservedValue::Text(t)) => deal.responsible.as_deref() == Some(t),
-            (ObservedField::Fixed("client.name"), ObservedValue::Text(t)) => client.is_some_and(|c| c.name == t),
-            (ObservedField::Fixed("client.inn"), ObservedValue::Text(t)) => {
+            (ObservedField::Title, ObservedValue::Text(t)) => deal.title == t,
+            (ObservedField::Responsible, ObservedValue::Text(t)) => deal.responsible.as_deref() == Some(t),
+            (ObservedField::ClientName, ObservedValue::Text(t)) => client.is_some_and(|c| c.name == t),
+            (ObservedField::ClientInn, ObservedValue::Text(t)) => {
                 client.and_then(|c| c.inn.as_ref()).is_some_and(|i| i.as_str() == t)
             }
-            (ObservedField::Fixed("client.kpp"), ObservedValue::Text(t)) => {
-                client.and_then(|c| c.kpp.as_deref()) == Some(t)
-            }
-            (ObservedField::Fixed("client.emails"), ObservedValue::List(l)) => client.is_some_and(|c| c.emails == l),
-            (ObservedField::Fixed("client.phones"), ObservedValue::List(l)) => client.is_some_and(|c| c.phones == l),
+            (ObservedField::ClientKpp, ObservedValue::Text(t)) => client.and_then(|c| c.kpp.as_deref()) == Some(t),
+            (ObservedField::ClientEmails, ObservedValue::List(l)) => client.is_some_and(|c| c.emails == l),
+            (ObservedField::ClientPhones, ObservedValue::List(l)) => client.is_some_and(|c| c.phones == l),
             // The same bits give the same decimal text (`1.50` ≠ `1.5` in
             // JSON although they are equal numbers).
-            (ObservedField::Fixed("amount"), ObservedValue::Money(m)) => deal
+            (ObservedField::Amount, ObservedValue::Money(m)) => deal
                 .amount
                 .as_ref()
                 .is_some_and(|held| held.currency == m.currency && held.amount.serialize() == m.amount.serialize()),
@@ -251,59 +292,41 @@ impl ObservedValue<'_> {
 /// The fields an observation carries, in a fixed order; fields the mapping
 /// did not produce are absent and stay as they are.
 fn observed_fields<'o>(observed: &'o DealObservation, mut each: impl FnMut(ObservedField, ObservedValue<'o>)) {
-    use ObservedField::Fixed;
     if let Some(title) = &observed.title {
-        each(Fixed("title"), ObservedValue::Text(title));
+        each(ObservedField::Title, ObservedValue::Text(title));
     }
     if let Some(amount) = &observed.amount {
-        each(Fixed("amount"), ObservedValue::Money(amount));
+        each(ObservedField::Amount, ObservedValue::Money(amount));
     }
     if let Some(responsible) = &observed.responsible {
-        each(Fixed("responsible"), ObservedValue::Text(responsible));
+        each(ObservedField::Responsible, ObservedValue::Text(responsible));
     }
     if let Some(client) = &observed.client {
         // Each binding fills only some client fields: merge, never wipe.
         if !client.name.is_empty() {
-            each(Fixed("client.name"), ObservedValue::Text(&client.name));
+            each(ObservedField::ClientName, ObservedValue::Text(&client.name));
         }
         if let Some(inn) = &client.inn {
-            each(Fixed("client.inn"), ObservedValue::Text(inn.as_str()));
+            each(ObservedField::ClientInn, ObservedValue::Text(inn.as_str()));
         }
         if let Some(kpp) = &client.kpp {
-            each(Fixed("client.kpp"), ObservedValue::Text(kpp));
+            each(ObservedField::ClientKpp, ObservedValue::Text(kpp));
         }
         if !client.emails.is_empty() {
-            each(Fixed("client.emails"), ObservedValue::List(&client.emails));
+            each(ObservedField::ClientEmails, ObservedValue::List(&client.emails));
         }
         if !client.phones.is_empty() {
-            each(Fixed("client.phones"), ObservedValue::List(&client.phones));
+            each(ObservedField::ClientPhones, ObservedValue::List(&client.phones));
         }
     }
 }
 
-/// The observed custom fields whose value differs from the held one (a
-/// field the deal does not have holds `null`), with the observed value.
-/// Both maps are sorted by name, so one walk pairs them instead of a
-/// search per field.
-fn changed_custom_fields<'o>(
-    held: &crate::model::CustomFields,
-    observed: &'o crate::model::CustomFields,
-) -> Vec<(&'o str, &'o serde_json::Value)> {
-    let mut changed = Vec::new();
-    let mut held = held.iter().peekable();
-    for (name, value) in observed {
-        let current = loop {
-            match held.peek().map(|(h, v)| (h.as_str().cmp(name), *v)) {
-                Some((std::cmp::Ordering::Less, _)) => {
-                    held.next();
-                }
-                Some((std::cmp::Ordering::Equal, v)) => break v,
-                _ => break &serde_json::Value::Null,
-            }
-        };
-        if current != value {
-            changed.push((name.as_str(), value));
-        }
-    }
-    changed
+/// What the walk over a deal's custom fields did to a changed one.
+enum CustomSlot {
+    /// Replaced in place: the value it had.
+    Replaced(serde_json::Value),
+    /// Held, observed as `null`: to be removed.
+    Remove,
+    /// Not held: to be inserted.
+    Insert,
 }

@@ -1,6 +1,7 @@
 //! Mapping one source record into canonical events, through the compiled
 //! bindings of a set.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
@@ -383,12 +384,16 @@ impl CompiledBinding {
         ctx: &MappingContext<'_>,
         observed: &mut DealObservation,
     ) -> Result<(), MappingError> {
-        let Some(system_stage) =
-            path.get_in(record.value, &record.top).and_then(|v| FieldValue::from_json(v).ok().flatten())
-        else {
-            return Ok(());
+        let Some(raw) = path.get_in(record.value, &record.top) else { return Ok(()) };
+        // Text, the usual case, is looked up where it lies; blank text and
+        // other values take `FieldValue`'s rules.
+        let system_stage = match raw {
+            serde_json::Value::String(text) if !convert::is_blank_text(text) => Cow::Borrowed(text.as_str()),
+            other => match FieldValue::from_json(other).ok().flatten() {
+                Some(value) => Cow::Owned(value.into_text()),
+                None => return Ok(()),
+            },
         };
-        let system_stage = system_stage.as_text();
         let map = ctx.stage_maps.get(map_name);
         let canonical =
             map.and_then(|m| m.inbound.get(system_stage.as_ref())).ok_or_else(|| MappingError::UnknownStage {
@@ -411,29 +416,30 @@ impl CompiledBinding {
         custom: &mut Vec<(String, serde_json::Value)>,
     ) -> Result<(), MappingError> {
         let list = field.value.from.as_ref().is_some_and(SourcePath::is_list);
-        // A single value, the usual case, is not put in a list of one; a
-        // single person is translated as it is read.
+        if !list {
+            // A single value, the usual case, goes straight to its field,
+            // not through a list of one; a single person is translated as
+            // it is read.
+            let value = if field.person {
+                self.single_person(field, record, ctx)?
+            } else {
+                self.single(&field.value, &field.name, record, ctx)?
+            };
+            return match value {
+                Some(value) => self.put_value(field, value, record, ctx, observed, custom),
+                None => self.missing(field),
+            };
+        }
         // A list of texts (e-mails, phones) is gathered as text at once,
         // not as values that are then copied into a list of texts.
         let texts = !field.person && matches!(field.target, BindingTarget::ClientEmails | BindingTarget::ClientPhones);
-        let found = if list && texts {
+        let found = if texts {
             Found::Texts(self.list(&field.value, &field.name, record, ctx, FieldValue::into_text)?)
-        } else if list {
-            Found::Many(self.list(&field.value, &field.name, record, ctx, |value| value)?)
-        } else if field.person {
-            self.single_person(field, record, ctx)?.map_or(Found::Many(Vec::new()), Found::One)
         } else {
-            self.single(&field.value, &field.name, record, ctx)?.map_or(Found::Many(Vec::new()), Found::One)
+            Found::Many(self.list(&field.value, &field.name, record, ctx, |value| value)?)
         };
         if found.is_empty() {
-            if field.required {
-                return Err(MappingError::Required {
-                    binding: self.name.clone(),
-                    field: field.name.clone(),
-                    path: path_text(&field.value),
-                });
-            }
-            return Ok(());
+            return self.missing(field);
         }
         let found = match found {
             Found::Many(values) if field.person => {
@@ -442,33 +448,59 @@ impl CompiledBinding {
             other => other,
         };
         // The values are moved into the observation: no text is copied.
-        fn client(observed: &mut DealObservation) -> &mut Client {
-            observed.client.get_or_insert_with(Client::default)
-        }
         match &field.target {
-            BindingTarget::Title => observed.title = Some(found.first().into_text()),
-            BindingTarget::Amount => observed.amount = Some(self.money(field, found.first(), record, ctx)?),
-            BindingTarget::ClientName => client(observed).name = found.first().into_text(),
-            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&found.first().as_text())),
-            BindingTarget::ClientKpp => client(observed).kpp = Some(found.first().into_text()),
             BindingTarget::ClientEmails => client(observed).emails = found.texts(),
             BindingTarget::ClientPhones => client(observed).phones = found.texts(),
-            BindingTarget::Responsible => observed.responsible = Some(found.first().into_text()),
-            BindingTarget::Actor => observed.actor = Some(found.first().into_text()),
+            BindingTarget::Custom(name) => {
+                let json = serde_json::Value::Array(found.into_vec().into_iter().map(FieldValue::into_json).collect());
+                custom.push((name.clone(), json));
+            }
+            // A field of one value takes the list's first.
+            _ => self.put_value(field, found.first(), record, ctx, observed, custom)?,
+        }
+        Ok(())
+    }
+
+    /// A field's value is missing: an error when it is required.
+    fn missing(&self, field: &CompiledField) -> Result<(), MappingError> {
+        if field.required {
+            return Err(MappingError::Required {
+                binding: self.name.clone(),
+                field: field.name.clone(),
+                path: path_text(&field.value),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts one value into its field of the observation (moved: no text
+    /// is copied).
+    fn put_value(
+        &self,
+        field: &CompiledField,
+        value: FieldValue,
+        record: &Record<'_>,
+        ctx: &MappingContext<'_>,
+        observed: &mut DealObservation,
+        custom: &mut Vec<(String, serde_json::Value)>,
+    ) -> Result<(), MappingError> {
+        match &field.target {
+            BindingTarget::Title => observed.title = Some(value.into_text()),
+            BindingTarget::Amount => observed.amount = Some(self.money(field, value, record, ctx)?),
+            BindingTarget::ClientName => client(observed).name = value.into_text(),
+            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&value.as_text())),
+            BindingTarget::ClientKpp => client(observed).kpp = Some(value.into_text()),
+            BindingTarget::ClientEmails => client(observed).emails = vec![value.into_text()],
+            BindingTarget::ClientPhones => client(observed).phones = vec![value.into_text()],
+            BindingTarget::Responsible => observed.responsible = Some(value.into_text()),
+            BindingTarget::Actor => observed.actor = Some(value.into_text()),
             // Validation keeps document fields out of deal bindings.
             BindingTarget::Number
             | BindingTarget::Date
             | BindingTarget::Total
             | BindingTarget::Paid
             | BindingTarget::Shipped => {}
-            BindingTarget::Custom(name) => {
-                let json = if list {
-                    serde_json::Value::Array(found.into_vec().into_iter().map(FieldValue::into_json).collect())
-                } else {
-                    found.first().into_json()
-                };
-                custom.push((name.clone(), json));
-            }
+            BindingTarget::Custom(name) => custom.push((name.clone(), value.into_json())),
         }
         Ok(())
     }
@@ -495,7 +527,7 @@ impl CompiledBinding {
             let path = field.currency.as_ref().map(path_text).unwrap_or_default();
             return Err(MappingError::Required { binding: self.name.clone(), field: currency_name.clone(), path });
         };
-        Money::new(amount, &currency.as_text()).map_err(|e| {
+        Money::with_code(amount, currency.into_text()).map_err(|e| {
             let source = field.currency.as_ref().unwrap_or(&field.value);
             self.field_error(currency_name, source, e.to_string())
         })
@@ -670,10 +702,13 @@ impl CompiledBinding {
     }
 }
 
-/// The values a field map found: one, or a list (possibly empty), or a
-/// list already made text.
+/// The observation's client, made when the first client field is mapped.
+fn client(observed: &mut DealObservation) -> &mut Client {
+    observed.client.get_or_insert_with(Client::default)
+}
+
+/// The values a list field map found, possibly none, or already made text.
 enum Found {
-    One(FieldValue),
     Many(Vec<FieldValue>),
     Texts(Vec<String>),
 }
@@ -681,7 +716,6 @@ enum Found {
 impl Found {
     fn is_empty(&self) -> bool {
         match self {
-            Found::One(_) => false,
             Found::Many(values) => values.is_empty(),
             Found::Texts(texts) => texts.is_empty(),
         }
@@ -690,7 +724,6 @@ impl Found {
     /// The first value (the caller checked there is one).
     fn first(self) -> FieldValue {
         match self {
-            Found::One(value) => value,
             Found::Many(values) => values.into_iter().next().expect("not empty"),
             Found::Texts(texts) => FieldValue::Text(texts.into_iter().next().expect("not empty")),
         }
@@ -698,7 +731,6 @@ impl Found {
 
     fn into_vec(self) -> Vec<FieldValue> {
         match self {
-            Found::One(value) => vec![value],
             Found::Many(values) => values,
             Found::Texts(texts) => texts.into_iter().map(FieldValue::Text).collect(),
         }

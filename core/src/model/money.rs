@@ -36,6 +36,15 @@ impl Money {
         Ok(Self { amount, currency: code })
     }
 
+    /// `new` for a code the caller owns: a code already in its normal
+    /// form (three upper-case ASCII letters) is kept as it is, not copied.
+    pub fn with_code(amount: Decimal, currency: String) -> Result<Self, MoneyError> {
+        if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Ok(Self { amount, currency });
+        }
+        Self::new(amount, &currency)
+    }
+
     /// Zero in the given currency.
     pub fn zero(currency: &str) -> Result<Self, MoneyError> {
         Self::new(Decimal::ZERO, currency)
@@ -149,6 +158,14 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"amount":"1250.10","currency":"RUB"}"#);
         assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn an_owned_code_gives_what_new_gives() {
+        for code in ["RUB", "rub", " Rub ", "RU", "RUBL", "R1B", "ЕВР", "", "\u{a0}USD"] {
+            let amount = Decimal::new(12345, 2);
+            assert_eq!(Money::with_code(amount, code.to_owned()), Money::new(amount, code), "{code:?}");
+        }
     }
 
     #[test]
