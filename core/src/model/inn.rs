@@ -55,6 +55,17 @@ impl Inn {
         if Self::is_valid(s) { Ok(()) } else { Err(InnError::CheckDigits(s.clone())) }
     }
 
+    /// An organisation's INN: its first nine digits with the check digit
+    /// they call for; `None` unless `body` is nine ASCII digits. For demo
+    /// and test data that must pass [`Inn::verify`].
+    pub fn organisation(body: &str) -> Option<Self> {
+        if body.len() != 9 || !body.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let digits: Vec<u32> = body.bytes().map(|b| u32::from(b - b'0')).collect();
+        Some(Self(format!("{body}{}", check_digit(&digits, &W10))))
+    }
+
     /// Whether `text` as it stands (not trimmed) passes [`Inn::verify`],
     /// without allocating: parsers check every document's INNs.
     pub fn is_valid(text: &str) -> bool {
@@ -86,6 +97,13 @@ mod tests {
         assert!(matches!(Inn::new("500100732258").verify(), Err(InnError::CheckDigits(_))));
         assert!(matches!(Inn::new("77070838").verify(), Err(InnError::Shape(_))));
         assert!(matches!(Inn::new("77070838AB").verify(), Err(InnError::Shape(_))));
+        assert_eq!(Inn::organisation("770708389"), Some(Inn::new("7707083893")));
+        assert_eq!(Inn::organisation("77070838"), None);
+        assert_eq!(Inn::organisation("77070838A"), None);
+        for n in 0..2_000_u32 {
+            let inn = Inn::organisation(&format!("77{:07}", n * 4_999)).unwrap();
+            assert_eq!(inn.verify(), Ok(()), "{inn:?}");
+        }
         for (text, valid) in [("7707083893", true), ("500100732259", true), ("7707083894", false), ("77070838", false)]
         {
             assert_eq!(Inn::is_valid(text), valid, "{text}");
