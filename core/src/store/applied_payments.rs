@@ -88,11 +88,14 @@ impl AppliedPayments for SqliteStore {
             return Ok(Vec::new());
         }
         let ids = serde_json::Value::from(invoices.iter().map(Uuid::to_string).collect::<Vec<_>>()).to_string();
+        // `+state`: found through the invoice and id indexes, not by
+        // walking every matched payment in the state index (SQLite picks
+        // that for `state = ?` when it has no statistics).
         let rows = sqlx::query(
             "SELECT doc FROM payments
              WHERE (invoice_id IN (SELECT value FROM json_each(?))
                     OR id IN (SELECT payment_id FROM payment_shares WHERE invoice_id IN (SELECT value FROM json_each(?))))
-               AND state = ? ORDER BY seq",
+               AND +state = ? ORDER BY seq",
         )
         .bind(ids.clone())
         .bind(ids)

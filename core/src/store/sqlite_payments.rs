@@ -82,7 +82,7 @@ async fn insert_statement(tx: &mut Transaction<'_, Sqlite>, statement: &NewState
 
 /// Rows per payment `INSERT`: a few fixed sizes, so the statements stay in
 /// sqlx's prepared-statement cache, and a large import makes a five
-/// hundredth of the round trips one row per statement would (8 binds a
+/// hundredth of the round trips one row per statement would (9 binds a
 /// row: 4,500, far below SQLite's 32,766).
 const PAYMENT_INSERT_ROWS: [usize; 4] = [500, 50, 5, 1];
 
