@@ -150,16 +150,22 @@ async fn bank_first_then_1c(store: StoreKind) {
     rig.stop().await;
 }
 
+/// 1C's receipt of payment order 512 for 100,000 of the order, once the
+/// hub has counted it on the Interest.
+async fn receipt_counted(rig: &Rig, sale: &str, order: &str) {
+    pay_order_in_1c(&rig.onec, order, 100000.0, "512").await;
+    eventually("the hub counts the receipt", async || {
+        trace(rig, sale).await.contains("payment_observed").then_some(())
+    })
+    .await;
+}
+
 async fn receipt_first_then_bank(store: StoreKind) {
     let rig = Rig::start(&store).await;
     let (sale, order) = ordered_interest(&rig).await;
 
     // 1C reports the receipt first: 100,000 of the order.
-    pay_order_in_1c(&rig.onec, &order, 100000.0, "512").await;
-    eventually("the hub counts the receipt", async || {
-        trace(&rig, &sale).await.contains("payment_observed").then_some(())
-    })
-    .await;
+    receipt_counted(&rig, &sale, &order).await;
 
     // The accountant imports the statement it came from: matched, but
     // counted once; the order is still not paid in full.
@@ -189,11 +195,7 @@ async fn receipt_first_then_bank(store: StoreKind) {
 async fn receipt_first_then_bank_matched_by_hand(store: StoreKind) {
     let rig = Rig::start(&store).await;
     let (sale, order) = ordered_interest(&rig).await;
-    pay_order_in_1c(&rig.onec, &order, 100000.0, "512").await;
-    eventually("the hub counts the receipt", async || {
-        trace(&rig, &sale).await.contains("payment_observed").then_some(())
-    })
-    .await;
+    receipt_counted(&rig, &sale, &order).await;
 
     upload(&rig, "bank.txt", statement("512", "05.02.2026", "100000.00", "Оплата за котёл")).await;
     let queue: Value =
