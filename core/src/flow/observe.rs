@@ -194,7 +194,7 @@ fn actor(source: &ExternalRef, observed: &DealObservation) -> String {
 }
 
 /// A fixed canonical field an observation carries (custom fields take
-/// `custom_field_changed`). A variant each, not its path: matching on a
+/// `observe_custom_fields`). A variant each, not its path: matching on a
 /// path compared texts for every field of every event.
 #[derive(Debug, Clone, Copy)]
 enum ObservedField {
