@@ -179,8 +179,14 @@ async fn get(hub: &TestHub, path: &str, token: &str) -> Value {
 
 /// Waits until the webhook's deal is stored; returns it.
 async fn stored_deal(hub: &TestHub) -> Value {
+    stored_deal_of(hub, "900").await
+}
+
+/// The hub's deal for the CRM's deal `external_id`, once it arrived.
+async fn stored_deal_of(hub: &TestHub, external_id: &str) -> Value {
+    let path = format!("/api/v1/deals?system=http&instance=http&external_id={external_id}");
     for _ in 0..200 {
-        let response = hub.get_with_token("/api/v1/deals?system=http&instance=http&external_id=900", Some(ADMIN)).await;
+        let response = hub.get_with_token(&path, Some(ADMIN)).await;
         if response.status() == 200 {
             return response.json().await.unwrap();
         }
@@ -338,6 +344,72 @@ async fn s3_statements_move_deals_on_sqlite() {
 async fn s3_statements_move_deals_on_postgres() {
     let Some((store, db)) = postgres("s3_statements").await else { return };
     s3_payments_move_the_deal(store).await;
+    db.drop_db().await;
+}
+
+/// One statement pays the invoices of several deals (more than the import
+/// runs side by side): every deal's flows run and each deal moves to
+/// shipment with its own task, none lost or mixed with another's.
+async fn one_statement_pays_several_deals(store: StoreKind) {
+    const DEALS: usize = 7;
+    let (crm, crm_addr) = Crm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = mappings_dir(dir.path());
+    let extra = format!(
+        "[mappings]\ndir = \"{}\"\n[engine]\nevent_poll_ms = 50\ntimer_poll_ms = 200\n\
+         [connectors.http.outbound]\nurl = \"http://{crm_addr}/commands\"\nsecret_env = \"TEST_HTTP_SECRET\"\n\
+         [delivery]\nresume_poll_ms = 20\n",
+        mappings.display()
+    );
+    write_config(dir.path(), &store, &extra);
+    let hub = TestHub::start(dir.path(), &store).await;
+    let mut deal_ids = Vec::new();
+    let mut invoices = Vec::new();
+    let mut documents = Vec::new();
+    for k in 0..DEALS {
+        let external_id = format!("91{k}");
+        let amount = format!("{}.00", 10_000 + 1_000 * k);
+        let webhook = json!({"type": "deal.updated", "data": {"id": external_id, "stage": "payment",
+            "title": format!("Станок {k}"), "amount": amount, "manager": "7"}});
+        accepted_id(hub.post_signed("http", &format!("msg_many_{k}"), &webhook.to_string()).await).await;
+        deal_ids.push(stored_deal_of(&hub, &external_id).await["id"].as_str().unwrap().to_owned());
+        invoices.push(json!({"number": format!("3{k}0"), "date": "2024-02-01",
+            "total": {"amount": amount, "currency": "RUB"},
+            "deal": {"system": "http", "instance": "http", "external_id": external_id},
+            "client": {"name": "ООО Ромашка", "inn": "7707083893"}}));
+        let purpose = format!("Оплата по счету № 3{k}0 от 01.02.2024");
+        documents.push(document(&format!("70{k}"), "07.02.2024", &amount, "7707083893", &purpose));
+    }
+    let (status, stored) = json_post(&hub, "/api/v1/invoices", ACCOUNTANT, json!({"invoices": invoices})).await;
+    assert_eq!(status, 200, "{stored}");
+
+    let (status, report) = upload(&hub, "kl_to_1c_0207.txt", &statement("07.02.2024", &documents)).await;
+    assert_eq!(status, 201, "{report}");
+    assert_eq!(report["payments"]["matched"], DEALS, "{report}");
+    for deal_id in &deal_ids {
+        assert_eq!(get(&hub, &format!("/api/v1/deals/{deal_id}"), ADMIN).await["stage"], "shipment");
+    }
+    for k in 0..DEALS {
+        let deal = format!("Станок {k}");
+        crm.wait_for(&format!("the shipment task of {deal}"), |c| {
+            is_task(c, "Оформить реализацию товаров") && c.to_string().contains(&format!("91{k}"))
+        })
+        .await;
+    }
+    let tasks = crm.all().iter().filter(|c| is_task(c, "Оформить реализацию товаров")).count();
+    assert_eq!(tasks, DEALS, "{:#?}", crm.all());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn one_statement_pays_several_deals_on_sqlite() {
+    one_statement_pays_several_deals(StoreKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn one_statement_pays_several_deals_on_postgres() {
+    let Some((store, db)) = postgres("several_deals").await else { return };
+    one_statement_pays_several_deals(store).await;
     db.drop_db().await;
 }
 

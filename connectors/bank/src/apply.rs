@@ -20,8 +20,9 @@ use chrono::{DateTime, Utc};
 use dealbridge_core::flow::Cause;
 use dealbridge_core::mapping::MappingSet;
 use dealbridge_core::model::{CanonicalEvent, InvoiceStatus, Money};
-use dealbridge_core::runner::{EngineRunner, RunError};
+use dealbridge_core::runner::{EngineRunner, RunError, RunResult};
 use dealbridge_core::store::{ChangeSet, InvoicePaid, OpenInvoice, Store, StoreError, change_set_from_world};
+use futures::StreamExt;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -150,9 +151,21 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// How many deals' runs are under way at once. A run is mostly reads of
+/// its deal's world, a round trip each; side by side the store serves
+/// several (PostgreSQL on its own processes, SQLite on its reading
+/// connections' threads) while this thread runs the engine for another.
+/// Beyond the store's connections more would only queue.
+const RUNS_AT_ONCE: usize = 4;
+
 /// Runs each deal's events on a world of its own (cheap for large
-/// statements); should two deals' runs touch the same record, runs all of
-/// them on one world instead so neither overwrites the other.
+/// statements: the engine copies its world per event); should two deals'
+/// runs touch the same record, runs all of them on one world instead so
+/// neither overwrites the other.
+///
+/// The runs only read the store, so they go side by side
+/// ([`RUNS_AT_ONCE`]); their results are taken in deal order, so the
+/// merged change set and the notes are those of running them in turn.
 async fn run_engine(
     runner: &EngineRunner,
     set: &MappingSet,
@@ -163,8 +176,13 @@ async fn run_engine(
     let mut merged = ChangeSet::default();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut overlap = false;
-    for (deal, events) in by_deal {
-        match runner.dry_run(set, events).await {
+    // The futures are made here, before the stream, from a named `async
+    // fn`: a closure returning an `async` block leaves the compiler unable
+    // to prove the import's future `Send` for every lifetime.
+    let runs: Vec<_> = by_deal.iter().map(|(deal, events)| run_deal(runner, set, deal, events)).collect();
+    let mut runs = futures::stream::iter(runs).buffered(RUNS_AT_ONCE);
+    while let Some((deal, run)) = runs.next().await {
+        match run {
             Ok(result) => {
                 let changes = change_set_from_world(&result.world, &result.effects);
                 for key in touched_records(&changes) {
@@ -192,6 +210,16 @@ async fn run_engine(
         // events lead to.
         Err(RunError::Rejected(_)) => Ok(merged),
     }
+}
+
+/// One deal's run, tagged with the deal.
+async fn run_deal<'a>(
+    runner: &'a EngineRunner,
+    set: &'a MappingSet,
+    deal: &'a Uuid,
+    events: &'a Events,
+) -> (&'a Uuid, Result<RunResult, RunError>) {
+    (deal, runner.dry_run(set, events).await)
 }
 
 fn touched_records(changes: &ChangeSet) -> Vec<String> {
