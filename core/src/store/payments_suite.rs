@@ -316,6 +316,17 @@ async fn open_invoices_are_found_by_their_keys(store: &dyn Store) {
     let all_keys =
         InvoiceKeys { numbers: vec!["77".into()], digits: vec![123], inns: vec![inn_key("7707083893").unwrap()] };
     assert_eq!(found(all_keys).await, by_id(vec![&lettered, &long, &other]), "each once, by id");
+    // Lists as long as a large statement's are looked up in parts side by
+    // side: an invoice a key in each part (and another list) finds comes
+    // once, and the order stays by id.
+    let filler = |n: u64| (0..n).map(|k| format!("nothing-{k}"));
+    let mut numbers: Vec<String> = vec![number_key("А-123")];
+    numbers.extend(filler(2_500));
+    numbers.push(number_key("77"));
+    let mut inns: Vec<u64> = (1..2_500).collect();
+    inns.push(inn_key("7707083893").unwrap());
+    let long_keys = InvoiceKeys { numbers, digits: vec![123], inns };
+    assert_eq!(found(long_keys).await, by_id(vec![&lettered, &long, &other]), "long lists: each once, by id");
     assert!(found(InvoiceKeys::default()).await.is_empty());
     let open = store.open_invoices().await.unwrap();
     assert_eq!(
