@@ -61,6 +61,9 @@ struct Compiled {
     /// The same text template without minijinja, when it only puts deal
     /// attributes into fixed text (see `native_text`).
     native: Option<NativeText>,
+    /// What a value expression that is a plain string literal (`'high'`)
+    /// always gives, without a render.
+    constant: Option<serde_json::Value>,
 }
 
 /// The parts of a scope an expression reads.
@@ -202,7 +205,9 @@ impl FlowRuntime {
             AutoEscape::None if kind == Kind::Text => NativeText::parse(&expr.source),
             _ => None,
         };
-        self.compiled.entry(kind).or_default().insert(expr.source.clone(), Compiled { name, reads, native });
+        let constant = if kind == Kind::Value { string_literal(&expr.source) } else { None };
+        let compiled = Compiled { name, reads, native, constant };
+        self.compiled.entry(kind).or_default().insert(expr.source.clone(), compiled);
         Ok(())
     }
 
@@ -230,13 +235,20 @@ impl FlowRuntime {
 
     /// Evaluates an expression to a value to store (amounts exact).
     pub fn value(&self, expr: &Expr, scope: &Scope<'_>) -> Result<serde_json::Value, String> {
+        if let Some(constant) = self.compiled(Kind::Value, expr)?.constant.as_ref() {
+            return Ok(constant.clone());
+        }
         let json = self.render(Kind::Value, expr, scope, Numbers::Exact)?;
         serde_json::from_str(&json).map_err(|e| format!("`{}` did not give a value: {e}", expr.source))
     }
 
-    fn render(&self, kind: Kind, expr: &Expr, scope: &Scope<'_>, numbers: Numbers) -> Result<String, String> {
+    fn compiled(&self, kind: Kind, expr: &Expr) -> Result<&Compiled, String> {
         let not_compiled = || format!("{}: not compiled: `{}`", expr.span, expr.source);
-        let compiled = self.compiled.get(&kind).and_then(|c| c.get(&expr.source)).ok_or_else(not_compiled)?;
+        self.compiled.get(&kind).and_then(|c| c.get(&expr.source)).ok_or_else(not_compiled)
+    }
+
+    fn render(&self, kind: Kind, expr: &Expr, scope: &Scope<'_>, numbers: Numbers) -> Result<String, String> {
+        let compiled = self.compiled(kind, expr)?;
         // Without a deal, `deal.x` is an error minijinja words.
         if let (Some(native), Some(deal)) = (&compiled.native, &scope.deal) {
             return Ok(native.render(deal));
@@ -247,6 +259,18 @@ impl FlowRuntime {
             .render(scope.value(&compiled.reads, numbers))
             .map_err(|e| format!("`{}`: {}", expr.source, describe(&e)))
     }
+}
+
+/// The text of an expression that is one string literal in single or
+/// double quotes with no escapes (`'high'`), as JSON: what rendering it
+/// through `tojson` and parsing the result back gives. Anything else
+/// (escapes, a quote inside, spaces around, an operator) is `None` and
+/// left to minijinja.
+fn string_literal(source: &str) -> Option<serde_json::Value> {
+    let quote = source.chars().next().filter(|q| matches!(q, '\'' | '"'))?;
+    let inner = source.strip_prefix(quote)?.strip_suffix(quote)?;
+    let plain = !inner.contains(|c: char| c == quote || c == '\\' || c.is_control());
+    plain.then(|| serde_json::Value::String(inner.to_owned()))
 }
 
 fn describe(error: &minijinja::Error) -> String {
@@ -480,6 +504,24 @@ mod tests {
         let rt = runtime(&[(&pick, "text"), (&whole, "text")]);
         assert_eq!(rt.text(&pick, &scope(&d)).unwrap(), "Котёл|1250.50|10.00|");
         assert_eq!(rt.text(&whole, &scope(&d)).unwrap(), rt.text(&pick, &scope(&d)).unwrap());
+    }
+
+    #[test]
+    fn string_literal_values_are_what_minijinja_gives() {
+        let literals = ["'high'", "\"high\"", "'Котёл <b>&amp;</b> \"x\"'", "''", "' spaced '", "'{{ x }}'"];
+        for literal in literals {
+            let e = expr(literal);
+            let rt = runtime(&[(&e, "value")]);
+            let constant = rt.compiled[&Kind::Value][literal].constant.clone();
+            assert!(constant.is_some(), "{literal} is a constant");
+            let json = rt.render(Kind::Value, &e, &Scope::default(), Numbers::Exact).unwrap();
+            let rendered: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(constant, Some(rendered.clone()), "{literal}");
+            assert_eq!(rt.value(&e, &Scope::default()).unwrap(), rendered, "{literal}");
+        }
+        for other in ["'a' ~ 'b'", "'a\\'b'", "'a\\nb'", " 'x'", "'x' ", "deal.title", "'x' | upper", "1"] {
+            assert_eq!(string_literal(other), None, "{other}");
+        }
     }
 
     #[test]

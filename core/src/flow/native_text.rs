@@ -17,7 +17,16 @@ use super::context::{DealScope, Numbers, attribute};
 #[derive(Debug)]
 pub(crate) struct NativeText {
     pieces: Vec<Piece>,
+    /// Room for the rendered text: the fixed text and a typical length for
+    /// each attribute, so that the text is allocated once.
+    capacity: usize,
 }
+
+/// What an attribute usually takes in the text (a title, a stage, an amount).
+const ATTRIBUTE_ROOM: usize = 64;
+
+/// How minijinja shows an unset value.
+const NONE: &str = "None";
 
 #[derive(Debug)]
 enum Piece {
@@ -71,27 +80,53 @@ impl NativeText {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_owned()));
         }
-        Some(Self { pieces })
+        let capacity = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(text) => text.len(),
+                Piece::Deal(_) => ATTRIBUTE_ROOM,
+            })
+            .sum();
+        Some(Self { pieces, capacity })
     }
 
     /// The text, as minijinja renders it for `deal` (amounts exact).
     pub(crate) fn render(&self, deal: &DealScope<'_>) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.capacity);
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Deal(name) => {
-                    let value = attribute(deal, name, Numbers::Exact).unwrap_or_default();
-                    match value.as_str() {
-                        Some(text) => out.push_str(text),
-                        None => {
-                            let _ = write!(out, "{value}");
-                        }
-                    }
-                }
+                Piece::Deal(name) => write_attribute(&mut out, deal, name),
             }
         }
         out
+    }
+}
+
+/// Writes one attribute as minijinja shows it. The texts and the amount
+/// are written from the deal as they are (`None` when unset), not copied
+/// into a template value first; the others go through `attribute`.
+fn write_attribute(out: &mut String, scope: &DealScope<'_>, name: &str) {
+    let deal = scope.deal;
+    match name {
+        "pipeline" => out.push_str(&deal.pipeline),
+        "stage" => out.push_str(&deal.stage),
+        "title" => out.push_str(&deal.title),
+        "currency" => out.push_str(deal.amount.as_ref().map_or(NONE, |m| m.currency.as_str())),
+        "responsible" => out.push_str(deal.responsible.as_deref().unwrap_or(NONE)),
+        "amount" => match &deal.amount {
+            Some(money) => out.push_str(&crate::model::decimal_text(money.amount)),
+            None => out.push_str(NONE),
+        },
+        other => {
+            let value = attribute(scope, other, Numbers::Exact).unwrap_or_default();
+            match value.as_str() {
+                Some(text) => out.push_str(text),
+                None => {
+                    let _ = write!(out, "{value}");
+                }
+            }
+        }
     }
 }
 

@@ -12,12 +12,15 @@ use crate::model::{CustomFields, Deal, DealObservation, ExternalRef, Inn, Money}
 impl Run<'_, '_> {
     pub(crate) fn observe(&mut self, source: &ExternalRef, observed: &DealObservation) -> Result<(), EngineError> {
         let parent = self.observed_parent(source, observed);
-        let existing = self.world.deal_by_ref(source).or_else(|| self.adoptable_child(source, observed, parent));
+        let by_ref = self.world.deal_by_ref(source);
+        let existing = by_ref.or_else(|| self.adoptable_child(source, observed, parent));
         let deal = match existing {
             Some(id) => id,
             None => self.create_observed(source, observed, parent)?,
         };
-        if !self.world.deals[&deal].external_refs.iter().any(|r| r.same_record(source)) {
+        // A deal found by this ref has it already: only an adopted or a new
+        // one is checked.
+        if by_ref.is_none() && !self.world.deals[&deal].external_refs.iter().any(|r| r.same_record(source)) {
             self.world.deal_mut(deal).expect("exists").external_refs.push(source.clone());
         }
         if let Some(parent) = parent
