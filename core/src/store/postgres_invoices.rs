@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use futures::FutureExt;
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -304,36 +303,17 @@ pub(super) async fn open_invoices(pool: &PgPool) -> Result<Vec<OpenInvoice>, Sto
 pub(super) async fn open_invoices_by_keys(pool: &PgPool, keys: &InvoiceKeys) -> Result<Vec<OpenInvoice>, StoreError> {
     let digits: Vec<i64> = keys.digits.iter().filter_map(|&d| i64::try_from(d).ok()).collect();
     let inns: Vec<i64> = keys.inns.iter().filter_map(|&k| i64::try_from(k).ok()).collect();
-    let mut lookups = Vec::new();
-    lookups.extend(halves(&keys.numbers).map(|chunk| projected_by(pool, "number_key", chunk.to_vec()).boxed()));
-    lookups.extend(halves(&digits).map(|chunk| projected_by(pool, "number_digits", chunk.to_vec()).boxed()));
-    lookups.extend(halves(&inns).map(|chunk| projected_by(pool, "inn_key", chunk.to_vec()).boxed()));
-    // Side by side on the pool's connections: each is a server process of
-    // its own, so a large import's lookups (hundreds of thousands of rows)
-    // use more than one core. The rows are put together here, by id, each
-    // once, as a `UNION … ORDER BY id` would give them.
-    let mut found: Vec<OpenInvoice> = futures::future::try_join_all(lookups).await?.into_iter().flatten().collect();
-    found.sort_unstable_by_key(|i| i.id);
-    found.dedup_by_key(|i| i.id);
-    Ok(found)
-}
-
-/// A long key list in two halves (each an index lookup of its own), a
-/// short one whole; none for an empty list.
-fn halves<T>(list: &[T]) -> std::slice::Chunks<'_, T> {
-    list.chunks(list.len().div_ceil(2).max(LOOKUP_HALF_FROM))
-}
-
-/// From this many keys on, a list is looked up in two halves side by side.
-const LOOKUP_HALF_FROM: usize = 1_000;
-
-/// The open invoices whose `column` is one of `keys`.
-async fn projected_by<T>(pool: &PgPool, column: &str, keys: Vec<T>) -> Result<Vec<OpenInvoice>, StoreError>
-where
-    Vec<T>: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send + 'static,
-{
-    let sql = format!("SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open AND {column} = ANY($1)");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(keys).fetch_all(pool).await?;
+    // One statement; each arm of the union uses its index.
+    let sql = format!(
+        "SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open AND number_key = ANY($1)
+         UNION
+         SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open AND number_digits = ANY($2)
+         UNION
+         SELECT {PROJECTED_COLUMNS} FROM invoice_match WHERE is_open AND inn_key = ANY($3)
+         ORDER BY id"
+    );
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&keys.numbers).bind(&digits).bind(&inns).fetch_all(pool).await?;
     rows.iter().map(projected_from_row).collect()
 }
 
