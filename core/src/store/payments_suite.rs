@@ -316,9 +316,9 @@ async fn open_invoices_are_found_by_their_keys(store: &dyn Store) {
     let all_keys =
         InvoiceKeys { numbers: vec!["77".into()], digits: vec![123], inns: vec![inn_key("7707083893").unwrap()] };
     assert_eq!(found(all_keys).await, by_id(vec![&lettered, &long, &other]), "each once, by id");
-    // Lists as long as a large statement's are looked up in parts side by
-    // side: an invoice a key in each part (and another list) finds comes
-    // once, and the order stays by id.
+    // Lists as long as a large statement's (SQLite looks them up in parts
+    // side by side): an invoice found by keys of different parts and lists
+    // comes once, and the order stays by id.
     let filler = |n: u64| (0..n).map(|k| format!("nothing-{k}"));
     let mut numbers: Vec<String> = vec![number_key("А-123")];
     numbers.extend(filler(2_500));
