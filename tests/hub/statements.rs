@@ -199,7 +199,10 @@ fn is_task(command: &Value, title: &str) -> bool {
     command["op"] == "create_task" && command.to_string().contains(title)
 }
 
-async fn s3_payments_move_the_deal(store: StoreKind) {
+/// A hub on `store` with the shipped mappings (plus `http.yaml`) whose
+/// `http` connector sends its commands to a fresh CRM double. The
+/// directory holds the hub's config and data: keep it while the hub runs.
+async fn hub_with_crm(store: &StoreKind) -> (TestHub, Crm, tempfile::TempDir) {
     let (crm, crm_addr) = Crm::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mappings = mappings_dir(dir.path());
@@ -209,8 +212,13 @@ async fn s3_payments_move_the_deal(store: StoreKind) {
          [delivery]\nresume_poll_ms = 20\n",
         mappings.display()
     );
-    write_config(dir.path(), &store, &extra);
-    let hub = TestHub::start(dir.path(), &store).await;
+    write_config(dir.path(), store, &extra);
+    let hub = TestHub::start(dir.path(), store).await;
+    (hub, crm, dir)
+}
+
+async fn s3_payments_move_the_deal(store: StoreKind) {
+    let (hub, crm, _dir) = hub_with_crm(&store).await;
 
     // The deal waits for payment in the CRM; its invoice is known to the hub.
     let webhook = json!({"type": "deal.updated", "data": {"id": "900", "stage": "payment", "title": "Станки", "amount": "100000", "manager": "7"}});
@@ -352,17 +360,7 @@ async fn s3_statements_move_deals_on_postgres() {
 /// shipment with its own task, none lost or mixed with another's.
 async fn one_statement_pays_several_deals(store: StoreKind) {
     const DEALS: usize = 7;
-    let (crm, crm_addr) = Crm::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mappings = mappings_dir(dir.path());
-    let extra = format!(
-        "[mappings]\ndir = \"{}\"\n[engine]\nevent_poll_ms = 50\ntimer_poll_ms = 200\n\
-         [connectors.http.outbound]\nurl = \"http://{crm_addr}/commands\"\nsecret_env = \"TEST_HTTP_SECRET\"\n\
-         [delivery]\nresume_poll_ms = 20\n",
-        mappings.display()
-    );
-    write_config(dir.path(), &store, &extra);
-    let hub = TestHub::start(dir.path(), &store).await;
+    let (hub, crm, _dir) = hub_with_crm(&store).await;
     let mut deal_ids = Vec::new();
     let mut invoices = Vec::new();
     let mut documents = Vec::new();
@@ -419,17 +417,7 @@ async fn one_statement_pays_several_deals_on_postgres() {
 #[tokio::test]
 async fn one_payment_over_two_invoices_is_split() {
     let store = StoreKind::Sqlite;
-    let (crm, crm_addr) = Crm::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mappings = mappings_dir(dir.path());
-    let extra = format!(
-        "[mappings]\ndir = \"{}\"\n[engine]\nevent_poll_ms = 50\ntimer_poll_ms = 200\n\
-         [connectors.http.outbound]\nurl = \"http://{crm_addr}/commands\"\nsecret_env = \"TEST_HTTP_SECRET\"\n\
-         [delivery]\nresume_poll_ms = 20\n",
-        mappings.display()
-    );
-    write_config(dir.path(), &store, &extra);
-    let hub = TestHub::start(dir.path(), &store).await;
+    let (hub, crm, _dir) = hub_with_crm(&store).await;
     let webhook = json!({"type": "deal.updated", "data": {"id": "900", "stage": "payment", "title": "Станки", "amount": "30000", "manager": "7"}});
     accepted_id(hub.post_signed("http", "msg_split_deal", &webhook.to_string()).await).await;
     let deal_id = stored_deal(&hub).await["id"].as_str().unwrap().to_owned();
