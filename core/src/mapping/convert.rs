@@ -771,6 +771,10 @@ mod tests {
         assert_eq!(FieldValue::Date(feb1).to_text(), "2024-02-01");
         let early = NaiveDate::from_ymd_opt(33, 1, 9).unwrap();
         assert_eq!(FieldValue::Date(early).to_text(), early.format("%Y-%m-%d").to_string());
+        let start = NaiveDate::from_ymd_opt(1999, 11, 28).unwrap();
+        for date in (0..800).map(|n| start + chrono::Days::new(n)).chain([NaiveDate::MIN, NaiveDate::MAX]) {
+            assert_eq!(iso_date(date), date.format("%Y-%m-%d").to_string(), "{date:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! runs them through the set and the flow engine.
 
 pub mod convert;
+mod custom_fields;
 pub mod delay;
 pub mod diagnostic;
 mod exprs;

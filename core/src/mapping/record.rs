@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use super::convert::{self, FieldValue};
+use super::custom_fields::{CustomFieldsTemplate, CustomValues};
 use super::fields::BindingTarget;
 use super::record_keys::{RecordKeys, TopValues};
 use super::source_path::SourcePath;
@@ -41,6 +42,8 @@ pub(crate) struct CompiledBinding {
     pub create_with: BTreeMap<String, String>,
     /// The first keys of all the paths above (`index_keys`).
     pub keys: RecordKeys,
+    /// The custom fields the binding fills (`index_custom_fields`).
+    pub custom: CustomFieldsTemplate,
 }
 
 /// How one canonical field is filled.
@@ -55,6 +58,9 @@ pub(crate) struct CompiledField {
     pub required: bool,
     pub person: bool,
     pub currency: Option<ValueSource>,
+    /// Where a custom field's value goes among the binding's custom fields
+    /// (`index_custom_fields`); 0 for the other fields.
+    pub custom_place: usize,
 }
 
 /// Where a value comes from and how it is converted.
@@ -149,11 +155,9 @@ impl CompiledBinding {
         if let Some((path, map_name)) = &self.stage {
             self.map_stage(record, path, map_name, ctx, &mut observed)?;
         }
-        // Custom fields are collected and put in their map at once: sorting
-        // a few names is cheaper than searching the map for each. The list
-        // is sized for them alone, which keeps it a small allocation.
-        let custom_count = self.fields.iter().filter(|f| matches!(f.target, BindingTarget::Custom(_))).count();
-        let mut custom = Vec::with_capacity(custom_count);
+        // Custom fields are collected by place and put in their map at once
+        // (see `custom_fields`).
+        let mut custom = self.custom.values();
         if let Some(parent_source) = &self.parent
             && let Some(parent_id) = self.single(parent_source, "parent", record, ctx)?
         {
@@ -162,7 +166,7 @@ impl CompiledBinding {
         for field in &self.fields {
             self.map_field(field, record, ctx, &mut observed, &mut custom)?;
         }
-        observed.custom_fields = custom.into_iter().collect();
+        observed.custom_fields = self.custom.fill(custom);
         Ok(CanonicalEvent::DealObserved { source, observed })
     }
 
@@ -196,7 +200,7 @@ impl CompiledBinding {
                 BindingTarget::Paid => observed.paid = Some(self.money(field, value, record, ctx)?),
                 BindingTarget::Shipped => observed.shipped = Some(self.money(field, value, record, ctx)?),
                 BindingTarget::ClientName => client(&mut observed).name = value.into_text(),
-                BindingTarget::ClientInn => client(&mut observed).inn = Some(Inn::new(&value.as_text())),
+                BindingTarget::ClientInn => client(&mut observed).inn = Some(Inn::from_text(value.into_text())),
                 BindingTarget::ClientKpp => client(&mut observed).kpp = Some(value.into_text()),
                 BindingTarget::Custom(name) => {
                     observed.custom_fields.insert(name.clone(), value.into_json());
@@ -413,7 +417,7 @@ impl CompiledBinding {
         record: &Record<'_>,
         ctx: &MappingContext<'_>,
         observed: &mut DealObservation,
-        custom: &mut Vec<(String, serde_json::Value)>,
+        custom: &mut CustomValues,
     ) -> Result<(), MappingError> {
         let list = field.value.from.as_ref().is_some_and(SourcePath::is_list);
         if !list {
@@ -451,9 +455,9 @@ impl CompiledBinding {
         match &field.target {
             BindingTarget::ClientEmails => client(observed).emails = found.texts(),
             BindingTarget::ClientPhones => client(observed).phones = found.texts(),
-            BindingTarget::Custom(name) => {
+            BindingTarget::Custom(_) => {
                 let json = serde_json::Value::Array(found.into_vec().into_iter().map(FieldValue::into_json).collect());
-                custom.push((name.clone(), json));
+                custom.set(field.custom_place, json);
             }
             // A field of one value takes the list's first.
             _ => self.put_value(field, found.first(), record, ctx, observed, custom)?,
@@ -482,13 +486,13 @@ impl CompiledBinding {
         record: &Record<'_>,
         ctx: &MappingContext<'_>,
         observed: &mut DealObservation,
-        custom: &mut Vec<(String, serde_json::Value)>,
+        custom: &mut CustomValues,
     ) -> Result<(), MappingError> {
         match &field.target {
             BindingTarget::Title => observed.title = Some(value.into_text()),
             BindingTarget::Amount => observed.amount = Some(self.money(field, value, record, ctx)?),
             BindingTarget::ClientName => client(observed).name = value.into_text(),
-            BindingTarget::ClientInn => client(observed).inn = Some(Inn::new(&value.as_text())),
+            BindingTarget::ClientInn => client(observed).inn = Some(Inn::from_text(value.into_text())),
             BindingTarget::ClientKpp => client(observed).kpp = Some(value.into_text()),
             BindingTarget::ClientEmails => client(observed).emails = vec![value.into_text()],
             BindingTarget::ClientPhones => client(observed).phones = vec![value.into_text()],
@@ -500,7 +504,7 @@ impl CompiledBinding {
             | BindingTarget::Total
             | BindingTarget::Paid
             | BindingTarget::Shipped => {}
-            BindingTarget::Custom(name) => custom.push((name.clone(), value.into_json())),
+            BindingTarget::Custom(_) => custom.set(field.custom_place, value.into_json()),
         }
         Ok(())
     }
@@ -771,6 +775,29 @@ impl CompiledBinding {
             }
         }
         self.keys = keys;
+    }
+
+    /// Gives every custom field its place among the binding's custom
+    /// fields, so `map` collects their values without comparing names.
+    pub(crate) fn index_custom_fields(&mut self) {
+        let template = CustomFieldsTemplate::new(self.fields.iter().filter_map(CompiledField::custom_name));
+        for field in &mut self.fields {
+            let place = field.custom_name().and_then(|name| template.place(name));
+            if let Some(place) = place {
+                field.custom_place = place;
+            }
+        }
+        self.custom = template;
+    }
+}
+
+impl CompiledField {
+    /// The name of the custom field this fills, if it fills one.
+    fn custom_name(&self) -> Option<&str> {
+        match &self.target {
+            BindingTarget::Custom(name) => Some(name),
+            _ => None,
+        }
     }
 }
 

@@ -118,6 +118,8 @@ impl SourcePath {
         top: &super::record_keys::TopValues<'v>,
     ) -> Option<&'v serde_json::Value> {
         match top.get(self.slot) {
+            // Most paths are one key: its value is the path's.
+            Some(first) if self.segments.len() == 1 => first,
             Some(first) => self.walk(1, first?),
             None => self.get(record),
         }

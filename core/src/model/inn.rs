@@ -42,6 +42,12 @@ impl Inn {
         Self(raw.trim().to_owned())
     }
 
+    /// `new` for text the caller owns: text that is already trimmed (what
+    /// a mapping's `trim` leaves) is kept as it is, not copied.
+    pub fn from_text(raw: String) -> Self {
+        if raw.trim().len() == raw.len() { Self(raw) } else { Self::new(&raw) }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -107,6 +113,13 @@ mod tests {
         for (text, valid) in [("7707083893", true), ("500100732259", true), ("7707083894", false), ("77070838", false)]
         {
             assert_eq!(Inn::is_valid(text), valid, "{text}");
+        }
+    }
+
+    #[test]
+    fn owned_text_is_kept_as_new_keeps_it() {
+        for raw in ["7707083893", " 7707083893 ", "\t500100732259\n", "", "  "] {
+            assert_eq!(Inn::from_text(raw.to_owned()), Inn::new(raw), "{raw:?}");
         }
     }
 }

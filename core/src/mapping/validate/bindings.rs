@@ -104,8 +104,10 @@ fn binding(
         fields,
         create_with: b.create_with.clone(),
         keys: Default::default(),
+        custom: Default::default(),
     };
     binding.index_keys();
+    binding.index_custom_fields();
     binding
 }
 
@@ -232,6 +234,7 @@ fn compile_field(
         required: field.required,
         person,
         currency,
+        custom_place: 0,
     })
 }
 
