@@ -38,7 +38,7 @@ pub fn number_references(purpose: &str) -> Vec<NumberReference> {
     let mut found: Vec<NumberReference> = Vec::new();
     let mut i = 0;
     while i < text.len() {
-        if i > 0 && text[i - 1].is_alphanumeric() {
+        if i > 0 && is_letter_or_digit(text[i - 1]) {
             i += 1;
             continue;
         }
@@ -67,13 +67,27 @@ fn fold_char(c: char) -> char {
     }
 }
 
+/// `char::is_alphabetic`. Folded purpose texts are mostly lower-case
+/// Cyrillic, which std answers from its Unicode tables (a search per
+/// character, a large part of reading 100k purposes); that range is
+/// answered first.
+fn is_letter(c: char) -> bool {
+    matches!(c, 'а'..='я') || c.is_alphabetic()
+}
+
+/// `char::is_alphanumeric`, with lower-case Cyrillic answered first as in
+/// [`is_letter`].
+fn is_letter_or_digit(c: char) -> bool {
+    matches!(c, 'а'..='я') || c.is_alphanumeric()
+}
+
 fn starts_with(text: &[char], at: usize, word: &str) -> bool {
     (at..).zip(word.chars()).all(|(i, c)| text.get(i) == Some(&c))
 }
 
 /// The word starting at `at` (letters only).
 fn word_at(text: &[char], at: usize) -> String {
-    text[at..].iter().take_while(|c| c.is_alphabetic()).collect()
+    text[at..].iter().take_while(|c| is_letter(**c)).collect()
 }
 
 /// A keyword at `at`: where it ends and whether it names an order.
@@ -91,7 +105,7 @@ fn keyword_at(text: &[char], at: usize) -> Option<(usize, bool)> {
         // «сч/ф», «сч.-ф.», «сч-ф»: a VAT invoice.
         let rest: String = text[after..].iter().take(4).collect();
         let rest = rest.trim_start_matches(['.', '/', '-', ' ']);
-        let vat = rest.starts_with('ф') && !rest.chars().nth(1).is_some_and(char::is_alphabetic);
+        let vat = rest.starts_with('ф') && !rest.chars().nth(1).is_some_and(is_letter);
         return (!vat).then_some((after, false));
     }
     if ends_with_ending("заказ") {
@@ -106,11 +120,11 @@ fn keyword_at(text: &[char], at: usize) -> Option<(usize, bool)> {
 /// Whether the word before `at` makes the keyword a bank account.
 fn account_before(text: &[char], at: usize) -> bool {
     let mut end = at;
-    while end > 0 && !text[end - 1].is_alphabetic() {
+    while end > 0 && !is_letter(text[end - 1]) {
         end -= 1;
     }
     let mut start = end;
-    while start > 0 && text[start - 1].is_alphabetic() {
+    while start > 0 && is_letter(text[start - 1]) {
         start -= 1;
     }
     let word: String = text[start..end].iter().collect();
@@ -135,7 +149,7 @@ fn numbers_after(text: &[char], mut at: usize, order: bool) -> (usize, Vec<Numbe
             at += 1;
             continue;
         }
-        if c.is_alphabetic() {
+        if is_letter(c) {
             let word = word_at(text, at);
             if FILLER_WORDS.contains(&word.as_str()) {
                 at += word.chars().count();
@@ -186,8 +200,8 @@ fn number_token(text: &[char], at: usize) -> Option<(usize, String)> {
     while end < text.len() {
         let c = text[end];
         let inner =
-            matches!(c, '-' | '/' | '_' | '.') && text.get(end + 1).is_some_and(|n| n.is_alphanumeric()) && end > at;
-        if !(c.is_alphanumeric() || inner) {
+            matches!(c, '-' | '/' | '_' | '.') && text.get(end + 1).is_some_and(|n| is_letter_or_digit(*n)) && end > at;
+        if !(is_letter_or_digit(c) || inner) {
             break;
         }
         if end > at && text[end - 1].is_ascii_digit() && starts_with(text, end, "от") {
@@ -200,7 +214,7 @@ fn number_token(text: &[char], at: usize) -> Option<(usize, String)> {
     if digits == 0 || parse_date(&token).is_some() {
         return None;
     }
-    if digits >= 15 && !token.chars().any(char::is_alphabetic) {
+    if digits >= 15 && !token.chars().any(is_letter) {
         return None;
     }
     // «123.» at the end of a sentence, or «123г.»: not part of the number.
@@ -311,5 +325,13 @@ mod tests {
         assert!(numbers("Оплата по договору № 5 от 01.01.2024").is_empty());
         assert!(numbers("Оплата по счету от 01.02.2024").is_empty());
         assert!(numbers("").is_empty());
+    }
+
+    #[test]
+    fn letters_are_what_std_says_they_are() {
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            assert_eq!(is_letter(c), c.is_alphabetic(), "{c:?}");
+            assert_eq!(is_letter_or_digit(c), c.is_alphanumeric(), "{c:?}");
+        }
     }
 }
