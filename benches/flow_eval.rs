@@ -41,6 +41,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -53,7 +54,7 @@ use uuid::Uuid;
 /// The hub binary's allocator (`src/main.rs`): the bench measures the code
 /// path the hub runs, allocations included.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dealbridge_core::allocator::HubAllocator = dealbridge_core::allocator::HubAllocator;
 
 const TARGET: f64 = 200_000.0;
 const CONNECTOR: &str = "bitrix24";
@@ -413,12 +414,12 @@ struct Fixture {
     lines: Vec<String>,
 }
 
-fn cause(i: usize, version: u128, at: DateTime<Utc>, binding: &str) -> Cause {
+fn cause(i: usize, version: u128, at: DateTime<Utc>, binding: &Arc<str>) -> Cause {
     Cause {
         event_id: Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0000 | (version << 48) | i as u128),
         sequence: 0,
         at,
-        binding: Some(binding.to_owned()),
+        binding: Some(Arc::clone(binding)),
     }
 }
 

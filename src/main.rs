@@ -7,9 +7,10 @@ use dealbridge::cli::{Cli, run};
 
 /// mimalloc instead of glibc malloc: every event allocates dozens of small
 /// strings and maps, and mimalloc serves them in a fraction of the
-/// instructions (see docs/benchmarks.md, flow evaluation).
+/// instructions (see `dealbridge_core::allocator` and docs/benchmarks.md,
+/// flow evaluation).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dealbridge_core::allocator::HubAllocator = dealbridge_core::allocator::HubAllocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -6,6 +6,7 @@
 //! Nothing in this crate knows a CRM: stage names, field codes and rules live
 //! in mapping files, and system-specific wire formats live in `connectors/`.
 
+pub mod allocator;
 pub mod bus;
 pub mod connector;
 pub mod delivery;

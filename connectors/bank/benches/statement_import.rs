@@ -49,7 +49,7 @@ use uuid::Uuid;
 /// the hub runs it: with glibc's malloc, a fifth of the import thread's time
 /// went to `malloc`/`free` of its hundreds of thousands of small strings.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dealbridge_core::allocator::HubAllocator = dealbridge_core::allocator::HubAllocator;
 
 const INVOICES: usize = 1_000_000;
 const PAYMENTS: usize = 100_000;

@@ -57,10 +57,10 @@ pub fn to_payment(entry: &Entry, recorded_at: DateTime<Utc>) -> Option<Payment> 
         custom_fields.insert("credited_on".into(), d.to_string().into());
     }
     for (name, value) in &entry.references {
-        custom_fields.insert(format!("ref_{name}"), value.clone().into());
+        custom_fields.insert(format!("ref_{name}").into(), value.clone().into());
     }
     Some(Payment {
-        id: Uuid::new_v5(&PAYMENT_ID_NAMESPACE, key.as_bytes()),
+        id: dealbridge_core::model::name_based_id(&PAYMENT_ID_NAMESPACE, key.as_bytes()),
         direction,
         document_number: entry.number.to_string(),
         date: entry.date,

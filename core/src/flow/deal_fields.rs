@@ -65,7 +65,7 @@ pub(crate) fn write_different(deal: &mut Deal, path: &str, value: Value) -> Resu
                 deal.custom_fields.remove(name);
             }
             Some(name) => {
-                deal.custom_fields.insert(name.to_owned(), value);
+                deal.custom_fields.insert(name.into(), value);
             }
             None => return Err(format!("unknown field `{other}`")),
         },

@@ -40,8 +40,9 @@ pub struct Cause {
     pub sequence: u32,
     /// The engine's clock for this event.
     pub at: DateTime<Utc>,
-    /// The binding that mapped the record, when it came from one.
-    pub binding: Option<String>,
+    /// The binding that mapped the record, when it came from one (shared
+    /// with the binding and the trail steps of the event).
+    pub binding: Option<Arc<str>>,
 }
 
 impl Cause {
@@ -55,7 +56,7 @@ impl Cause {
     pub fn seed(&self) -> Uuid {
         match self.sequence {
             0 => self.event_id,
-            n => Uuid::new_v5(&self.event_id, &n.to_be_bytes()),
+            n => crate::model::name_based_id(&self.event_id, &n.to_be_bytes()),
         }
     }
 }
@@ -86,7 +87,6 @@ impl<'a> Engine<'a> {
             queue: ChangeQueue::default(),
             occurrences: Vec::new(),
             event_scope: super::actions::EventScope::of(event),
-            binding: None,
         };
         run.apply_event(event)?;
         run.drain()?;
@@ -110,8 +110,6 @@ pub(crate) struct Run<'e, 'w> {
     /// less than a map keyed by a copy of the flow's name.
     pub occurrences: Vec<(&'e str, usize, u32)>,
     pub event_scope: super::actions::EventScope,
-    /// `cause.binding` as the trail shares it, made at the first change.
-    pub binding: Option<Arc<str>>,
 }
 
 /// The changes of a run whose flows have not run yet, first in first out.
@@ -272,18 +270,12 @@ impl<'e> Run<'e, '_> {
     /// Records a change: into the effects and the trail (one copy, shared
     /// by both), and onto the queue so its flows run.
     pub(crate) fn changed(&mut self, change: Change, depth: u32) {
-        let binding = if depth == 0 { self.binding() } else { None };
+        // Every change the event itself makes names the binding.
+        let binding = if depth == 0 { self.cause.binding.clone() } else { None };
         let change = Arc::new(change);
         self.trace(change.deal(), depth, TraceKind::Change { binding, change: Arc::clone(&change) });
         self.queue.push(self.effects.changes.len(), depth);
         self.effects.changes.push(change);
-    }
-
-    /// The cause's binding name, made shareable once per run: every change
-    /// the event itself makes names it.
-    fn binding(&mut self) -> Option<Arc<str>> {
-        let name = self.cause.binding.as_deref()?;
-        Some(Arc::clone(self.binding.get_or_insert_with(|| Arc::from(name))))
     }
 
     pub(crate) fn trace(&mut self, deal: Uuid, depth: u32, kind: TraceKind) {

@@ -2,6 +2,8 @@
 //! state. Only what differs becomes a change: an echo of the hub's own
 //! write, or a repeat of a known state, changes nothing and fires nothing.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::deal_fields;
@@ -129,11 +131,11 @@ impl Run<'_, '_> {
     /// removed after the walk.
     fn observe_custom_fields(&mut self, deal: Uuid, observed: &CustomFields) {
         let held = &mut self.world.deals.get_mut(&deal).expect("exists").custom_fields;
-        let mut changed: Vec<(&str, CustomSlot, &serde_json::Value)> = Vec::new();
+        let mut changed: Vec<(&Arc<str>, CustomSlot, &serde_json::Value)> = Vec::new();
         let mut walk = held.iter_mut().peekable();
         for (name, to) in observed {
             let current = loop {
-                match walk.peek().map(|(h, _)| h.as_str().cmp(name)) {
+                match walk.peek().map(|(h, _)| h.cmp(&name)) {
                     Some(std::cmp::Ordering::Less) => {
                         walk.next();
                     }
@@ -160,12 +162,12 @@ impl Run<'_, '_> {
                 CustomSlot::Remove => self.world.deals.get_mut(&deal).and_then(|d| d.custom_fields.remove(name)),
                 CustomSlot::Insert => {
                     let held = &mut self.world.deals.get_mut(&deal).expect("exists").custom_fields;
-                    held.insert(name.to_owned(), to.clone());
+                    held.insert(name.clone(), to.clone());
                     None
                 }
             };
             let from = from.unwrap_or_default();
-            let field = ["custom.", name].concat();
+            let field = ["custom.", &**name].concat();
             self.changed(Change::FieldChanged { deal, field, from, to: to.clone() }, 0);
         }
     }

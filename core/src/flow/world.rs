@@ -209,7 +209,7 @@ impl IdSource {
     pub fn next_id(&mut self) -> Uuid {
         self.counter += 1;
         let name = self.counter.to_be_bytes();
-        let digest = Uuid::new_v5(&self.cause, &name);
+        let digest = crate::model::name_based_id(&self.cause, &name);
         let random: [u8; 10] = digest.as_bytes()[6..16].try_into().expect("10 bytes");
         uuid::Builder::from_unix_timestamp_millis(self.millis, &random).into_uuid()
     }

@@ -7,7 +7,10 @@
 //! binding's own, so their order is known when the binding compiles: each
 //! custom field gets its place in that order once, and a record's map is a
 //! copy of an all-`null` map of the binding's names with the values moved
-//! in, in order. Copying a map copies the names but compares none of them.
+//! in, in order. Copying a map shares the names (`Arc<str>`): it neither
+//! copies nor compares them.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -32,13 +35,13 @@ pub(crate) struct CustomValues {
 impl CustomFieldsTemplate {
     /// The names, in any order and with repeats.
     pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        Self { empty: names.into_iter().map(|name| (name.to_owned(), Value::Null)).collect() }
+        Self { empty: names.into_iter().map(|name| (Arc::from(name), Value::Null)).collect() }
     }
 
     /// Where `name`'s value goes in `CustomValues`, if it is one of the
     /// binding's custom fields.
     pub(crate) fn place(&self, name: &str) -> Option<usize> {
-        self.empty.keys().position(|k| k == name)
+        self.empty.keys().position(|k| &**k == name)
     }
 
     /// Room for one record's values, none set.
@@ -84,7 +87,7 @@ mod tests {
 
     /// What the binding did before: collect the pairs into the map.
     fn collected(pairs: &[(&str, Value)]) -> CustomFields {
-        pairs.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect()
+        pairs.iter().map(|(name, value)| (Arc::from(*name), value.clone())).collect()
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
@@ -20,7 +21,8 @@ use crate::model::{
 /// A binding ready to run.
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledBinding {
-    pub name: String,
+    /// Shared with every record it maps and every trail step they make.
+    pub name: Arc<str>,
     pub connector: String,
     pub system: String,
     pub record_kind: String,
@@ -79,8 +81,9 @@ pub(crate) struct ValueSource {
 /// One canonical event produced by one binding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappedRecord {
-    /// Name of the binding that produced it (for the trace).
-    pub binding: String,
+    /// Name of the binding that produced it (for the trace), shared with
+    /// the binding: mapping a record does not copy it.
+    pub binding: Arc<str>,
     pub event: CanonicalEvent,
 }
 
@@ -117,7 +120,7 @@ impl CompiledBinding {
     ) -> Result<bool, MappingError> {
         let Some(filter) = &self.filter else { return Ok(true) };
         filters.accepts(filter, record).map_err(|reason| MappingError::Filter {
-            binding: self.name.clone(),
+            binding: self.name.to_string(),
             filter: filter.clone(),
             reason,
         })
@@ -133,7 +136,7 @@ impl CompiledBinding {
             .get_in(record.value, &record.top)
             .and_then(|v| FieldValue::from_json(v).ok().flatten())
             .map(FieldValue::into_text)
-            .ok_or_else(|| MappingError::MissingId { binding: self.name.clone(), path: self.id.to_string() })?;
+            .ok_or_else(|| MappingError::MissingId { binding: self.name.to_string(), path: self.id.to_string() })?;
         let source = ExternalRef::new(&self.system, &self.connector, id);
         let event = match self.target {
             TargetKind::Deal => self.map_deal(source, record, ctx)?,
@@ -142,7 +145,7 @@ impl CompiledBinding {
             TargetKind::Shipment => self.map_shipment(source, record, ctx)?,
             TargetKind::Payment => self.map_payment(source, record, ctx)?,
         };
-        Ok(MappedRecord { binding: self.name.clone(), event })
+        Ok(MappedRecord { binding: Arc::clone(&self.name), event })
     }
 
     fn map_deal(
@@ -203,7 +206,7 @@ impl CompiledBinding {
                 BindingTarget::ClientInn => client(&mut observed).inn = Some(Inn::from_text(value.into_text())),
                 BindingTarget::ClientKpp => client(&mut observed).kpp = Some(value.into_text()),
                 BindingTarget::Custom(name) => {
-                    observed.custom_fields.insert(name.clone(), value.into_json());
+                    observed.custom_fields.insert(name.as_str().into(), value.into_json());
                 }
                 // Validation keeps deal fields out of invoice bindings.
                 _ => {}
@@ -220,7 +223,7 @@ impl CompiledBinding {
     ) -> Result<CanonicalEvent, MappingError> {
         let covers =
             self.reference(self.covers.as_ref(), "covers", record, ctx)?.ok_or_else(|| MappingError::Required {
-                binding: self.name.clone(),
+                binding: self.name.to_string(),
                 field: "covers".into(),
                 path: self.covers.as_ref().map(path_text).unwrap_or_default(),
             })?;
@@ -238,7 +241,7 @@ impl CompiledBinding {
         let amount = amount.ok_or_else(|| {
             let field = self.fields.iter().find(|f| f.target == BindingTarget::Amount);
             MappingError::Required {
-                binding: self.name.clone(),
+                binding: self.name.to_string(),
                 field: "amount".into(),
                 path: field.map(|f| path_text(&f.value)).unwrap_or_default(),
             }
@@ -271,7 +274,7 @@ impl CompiledBinding {
     /// document (an advance) is no share.
     fn payment_shares(&self, record: &Record<'_>, ctx: &MappingContext<'_>) -> Result<Vec<PaymentShare>, MappingError> {
         let required = |field: &str, path: String| MappingError::Required {
-            binding: self.name.clone(),
+            binding: self.name.to_string(),
             field: field.to_owned(),
             path,
         };
@@ -351,7 +354,7 @@ impl CompiledBinding {
         let value = self.single(&field.value, &field.name, record, ctx)?;
         if value.is_none() && field.required {
             return Err(MappingError::Required {
-                binding: self.name.clone(),
+                binding: self.name.to_string(),
                 field: field.name.clone(),
                 path: path_text(&field.value),
             });
@@ -401,7 +404,7 @@ impl CompiledBinding {
         let map = ctx.stage_maps.get(map_name);
         let canonical =
             map.and_then(|m| m.inbound.get(system_stage.as_ref())).ok_or_else(|| MappingError::UnknownStage {
-                binding: self.name.clone(),
+                binding: self.name.to_string(),
                 stage: system_stage.clone().into_owned(),
                 path: path.to_string(),
                 map: map_name.to_owned(),
@@ -469,7 +472,7 @@ impl CompiledBinding {
     fn missing(&self, field: &CompiledField) -> Result<(), MappingError> {
         if field.required {
             return Err(MappingError::Required {
-                binding: self.name.clone(),
+                binding: self.name.to_string(),
                 field: field.name.clone(),
                 path: path_text(&field.value),
             });
@@ -529,7 +532,7 @@ impl CompiledBinding {
         };
         let Some(currency) = currency else {
             let path = field.currency.as_ref().map(path_text).unwrap_or_default();
-            return Err(MappingError::Required { binding: self.name.clone(), field: currency_name.clone(), path });
+            return Err(MappingError::Required { binding: self.name.to_string(), field: currency_name.clone(), path });
         };
         Money::with_code(amount, currency.into_text()).map_err(|e| {
             let source = field.currency.as_ref().unwrap_or(&field.value);
@@ -698,7 +701,7 @@ impl CompiledBinding {
 
     fn field_error(&self, field: &str, source: &ValueSource, reason: impl Into<String>) -> MappingError {
         MappingError::Field {
-            binding: self.name.clone(),
+            binding: self.name.to_string(),
             field: field.to_owned(),
             path: path_text(source),
             reason: reason.into(),

@@ -145,7 +145,7 @@ impl MappingSet {
 
     /// Names of the bindings, in name order.
     pub fn binding_names(&self) -> impl Iterator<Item = &str> {
-        self.bindings.iter().map(|b| b.name.as_str())
+        self.bindings.iter().map(|b| &*b.name)
     }
 
     /// Whether some binding reads records from this connector instance.

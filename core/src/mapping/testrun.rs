@@ -105,7 +105,7 @@ impl<'a> CaseRun<'a> {
         deal.amount = given.amount.as_deref().map(parse_money).transpose()?;
         deal.client = given.client.clone();
         deal.responsible = given.responsible.as_ref().map(|r| r.value.clone());
-        deal.custom_fields = given.custom.clone().into_iter().collect();
+        deal.custom_fields = given.custom.iter().map(|(name, value)| (name.as_str().into(), value.clone())).collect();
         deal.external_refs = given.refs.clone();
         self.deals.insert(given.key.value.clone(), deal.id);
         self.world.insert_deal(deal);
@@ -150,7 +150,7 @@ impl<'a> CaseRun<'a> {
         Ok(self.check(&case.expect))
     }
 
-    fn process(&mut self, event: &CanonicalEvent, binding: Option<String>) {
+    fn process(&mut self, event: &CanonicalEvent, binding: Option<std::sync::Arc<str>>) {
         let cause = Cause { binding, ..Cause::new(self.next_cause(), self.now) };
         let engine = Engine::new(self.set.plan(), self.set.runtime(), self.set);
         // The engine's world is discarded on error, as the store's transaction would be.

@@ -13,6 +13,7 @@ mod inn;
 mod invoice;
 mod message;
 mod money;
+mod name_based_id;
 mod party;
 mod payment;
 mod shipment;
@@ -28,6 +29,7 @@ pub use inn::{Inn, InnError};
 pub use invoice::{Invoice, InvoiceKind, InvoiceLine, InvoiceStatus};
 pub use message::{Message, MessageChannel};
 pub use money::{Money, MoneyError, decimal_text};
+pub use name_based_id::name_based_id;
 pub use party::{BankAccount, Client, Party};
 pub use payment::{
     MatchCandidate, MatchMethod, MatchReason, PaidPart, Payment, PaymentDirection, PaymentMatch, ReviewNote,
@@ -36,8 +38,11 @@ pub use shipment::{Shipment, ShipmentLine, ShippedPart};
 pub use task::{Task, TaskKind, TaskStatus};
 pub use timer::{Timer, TimerStatus};
 
-/// Custom fields of any record: the mapping file decides the keys.
-pub type CustomFields = std::collections::BTreeMap<String, serde_json::Value>;
+/// Custom fields of any record: the mapping file decides the keys. The
+/// names are shared, not copied: a binding makes each of its field names
+/// once, and every record it maps and every deal that keeps the field hold
+/// that one name. They (de)serialize as plain strings.
+pub type CustomFields = std::collections::BTreeMap<std::sync::Arc<str>, serde_json::Value>;
 
 /// Canonical record ids are UUID v7: time-ordered, so they index well in both
 /// SQLite and PostgreSQL and sort in creation order.

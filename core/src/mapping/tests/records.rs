@@ -41,7 +41,7 @@ fn observed(record: serde_json::Value) -> Result<Vec<(String, ExternalRef, DealO
         .map_record("crm", "deal", &record)?
         .into_iter()
         .map(|m| match m.event {
-            CanonicalEvent::DealObserved { source, observed } => (m.binding, source, observed),
+            CanonicalEvent::DealObserved { source, observed } => (m.binding.to_string(), source, observed),
             other => panic!("unexpected {other:?}"),
         })
         .collect())

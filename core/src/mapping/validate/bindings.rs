@@ -89,7 +89,7 @@ fn binding(
     });
     let fields = b.fields.iter().filter_map(|(name, field)| compile_field(def, name, field, lookups, diags)).collect();
     let mut binding = CompiledBinding {
-        name: b.name.value.clone(),
+        name: b.name.value.as_str().into(),
         connector: b.connector.value.clone(),
         system: b.system.value.clone(),
         record_kind: b.record.value.clone(),
