@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
+use dealbridge_connector_bank::matching::open_index::OpenInvoiceIndex;
 use dealbridge_core::bus::{Bus, EmbeddedBus, RabbitBus, RabbitConfig};
 use dealbridge_core::delivery::{CommandPerformer, DeliveryGauges, DeliveryPolicy, Dispatcher, ReplicaRoster, Share};
 use dealbridge_core::inbox::{GroupCommitter, InboxOptions};
@@ -46,6 +47,9 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     /// Delivery policy, checked at start.
     pub delivery: Arc<DeliveryPolicy>,
+    /// The open invoices statement imports match against, kept in memory
+    /// (`[bank] open_invoices_in_memory`).
+    pub open_invoices: Option<Arc<OpenInvoiceIndex>>,
 }
 
 /// A started hub: state plus the inbox writer tasks it must drain on exit
@@ -176,6 +180,7 @@ impl Hub {
         let bus = open_bus(&settings, &store, env).await?;
         let (inbox, writers) = GroupCommitter::start(store.clone(), options);
         let runner = EngineRunner::new(store.clone());
+        let open_invoices = settings.bank.open_invoices_in_memory.then(|| Arc::new(OpenInvoiceIndex::new()));
         let state = AppState {
             store,
             inbox,
@@ -187,9 +192,13 @@ impl Hub {
             runner,
             bus,
             delivery,
+            open_invoices,
         };
         let stop_loops = CancellationToken::new();
-        let loops = start_engine_loops(&state, &stop_loops);
+        let mut loops = start_engine_loops(&state, &stop_loops);
+        if let Some(index) = state.open_invoices.clone() {
+            loops.spawn(read_open_invoices(index, state.store.clone()));
+        }
         Ok(Self { state, writers, loops, stop_loops, _watcher: watcher })
     }
 
@@ -243,6 +252,21 @@ impl Hub {
         while loops.join_next().await.is_some() {}
         tracing::info!("Hub stopped.");
         Ok(())
+    }
+}
+
+/// Fills the in-memory open invoices on start, so the first import does not
+/// wait for it. A failure is only logged: the first import reads them again.
+async fn read_open_invoices(index: Arc<OpenInvoiceIndex>, store: Arc<dyn Store>) {
+    let started = std::time::Instant::now();
+    match index.current(store.as_ref()).await {
+        Ok(Some(view)) => tracing::info!(
+            invoices = view.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Open invoices read into memory for statement imports."
+        ),
+        Ok(None) => tracing::info!("This store does not number invoice writes: imports look invoices up in it."),
+        Err(error) => tracing::warn!(%error, "Reading the open invoices into memory failed; the first import retries."),
     }
 }
 

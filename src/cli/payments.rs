@@ -73,6 +73,7 @@ pub async fn run(
                 store: store.clone(),
                 runner: EngineRunner::new(store),
                 rules: settings.bank.rules(),
+                open_invoices: None,
             };
             match importer.match_by_hand(&set, payment_id, invoice_id, &by).await {
                 Ok(matched) => {

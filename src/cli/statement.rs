@@ -77,8 +77,14 @@ async fn import(
     };
     let store = open_store(settings, env).await?;
     store.migrate().await?;
-    let importer =
-        StatementImporter { store: store.clone(), runner: EngineRunner::new(store), rules: settings.bank.rules() };
+    // A one-off import looks its candidates up in the store: reading every
+    // open invoice into memory first would take longer than that.
+    let importer = StatementImporter {
+        store: store.clone(),
+        runner: EngineRunner::new(store),
+        rules: settings.bank.rules(),
+        open_invoices: None,
+    };
     let name = args.file.file_name().map(|n| n.to_string_lossy().into_owned());
     let report = match importer.import(&set, &bytes, name.as_deref(), ImportSource::Cli).await {
         Ok(report) => report,

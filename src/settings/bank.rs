@@ -22,6 +22,10 @@ pub struct BankSettings {
     pub match_min_score: i32,
     /// How far the best invoice must lead the second.
     pub match_min_margin: i32,
+    /// Keep the open invoices in memory for imports (read on start, then
+    /// only what is written since; about 400 bytes per open invoice).
+    /// Off: each import looks its candidates up in the store.
+    pub open_invoices_in_memory: bool,
 }
 
 impl Default for BankSettings {
@@ -34,6 +38,7 @@ impl Default for BankSettings {
             match_window_days: rules.window_days,
             match_min_score: rules.min_score,
             match_min_margin: rules.min_margin,
+            open_invoices_in_memory: true,
         }
     }
 }

@@ -22,6 +22,12 @@
 //! candidates is checked to decide every payment exactly as matching over
 //! all 1,000,000 open invoices does (`BENCH_VERIFY=0` skips that check).
 //!
+//! On SQLite the open invoices are read into memory before the import, as
+//! the hub does on start (timed apart), and the import takes its candidates
+//! from there; they are checked to be exactly the invoices the store's key
+//! lookup returns. `BENCH_IN_MEMORY=0` makes the import look them up in the
+//! store instead (what a one-off CLI import and PostgreSQL do).
+//!
 //! `BENCH_DEALS=n` stores a deal for the first n invoices (default 2,000), so
 //! that many of the matched payments run the payment flows as well.
 //! `BENCH_PG_URL` names an administrative PostgreSQL URL: the bench creates
@@ -33,6 +39,7 @@ use std::time::Instant;
 use chrono::{NaiveDate, Utc};
 use dealbridge_connector_bank::import::{ImportSource, StatementImporter};
 use dealbridge_connector_bank::matching::candidates::open_candidates;
+use dealbridge_connector_bank::matching::open_index::OpenInvoiceIndex;
 use dealbridge_connector_bank::matching::{Decision, MatchRules, PaymentMatcher};
 use dealbridge_connector_bank::parse_statement;
 use dealbridge_connector_bank::payments::to_payments;
@@ -180,6 +187,7 @@ async fn main() {
         .init();
     let deals: usize = std::env::var("BENCH_DEALS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
     let verify = std::env::var("BENCH_VERIFY").map_or(true, |v| v != "0");
+    let use_index = std::env::var("BENCH_IN_MEMORY").map_or(true, |v| v != "0");
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, pg, backend): (Arc<dyn Store>, Option<TestDatabase>, &str) = match std::env::var("BENCH_PG_URL") {
         Ok(admin) if !admin.is_empty() => {
@@ -219,9 +227,32 @@ async fn main() {
     let parsed = parse_statement(bytes.as_slice()).expect("statement");
     let payments = to_payments(&parsed, Utc::now());
     let parse = t.elapsed();
+    // The hub reads the open invoices into memory on start (SQLite; a
+    // store that does not number its invoice writes answers None).
     let t = Instant::now();
-    let open = open_candidates(store.as_ref(), &payments, &MatchRules::default()).await.expect("candidates").invoices;
+    let index = Arc::new(OpenInvoiceIndex::new());
+    let in_memory = match index.current(store.as_ref()).await.expect("open invoices into memory") {
+        Some(view) => {
+            println!(
+                "  open invoices read into memory (on the hub's start): {} in {:.1} ms",
+                view.len(),
+                ms(t.elapsed())
+            );
+            use_index
+        }
+        None => false,
+    };
+    let rules = MatchRules::default();
+    let t = Instant::now();
+    let open = open_candidates(store.as_ref(), None, &payments, &rules).await.expect("candidates").invoices;
     let load = t.elapsed();
+    if in_memory {
+        let t = Instant::now();
+        let from_memory =
+            open_candidates(store.as_ref(), Some(&index), &payments, &rules).await.expect("candidates").invoices;
+        println!("                candidates from memory {:>10.1} ms", ms(t.elapsed()));
+        assert_eq!(from_memory, open, "the in-memory candidates must be the store's");
+    }
     let t = Instant::now();
     let decisions = decide_all(&open, &payments);
     let matching = t.elapsed();
@@ -257,7 +288,9 @@ async fn main() {
         store: store.clone(),
         runner: EngineRunner::new(store.clone()),
         rules: MatchRules::default(),
+        open_invoices: in_memory.then_some(index),
     };
+    println!("  candidates for the import: {}", if in_memory { "from memory" } else { "looked up in the store" });
     let t = Instant::now();
     let report = importer.import(&set, &bytes, Some("bench.txt"), ImportSource::Cli).await.expect("import");
     let import = t.elapsed();

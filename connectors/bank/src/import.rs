@@ -33,6 +33,7 @@ use uuid::Uuid;
 use crate::apply::{Application, Applied, apply};
 use crate::counted_once;
 use crate::matching::candidates::open_candidates;
+use crate::matching::open_index::OpenInvoiceIndex;
 use crate::matching::purpose::NumberReference;
 use crate::matching::{Decision, MatchRules, PaymentMatcher};
 use crate::payments::{to_payment, to_payments};
@@ -185,6 +186,9 @@ pub struct StatementImporter {
     pub store: Arc<dyn Store>,
     pub runner: EngineRunner,
     pub rules: MatchRules,
+    /// The hub's in-memory copy of the open invoices; without one (a
+    /// one-off CLI import) candidates are looked up in the store.
+    pub open_invoices: Option<Arc<OpenInvoiceIndex>>,
 }
 
 /// SHA-256 of a file's bytes, hex.
@@ -226,7 +230,7 @@ impl StatementImporter {
             // payment already stored the candidates read are not used.
             let (known, candidates) = tokio::try_join!(
                 self.store.known_payments(&ids),
-                open_candidates(self.store.as_ref(), &payments, &self.rules)
+                open_candidates(self.store.as_ref(), self.open_invoices.as_deref(), &payments, &self.rules)
             )?;
             let known: HashSet<Uuid> = known.into_iter().collect();
             let fresh: Vec<(Payment, Vec<NumberReference>)> =

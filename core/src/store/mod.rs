@@ -56,8 +56,8 @@ pub use error::StoreError;
 pub use event::{Appended, EventState, NewRawEvent, RawEvent};
 pub use invoice_keys::{InvoiceKeys, InvoicePaid};
 pub use payments::{
-    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
-    StatementTally, StoredPayment,
+    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState,
+    StatementRecord, StatementTally, StoredPayment,
 };
 pub use postgres::PgStore;
 pub use replicas::ReplicaRoll;

@@ -177,6 +177,19 @@ impl OpenInvoice {
     }
 }
 
+/// The invoices written since a generation of the store's invoice counter:
+/// what an in-memory copy of the open invoices reads to catch up.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InvoiceChanges {
+    /// The counter when read: pass it as `since` next time.
+    pub generation: u64,
+    /// Invoices written since that expect money, as matching reads them.
+    pub open: Vec<OpenInvoice>,
+    /// Invoices written since that no longer do (empty for a read from 0,
+    /// which lists every open invoice).
+    pub closed: Vec<Uuid>,
+}
+
 /// Everything one import or one manual match writes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PaymentCommit {
@@ -244,6 +257,11 @@ pub trait PaymentLedger: Send + Sync {
     /// The open invoices with one of these keys, by id, each once: what a
     /// statement's payments can be matched to, read through indexes.
     async fn open_invoices_by_keys(&self, keys: &InvoiceKeys) -> Result<Vec<OpenInvoice>, StoreError>;
+
+    /// The invoices written after generation `since` of the store's invoice
+    /// counter (0: every open invoice), or `None` when this store does not
+    /// number its invoice writes; then open invoices are looked up by keys.
+    async fn invoice_changes(&self, since: u64) -> Result<Option<InvoiceChanges>, StoreError>;
 
     /// The invoices with these ids, by id; unknown ids are skipped.
     async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError>;

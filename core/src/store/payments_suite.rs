@@ -460,7 +460,78 @@ async fn every_invoice_read_sees_the_paid_amount(store: &dyn Store) {
     reads_as(store, &inv, deal, done).await;
 }
 
+/// The invoices written since a generation, whoever wrote them: invoices
+/// written whole, paid amounts a payment commit wrote; writes of anything
+/// else, and a stale commit, leave the counter where it was.
+async fn invoice_changes_list_what_was_written_since(store: &dyn Store) {
+    let Some(start) = store.invoice_changes(0).await.unwrap() else {
+        assert_eq!(store.backend(), Backend::Postgres, "only PostgreSQL does not number its invoice writes");
+        return;
+    };
+    assert!(start.open.is_empty() && start.closed.is_empty());
+    assert!(start.generation >= 1, "a reader from 0 is at 1 or later after");
+    let sorted = |mut invoices: Vec<OpenInvoice>| {
+        invoices.sort_by_key(|i| i.id);
+        invoices
+    };
+    let a = of_client(invoice(None, "1", &[]), "7707083893");
+    let b = invoice(None, "2", &[]);
+    let mut done = invoice(None, "3", &[]);
+    done.status = InvoiceStatus::Paid;
+    let written = vec![a.clone(), b.clone(), done.clone()];
+    store.apply(&ChangeSet { invoices: written, ..Default::default() }).await.unwrap();
+
+    let everything = store.invoice_changes(0).await.unwrap().unwrap();
+    assert_eq!(sorted(everything.open), vec![OpenInvoice::of(&a), OpenInvoice::of(&b)]);
+    assert!(everything.closed.is_empty(), "a read from 0 lists the open ones only");
+    let since = store.invoice_changes(start.generation).await.unwrap().unwrap();
+    assert!(since.generation > start.generation);
+    assert_eq!(sorted(since.open), vec![OpenInvoice::of(&a), OpenInvoice::of(&b)]);
+    assert_eq!(since.closed, vec![done.id]);
+    assert_eq!(everything.generation, since.generation);
+
+    store.apply(&ChangeSet { deals: vec![deal("sales", "new", &[])], ..Default::default() }).await.unwrap();
+    let quiet = store.invoice_changes(since.generation).await.unwrap().unwrap();
+    assert_eq!((quiet.generation, quiet.open.len(), quiet.closed.len()), (since.generation, 0, 0));
+
+    let at = now_micros();
+    let pay = |id: Uuid, amount: &str, status: InvoiceStatus| InvoicePaid {
+        id,
+        paid: amount.parse().unwrap(),
+        status,
+        updated_at: at,
+    };
+    let stale = PaymentCommit {
+        invoices_read: vec![(a.id, Decimal::ONE)],
+        invoices_paid: vec![pay(a.id, "2 RUB", InvoiceStatus::PartiallyPaid)],
+        ..Default::default()
+    };
+    assert!(matches!(store.commit_payments(&stale).await.unwrap(), CommitOutcome::Stale(_)));
+    let after_stale = store.invoice_changes(since.generation).await.unwrap().unwrap();
+    assert_eq!((after_stale.generation, after_stale.open.len()), (since.generation, 0), "rolled back");
+
+    let commit = PaymentCommit {
+        invoices_read: vec![(a.id, Decimal::ZERO), (b.id, Decimal::ZERO)],
+        invoices_paid: vec![
+            pay(a.id, "1250000.50 RUB", InvoiceStatus::Paid),
+            pay(b.id, "1 RUB", InvoiceStatus::PartiallyPaid),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Committed);
+    let paid = store.invoice_changes(since.generation).await.unwrap().unwrap();
+    assert!(paid.generation > since.generation);
+    let mut b_paid = OpenInvoice::of(&b);
+    b_paid.paid = "1 RUB".parse().unwrap();
+    assert_eq!(paid.open, vec![b_paid.clone()]);
+    assert_eq!(paid.closed, vec![a.id]);
+    let now_open = store.invoice_changes(0).await.unwrap().unwrap();
+    assert_eq!(now_open.open, vec![b_paid]);
+    assert_eq!(now_open.generation, paid.generation);
+}
+
 store_suite!(
+    invoice_changes_list_what_was_written_since,
     every_invoice_read_sees_the_paid_amount,
     open_invoices_are_found_by_their_keys,
     paid_amounts_are_written_into_the_stored_invoice,

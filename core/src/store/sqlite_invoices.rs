@@ -26,7 +26,7 @@ use super::StoreError;
 use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::invoice_keys::{InvoiceKeys, InvoicePaid, ProjectedRow, Projection, is_open};
-use super::payments::OpenInvoice;
+use super::payments::{InvoiceChanges, OpenInvoice};
 use super::sqlite::{delete_refs, insert_refs, micros, parse_uuid};
 use crate::model::Invoice;
 
@@ -50,7 +50,7 @@ const MATCH_FROM: &str = "invoice_match m LEFT JOIN invoice_paid p ON p.id = m.i
 
 /// Columns of an `invoice_match` row that an invoice's document gives.
 const MATCH_COLUMNS: &str = "id, deal_id, kind, number, number_key, number_digits, inn_key, client_inn, \
-                             invoice_date, total_amount, currency, paid_amount, is_open";
+                             invoice_date, total_amount, currency, paid_amount, is_open, changed";
 
 fn insert_match_sql(rows: usize) -> String {
     let mut sql = format!("INSERT INTO invoice_match ({MATCH_COLUMNS}) VALUES ");
@@ -58,14 +58,14 @@ fn insert_match_sql(rows: usize) -> String {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql.push_str(
         " ON CONFLICT (id) DO UPDATE SET deal_id = excluded.deal_id, kind = excluded.kind,
              number = excluded.number, number_key = excluded.number_key, number_digits = excluded.number_digits,
              inn_key = excluded.inn_key, client_inn = excluded.client_inn, invoice_date = excluded.invoice_date,
              total_amount = excluded.total_amount, currency = excluded.currency,
-             paid_amount = excluded.paid_amount, is_open = excluded.is_open",
+             paid_amount = excluded.paid_amount, is_open = excluded.is_open, changed = excluded.changed",
     );
     sql
 }
@@ -74,6 +74,10 @@ fn insert_match_sql(rows: usize) -> String {
 /// `invoice_paid` rows: their documents are written whole, the paid amount
 /// in them is the one that stands.
 async fn write_match_rows(tx: &mut Transaction<'_, Sqlite>, invoices: &[&Invoice]) -> Result<(), StoreError> {
+    if invoices.is_empty() {
+        return Ok(());
+    }
+    let generation = next_generation(tx).await?;
     for chunk in invoices.chunks(LIST_CHUNK) {
         sqlx::query("DELETE FROM invoice_paid WHERE id IN (SELECT value FROM json_each(?))")
             .bind(id_list(chunk.iter().map(|i| &i.id)))
@@ -92,11 +96,22 @@ async fn write_match_rows(tx: &mut Transaction<'_, Sqlite>, invoices: &[&Invoice
                 .bind(invoice.deal_id.map(|d| d.to_string()))
                 .bind(tag(&invoice.kind)?)
                 .bind(&invoice.number);
-            insert = bind_projection(insert_id, invoice);
+            insert = bind_projection(insert_id, invoice).bind(generation);
         }
         insert.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Takes the next value of the invoices' generation counter (migration
+/// 0015) for the rows this write stamps. Inside the writing transaction,
+/// and SQLite has one writer: values grow in commit order.
+async fn next_generation(tx: &mut Transaction<'_, Sqlite>) -> Result<i64, StoreError> {
+    let value =
+        sqlx::query_scalar("UPDATE store_generations SET value = value + 1 WHERE name = 'invoices' RETURNING value")
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(value)
 }
 
 /// Binds the matching columns of `invoice` (its [`Projection`]), which
@@ -218,6 +233,10 @@ pub(super) async fn update_paid(
     // order would have them.
     let mut latest: Vec<&InvoicePaid> = latest.into_values().collect();
     latest.sort_unstable_by_key(|p| p.id);
+    if latest.is_empty() {
+        return Ok((0, 0));
+    }
+    let generation = next_generation(tx).await?;
     let mut written = 0;
     for chunk in latest.chunks(LIST_CHUNK) {
         let mut rows = Vec::with_capacity(chunk.len());
@@ -237,14 +256,16 @@ pub(super) async fn update_paid(
         // A row per invoice paid, in a table of only those: the pages
         // written are about as many as the bytes need.
         let updated = sqlx::query(
-            "INSERT INTO invoice_paid (id, paid, status, paid_at, paid_amount, is_open)
-             SELECT m.id, u.value ->> 1, u.value ->> 2, u.value ->> 3, u.value ->> 4, u.value ->> 5
+            "INSERT INTO invoice_paid (id, paid, status, paid_at, paid_amount, is_open, changed)
+             SELECT m.id, u.value ->> 1, u.value ->> 2, u.value ->> 3, u.value ->> 4, u.value ->> 5, ?
              FROM json_each(?) AS u JOIN invoice_match m ON m.id = u.value ->> 0
                  LEFT JOIN invoice_paid p ON p.id = m.id
              WHERE u.value ->> 6 IS NULL OR coalesce(p.paid_amount, m.paid_amount) = u.value ->> 6
              ON CONFLICT (id) DO UPDATE SET paid = excluded.paid, status = excluded.status,
-                 paid_at = excluded.paid_at, paid_amount = excluded.paid_amount, is_open = excluded.is_open",
+                 paid_at = excluded.paid_at, paid_amount = excluded.paid_amount, is_open = excluded.is_open,
+                 changed = excluded.changed",
         )
+        .bind(generation)
         .bind(serde_json::Value::Array(rows).to_string())
         .execute(&mut **tx)
         .await?;
@@ -353,6 +374,68 @@ pub(super) async fn open_invoices_by_keys(
     found.sort_unstable_by_key(|i| i.id);
     found.dedup_by_key(|i| i.id);
     Ok(found)
+}
+
+/// One changed row as `json_array` gives it: a projected row and whether
+/// the invoice is open.
+type ChangedRow = (String, Option<String>, String, String, String, Option<String>, String, String, String, i64);
+
+/// Open invoices per page of a full read.
+const FULL_READ_PAGE: i64 = 100_000;
+
+/// The invoices written after generation `since` (0: every open one, in
+/// pages by id). The counter is read first: rows stamped later may come
+/// too (read again next time, harmless), rows stamped up to it all do.
+pub(super) async fn invoice_changes(reader: &SqlitePool, since: u64) -> Result<InvoiceChanges, StoreError> {
+    let generation: i64 =
+        sqlx::query_scalar("SELECT value FROM store_generations WHERE name = 'invoices'").fetch_one(reader).await?;
+    let mut changes = InvoiceChanges {
+        generation: u64::try_from(generation).map_err(|_| corrupt(format!("invoice generation {generation}")))?,
+        ..Default::default()
+    };
+    let row = "json_array(m.id, m.deal_id, m.kind, m.number, m.invoice_date, m.client_inn, m.total_amount, \
+               m.currency, coalesce(p.paid_amount, m.paid_amount), coalesce(p.is_open, m.is_open))";
+    if since == 0 {
+        let sql = format!(
+            "SELECT coalesce(json_group_array(json(r)), '[]') FROM (SELECT {row} AS r FROM {MATCH_FROM}
+             WHERE m.id > ? AND coalesce(p.is_open, m.is_open) = 1 ORDER BY m.id LIMIT ?)"
+        );
+        let mut after = String::new();
+        loop {
+            let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&after)
+                .bind(FULL_READ_PAGE)
+                .fetch_one(reader)
+                .await?;
+            let rows: Vec<ChangedRow> = from_doc("invoice projection", &text)?;
+            let Some(last) = rows.last() else { return Ok(changes) };
+            after = last.0.clone();
+            let page = rows.len() as i64;
+            add_changed(&mut changes, rows)?;
+            if page < FULL_READ_PAGE {
+                return Ok(changes);
+            }
+        }
+    }
+    let since = i64::try_from(since).map_err(|_| StoreError::Database(format!("invoice generation {since}")))?;
+    let sql = format!(
+        "SELECT coalesce(json_group_array({row}), '[]') FROM {MATCH_FROM}
+         WHERE m.id IN (SELECT id FROM invoice_match WHERE changed > ?1 UNION SELECT id FROM invoice_paid WHERE changed > ?1)"
+    );
+    let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(since).fetch_one(reader).await?;
+    add_changed(&mut changes, from_doc("invoice projection", &text)?)?;
+    Ok(changes)
+}
+
+fn add_changed(changes: &mut InvoiceChanges, rows: Vec<ChangedRow>) -> Result<(), StoreError> {
+    for (id, deal, kind, number, date, client_inn, total, currency, paid, open) in rows {
+        if open == 1 {
+            changes.open.push(projected((id, deal, kind, number, date, client_inn, total, currency, paid))?);
+        } else {
+            changes.closed.push(parse_uuid(&id)?);
+        }
+    }
+    Ok(())
 }
 
 /// Fills the matching columns (and `invoice_match` rows) of invoices stored

@@ -17,12 +17,12 @@ use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
 use super::payments::{
-    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState, StatementRecord,
-    StatementTally, StoredPayment,
+    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState,
+    StatementRecord, StatementTally, StoredPayment,
 };
 use super::sqlite::{SqliteStore, doc_from_row, from_micros, micros, parse_uuid, write_change_set};
 use super::sqlite_invoices::{
-    INVOICE_DOC, INVOICE_FROM, open_invoices, open_invoices_by_keys, paid_amounts, update_paid,
+    INVOICE_DOC, INVOICE_FROM, invoice_changes, open_invoices, open_invoices_by_keys, paid_amounts, update_paid,
 };
 use crate::model::Invoice;
 
@@ -391,6 +391,10 @@ impl PaymentLedger for SqliteStore {
 
     async fn open_invoices_by_keys(&self, keys: &InvoiceKeys) -> Result<Vec<OpenInvoice>, StoreError> {
         open_invoices_by_keys(&self.reader, keys).await
+    }
+
+    async fn invoice_changes(&self, since: u64) -> Result<Option<InvoiceChanges>, StoreError> {
+        invoice_changes(&self.reader, since).await.map(Some)
     }
 
     async fn invoices_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Invoice>, StoreError> {

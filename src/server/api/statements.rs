@@ -17,7 +17,12 @@ use crate::server::{Access, ApiError, Area, Caller};
 
 /// The importer for this hub's store, engine and `[bank]` settings.
 pub fn importer(state: &AppState) -> StatementImporter {
-    StatementImporter { store: state.store.clone(), runner: state.runner.clone(), rules: state.settings.bank.rules() }
+    StatementImporter {
+        store: state.store.clone(),
+        runner: state.runner.clone(),
+        rules: state.settings.bank.rules(),
+        open_invoices: state.open_invoices.clone(),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -16,6 +16,7 @@ use dealbridge_core::model::{Payment, PaymentDirection};
 use dealbridge_core::store::invoice_keys::{inn_key, number_hash_and_digits, number_key};
 use dealbridge_core::store::{InvoiceKeys, OpenInvoice, Store, StoreError};
 
+use super::open_index::{OpenInvoiceIndex, OpenInvoicesView};
 use super::purpose::{NumberReference, number_references};
 use super::{MatchRules, PaymentMatcher};
 
@@ -33,13 +34,21 @@ pub struct Candidates {
 /// From this many payments on, their purpose texts are read on two threads.
 const PARALLEL_FROM: usize = 10_000;
 
-/// The open invoices `payments` can be matched to, by id.
+/// The open invoices `payments` can be matched to, by id: from the hub's
+/// in-memory copy when it has one and the store keeps it current
+/// ([`OpenInvoiceIndex`]), otherwise looked up in the store.
 pub async fn open_candidates(
     store: &dyn Store,
+    index: Option<&OpenInvoiceIndex>,
     payments: &[Payment],
     rules: &MatchRules,
 ) -> Result<Candidates, StoreError> {
     let started = Instant::now();
+    let view = match index {
+        Some(index) => index.current(store).await?,
+        None => None,
+    };
+    let current_at = started.elapsed();
     let references = references_of(payments);
     let read_at = started.elapsed();
     let incoming: Vec<(&Payment, &[NumberReference])> = payments
@@ -51,25 +60,39 @@ pub async fn open_candidates(
     if incoming.is_empty() {
         return Ok(Candidates { invoices: Vec::new(), references });
     }
-    let by_number = store.open_invoices_by_keys(&number_keys(&incoming)).await?;
+    let by_number = look_up(store, view.as_ref(), &number_keys(&incoming)).await?;
     let numbers_at = started.elapsed();
     let inns = payer_keys(&incoming, &by_number, rules);
     let payers_at = started.elapsed();
     let invoices = if inns.is_empty() {
         by_number
     } else {
-        let by_payer = store.open_invoices_by_keys(&InvoiceKeys { inns, ..Default::default() }).await?;
+        let by_payer = look_up(store, view.as_ref(), &InvoiceKeys { inns, ..Default::default() }).await?;
         merge(by_number, by_payer)
     };
     tracing::debug!(
         invoices = invoices.len(),
-        purposes_ms = read_at.as_millis() as u64,
+        in_memory = view.is_some(),
+        current_ms = current_at.as_millis() as u64,
+        purposes_ms = (read_at - current_at).as_millis() as u64,
         by_number_ms = (numbers_at - read_at).as_millis() as u64,
         payers_ms = (payers_at - numbers_at).as_millis() as u64,
         by_payer_ms = (started.elapsed() - payers_at).as_millis() as u64,
         "candidate invoices read"
     );
     Ok(Candidates { invoices, references })
+}
+
+/// The open invoices with one of `keys`: from the in-memory view, or the store.
+async fn look_up(
+    store: &dyn Store,
+    view: Option<&OpenInvoicesView<'_>>,
+    keys: &InvoiceKeys,
+) -> Result<Vec<OpenInvoice>, StoreError> {
+    match view {
+        Some(view) => Ok(view.by_keys(keys)),
+        None => store.open_invoices_by_keys(keys).await,
+    }
 }
 
 /// The numbers each payment's purpose text names (none for payments not
@@ -250,7 +273,7 @@ mod tests {
             outgoing,
         ];
         let rules = MatchRules::default();
-        let candidates = open_candidates(&store, &payments, &rules).await.unwrap();
+        let candidates = open_candidates(&store, None, &payments, &rules).await.unwrap();
         let numbers: Vec<&str> = candidates.invoices.iter().map(|i| i.number.as_str()).collect();
         for expected in ["100", "А-7", "200", "201", "300"] {
             assert!(numbers.contains(&expected), "{expected} in {numbers:?}");

@@ -29,6 +29,7 @@
 //! reasons).
 
 pub mod candidates;
+pub mod open_index;
 pub mod purpose;
 mod split;
 
