@@ -205,30 +205,7 @@ mod tests {
     }
 
     fn stored_invoice(number: &str, client: u32) -> dealbridge_core::model::Invoice {
-        use dealbridge_core::model::{Client, Inn, Invoice, InvoiceKind, InvoiceStatus};
-        let rub = |n: i64| Money::new(rust_decimal::Decimal::from(n), "RUB").unwrap();
-        Invoice {
-            id: Uuid::now_v7(),
-            kind: InvoiceKind::Invoice,
-            number: number.into(),
-            date: NaiveDate::from_ymd_opt(2024, 2, 1).unwrap(),
-            deal_id: None,
-            client: Some(Client {
-                name: format!("Клиент {client}"),
-                inn: Some(Inn::new(&inn(client))),
-                ..Default::default()
-            }),
-            total: rub(1000),
-            paid: rub(0),
-            shipped: rub(0),
-            shipments: Vec::new(),
-            paid_parts: Vec::new(),
-            status: InvoiceStatus::Open,
-            lines: Vec::new(),
-            custom_fields: Default::default(),
-            external_refs: Vec::new(),
-            updated_at: Utc::now(),
-        }
+        crate::matching::open_test_invoice(number, &inn(client))
     }
 
     fn paying(purpose: &str, payer_inn: &str) -> Payment {

@@ -141,6 +141,33 @@ pub struct PaymentMatcher<'a> {
     next_inn: Vec<u32>,
 }
 
+/// An open invoice of 1,000 RUB dated 2024-02-01 whose client has `inn`,
+/// as the store tests of this module write them.
+#[cfg(test)]
+fn open_test_invoice(number: &str, inn: &str) -> dealbridge_core::model::Invoice {
+    use chrono::{NaiveDate, Utc};
+    use dealbridge_core::model::{Client, Inn, Invoice, InvoiceKind, InvoiceStatus, Money};
+    let rub = |n: i64| Money::new(Decimal::from(n), "RUB").unwrap_or_else(|e| panic!("{e}"));
+    Invoice {
+        id: uuid::Uuid::now_v7(),
+        kind: InvoiceKind::Invoice,
+        number: number.into(),
+        date: NaiveDate::from_ymd_opt(2024, 2, 1).unwrap_or_default(),
+        deal_id: None,
+        client: Some(Client { name: format!("Клиент {inn}"), inn: Some(Inn::new(inn)), ..Default::default() }),
+        total: rub(1000),
+        paid: rub(0),
+        shipped: rub(0),
+        shipments: Vec::new(),
+        paid_parts: Vec::new(),
+        status: InvoiceStatus::Open,
+        lines: Vec::new(),
+        custom_fields: Default::default(),
+        external_refs: Vec::new(),
+        updated_at: Utc::now(),
+    }
+}
+
 /// The digits a number key ends in, without leading zeros.
 #[cfg(test)]
 fn trailing_digits(key: &str) -> Option<u64> {

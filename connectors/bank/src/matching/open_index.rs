@@ -253,8 +253,8 @@ impl IndexedInvoices {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{NaiveDate, Utc};
-    use dealbridge_core::model::{Client, Inn, Invoice, InvoiceKind, InvoiceStatus, Money};
+    use chrono::Utc;
+    use dealbridge_core::model::{Invoice, InvoiceStatus, Money};
     use dealbridge_core::store::invoice_keys::number_key;
     use dealbridge_core::store::{ChangeSet, CommitOutcome, InvoicePaid, PaymentCommit, PaymentLedger, SqliteStore};
     use rust_decimal::Decimal;
@@ -262,27 +262,7 @@ mod tests {
     use super::*;
 
     fn invoice(number: &str, inn: &str) -> Invoice {
-        let rub = |n: i64| Money::new(Decimal::from(n), "RUB").unwrap();
-        Invoice {
-            id: Uuid::now_v7(),
-            kind: InvoiceKind::Invoice,
-            number: number.into(),
-            date: NaiveDate::from_ymd_opt(2024, 2, 1).unwrap(),
-            deal_id: None,
-            client: Some(Client {
-                name: format!("Клиент {inn}"), inn: Some(Inn::new(inn)), ..Default::default()
-            }),
-            total: rub(1000),
-            paid: rub(0),
-            shipped: rub(0),
-            shipments: Vec::new(),
-            paid_parts: Vec::new(),
-            status: InvoiceStatus::Open,
-            lines: Vec::new(),
-            custom_fields: Default::default(),
-            external_refs: Vec::new(),
-            updated_at: Utc::now(),
-        }
+        crate::matching::open_test_invoice(number, inn)
     }
 
     /// Keys that find invoices by number, by digits (shared by several)
