@@ -9,7 +9,8 @@
 //! — and before each import reads only the invoices written since it last
 //! looked, whoever wrote them (this hub, another replica, a CLI import):
 //! every invoice write takes the next value of the store's invoice counter
-//! and stamps its rows with it ([`PaymentLedger::invoice_changes`]).
+//! and stamps its rows with it
+//! ([`dealbridge_core::store::PaymentLedger::invoice_changes`]).
 //!
 //! The copy is a cache, never the truth: the payment commit still compares
 //! the paid amount of every invoice it read and refuses when one changed,
@@ -106,10 +107,13 @@ impl OpenInvoicesView<'_> {
         for &inn in &keys.inns {
             slots.extend(indexed.by_inn.chain(inn));
         }
+        // Each invoice once before copying it out (an invoice found by its
+        // number is often found by its digits too).
+        slots.sort_unstable();
+        slots.dedup();
         let mut found: Vec<OpenInvoice> =
             slots.into_iter().filter_map(|slot| indexed.slots[slot as usize].clone()).collect();
         found.sort_unstable_by_key(|i| i.id);
-        found.dedup_by_key(|i| i.id);
         found
     }
 }
