@@ -165,6 +165,15 @@ async fn upload(hub: &TestHub, name: &str, bytes: &[u8]) -> (u16, Value) {
     send(hub, reqwest::Method::POST, &path, ACCOUNTANT, Some(bytes.to_vec())).await
 }
 
+/// A stored statement's file: status, Content-Disposition and bytes.
+async fn statement_file(hub: &TestHub, id: &str, token: &str) -> (u16, Option<String>, Vec<u8>) {
+    let response =
+        hub.client.get(hub.url(&format!("/api/v1/statements/{id}/file"))).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    let disposition = response.headers().get("content-disposition").map(|v| v.to_str().unwrap().to_owned());
+    (status, disposition, response.bytes().await.unwrap().to_vec())
+}
+
 async fn json_post(hub: &TestHub, path: &str, token: &str, body: Value) -> (u16, Value) {
     let response = hub.client.post(hub.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
     let status = response.status().as_u16();
@@ -258,6 +267,13 @@ async fn s3_payments_move_the_deal(store: StoreKind) {
         (Some("40000.00"), Some("partially_paid"))
     );
     assert_eq!(get(&hub, &format!("/api/v1/deals/{deal_id}"), ADMIN).await["stage"], "payment");
+    // The statement file is kept: it comes back byte for byte, with its name.
+    let statement_id = report["statement_id"].as_str().unwrap().to_owned();
+    let (status, disposition, bytes) = statement_file(&hub, &statement_id, ACCOUNTANT).await;
+    assert_eq!((status, bytes.as_slice()), (200, first.as_slice()));
+    assert_eq!(disposition.as_deref(), Some("attachment; filename*=UTF-8''kl_to_1c_0205.txt"));
+    assert_eq!(statement_file(&hub, &statement_id, VIEWER).await.0, 200, "a viewer may read it");
+    assert_eq!(statement_file(&hub, &uuid::Uuid::now_v7().to_string(), ACCOUNTANT).await.0, 404);
 
     // The second statement completes the payment: the deal moves to shipment with the task.
     let second = statement("12.02.2024", &[second_payment(), unmatched_payment()]);

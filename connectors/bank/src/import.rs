@@ -23,8 +23,10 @@ use dealbridge_core::model::{
 use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{
     CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentState, StatementRecord, StatementTally, Store,
-    StoreError, StoredPayment,
+    StoreError, StoredFile, StoredPayment,
 };
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -191,6 +193,17 @@ pub struct StatementImporter {
     pub open_invoices: Option<Arc<OpenInvoiceIndex>>,
 }
 
+/// The statement file compressed for storing, on a blocking thread: for a
+/// large statement that takes a fraction of a second, while this one
+/// parses and matches. Shared: each commit attempt takes the same result.
+fn compressed(bytes: &[u8]) -> Shared<BoxFuture<'static, Result<StoredFile, String>>> {
+    let owned = bytes.to_vec();
+    tokio::task::spawn_blocking(move || StoredFile::compress(&owned).map_err(|e| e.to_string()))
+        .map(|joined| joined.map_err(|e| format!("compressing the statement file: {e}"))?)
+        .boxed()
+        .shared()
+}
+
 /// SHA-256 of a file's bytes, hex.
 pub fn digest(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -211,6 +224,7 @@ impl StatementImporter {
         if let Some(known) = self.store.statement_by_digest(&digest).await? {
             return self.report_of(known, true).await;
         }
+        let file = compressed(bytes);
         let statement = parse_statement(bytes)?;
         let summary = serde_json::to_value(Summary::of(&statement)).unwrap_or_default();
         let mut phases = Phases { parse: started.elapsed(), ..Default::default() };
@@ -250,7 +264,10 @@ impl StatementImporter {
                 payments_known: (known.len() + repeated_in_file) as u32,
             };
             let commit = PaymentCommit {
-                statement: Some(NewStatement { record: record.clone(), body: bytes.to_vec() }),
+                statement: Some(NewStatement {
+                    record: record.clone(),
+                    file: file.clone().await.map_err(StoreError::Database)?,
+                }),
                 new_payments: stored,
                 updated_payments: Vec::new(),
                 invoices_read: applied.invoices_read,

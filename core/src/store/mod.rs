@@ -31,6 +31,7 @@ mod sqlite_deliveries;
 mod sqlite_delivery_batch;
 mod sqlite_invoices;
 mod sqlite_payments;
+mod statement_file;
 #[cfg(test)]
 mod suite;
 mod world;
@@ -63,6 +64,7 @@ pub use postgres::PgStore;
 pub use replicas::ReplicaRoll;
 pub use source_reads::SourceReads;
 pub use sqlite::SqliteStore;
+pub use statement_file::{FileEncoding, StoredFile};
 pub use world::{change_set_from_world, extend_world, load_world};
 
 /// Which backend a store runs on.

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::error::corrupt;
 use super::invoice_keys::{InvoiceKeys, InvoicePaid};
+use super::statement_file::StoredFile;
 use super::{ChangeSet, StoreError};
 use crate::model::{Invoice, InvoiceKind, Money, Payment, PaymentMatch, ReviewNote};
 
@@ -141,11 +142,12 @@ pub struct StatementRecord {
     pub payments_known: u32,
 }
 
-/// A statement to store, with its bytes.
+/// A statement to store, with its file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewStatement {
     pub record: StatementRecord,
-    pub body: Vec<u8>,
+    /// The file's bytes, as stored ([`StoredFile::compress`] them).
+    pub file: StoredFile,
 }
 
 /// An invoice or order that still expects money: what matching reads.
@@ -232,6 +234,9 @@ pub trait PaymentLedger: Send + Sync {
     async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError>;
 
     async fn get_statement(&self, id: Uuid) -> Result<Option<StatementRecord>, StoreError>;
+
+    /// The file of a stored statement, as stored (see [`StoredFile::original`]).
+    async fn statement_file(&self, id: Uuid) -> Result<Option<StoredFile>, StoreError>;
 
     /// Which of these payment ids are stored.
     async fn known_payments(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;

@@ -9,6 +9,8 @@ use super::*;
 use crate::model::{Client, Inn, MatchMethod, Money, Party, Payment, PaymentDirection, PaymentMatch, ReviewNote};
 use crate::store::invoice_keys::{InvoiceKeys, InvoicePaid, inn_key, is_open, number_key};
 
+const STATEMENT_FILE: &str = "1CClientBankExchange\r\nКонецФайла\r\n";
+
 fn statement(digest: &str) -> NewStatement {
     NewStatement {
         record: StatementRecord {
@@ -22,7 +24,7 @@ fn statement(digest: &str) -> NewStatement {
             payments_new: 2,
             payments_known: 0,
         },
-        body: "1CClientBankExchange\r\nКонецФайла\r\n".as_bytes().to_vec(),
+        file: StoredFile::compress(STATEMENT_FILE.as_bytes()).unwrap(),
     }
 }
 
@@ -94,6 +96,9 @@ async fn an_import_commits_whole_and_once(store: &dyn Store) {
     assert_eq!(store.get_payment(incoming.payment.id).await.unwrap(), Some(incoming.clone()));
     assert_eq!(store.statement_by_digest("digest-1").await.unwrap(), Some(file.record.clone()));
     assert_eq!(store.get_statement(file.record.id).await.unwrap(), Some(file.record.clone()));
+    let stored_file = store.statement_file(file.record.id).await.unwrap().expect("the file is kept");
+    assert_eq!((stored_file.encoding, stored_file.original().unwrap()), (FileEncoding::Zstd, STATEMENT_FILE.into()));
+    assert_eq!(store.statement_file(Uuid::now_v7()).await.unwrap(), None);
     let of_statement = store.payments_of_statement(file.record.id, 100).await.unwrap();
     assert_eq!(of_statement, vec![incoming.clone(), outgoing.clone()], "file order");
     assert_eq!(store.payments_of_statement(file.record.id, 1).await.unwrap(), vec![incoming.clone()]);
@@ -530,8 +535,33 @@ async fn invoice_changes_list_what_was_written_since(store: &dyn Store) {
     assert_eq!(now_open.generation, paid.generation);
 }
 
+/// A payment belongs to a stored statement: payments naming a statement
+/// that is not stored make the whole commit fail, and none of them stays.
+/// (On SQLite the key is checked when the transaction commits, migration
+/// 0016: the failure comes from `COMMIT`.)
+async fn a_payment_needs_its_statement_stored(store: &dyn Store) {
+    let file = statement("digest-orphans");
+    let stored = stored_payment(file.record.id, PaymentState::Review, "10 RUB");
+    let import = PaymentCommit { statement: Some(file), new_payments: vec![stored.clone()], ..Default::default() };
+    assert_eq!(store.commit_payments(&import).await.unwrap(), CommitOutcome::Committed);
+
+    let nowhere = Uuid::now_v7();
+    let orphans = vec![
+        stored_payment(nowhere, PaymentState::Review, "20 RUB"),
+        stored_payment(nowhere, PaymentState::Review, "30 RUB"),
+    ];
+    let commit = PaymentCommit { new_payments: orphans.clone(), ..Default::default() };
+    let refused = store.commit_payments(&commit).await;
+    assert!(refused.is_err(), "payments of an unknown statement are refused: {refused:?}");
+    for orphan in &orphans {
+        assert_eq!(store.get_payment(orphan.payment.id).await.unwrap(), None);
+    }
+    assert_eq!(store.get_payment(stored.payment.id).await.unwrap(), Some(stored));
+}
+
 store_suite!(
     invoice_changes_list_what_was_written_since,
+    a_payment_needs_its_statement_stored,
     every_invoice_read_sees_the_paid_amount,
     open_invoices_are_found_by_their_keys,
     paid_amounts_are_written_into_the_stored_invoice,
@@ -601,6 +631,99 @@ mod stored_before_the_matching_columns {
     }
 }
 
+/// Payments stored before migration 0016, which builds `payments` and
+/// `payment_shares` again (SQLite), are all there after it: found the same
+/// ways, and numbered on from where the numbering was. The statement file
+/// stored before 0017 reads back as it was stored, uncompressed.
+mod payments_stored_before_0016 {
+    use super::*;
+
+    async fn last_number(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'payments'")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap()
+    }
+
+    /// The statement's row as stores before 0017 wrote it: the file as received.
+    async fn insert_uncompressed(store: &SqliteStore, statement: &NewStatement) {
+        let r = &statement.record;
+        sqlx::query(
+            "INSERT INTO bank_statements (id, digest, file_name, source, format, imported_at, summary, payments_new,
+                 payments_known, body)
+             VALUES (?, ?, ?, ?, ?, 0, '{}', 3, 0, ?)",
+        )
+        .bind(r.id.to_string())
+        .bind(&r.digest)
+        .bind(&r.file_name)
+        .bind(&r.source)
+        .bind(&r.format)
+        .bind(statement.file.original().unwrap())
+        .execute(&store.writer)
+        .await
+        .unwrap();
+    }
+
+    async fn number_of(store: &SqliteStore, payment: &StoredPayment) -> i64 {
+        sqlx::query_scalar("SELECT seq FROM payments WHERE id = ?")
+            .bind(payment.payment.id.to_string())
+            .fetch_one(&store.reader)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn are_kept_whole_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = SqliteStore::open(&url, 2).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite").run_to(15, &store.writer).await.unwrap();
+        let file = statement("digest-before-0016");
+        let statement_id = file.record.id;
+        insert_uncompressed(&store, &file).await;
+        let [first, second] = [Uuid::now_v7(), Uuid::now_v7()];
+        let mut split = stored_payment(statement_id, PaymentState::Matched, "300 RUB");
+        split.payment.invoice_id = Some(first);
+        split.matched = Some(automatic_match(first, "12", "100 RUB"));
+        split.also_matched = vec![automatic_match(second, "13", "200 RUB")];
+        let waiting = stored_payment(statement_id, PaymentState::Review, "5 RUB");
+        let removed = stored_payment(statement_id, PaymentState::Review, "6 RUB");
+        let import =
+            PaymentCommit { new_payments: vec![split.clone(), waiting.clone(), removed.clone()], ..Default::default() };
+        assert_eq!(store.commit_payments(&import).await.unwrap(), CommitOutcome::Committed);
+        let numbered = last_number(&store).await;
+        assert_eq!(number_of(&store, &removed).await, numbered);
+        // The last row gone (by hand): its number is never handed out again.
+        sqlx::query("DELETE FROM payments WHERE id = ?")
+            .bind(removed.payment.id.to_string())
+            .execute(&store.writer)
+            .await
+            .unwrap();
+
+        store.migrate().await.unwrap();
+        let after = store.payments_of_statement(statement_id, 10).await.unwrap();
+        assert_eq!(after, vec![split.clone(), waiting.clone()], "every payment, in the order stored");
+        assert_eq!(store.payments_in_state(PaymentState::Review, 10).await.unwrap(), vec![waiting.clone()]);
+        assert_eq!(store.payments_applied_to(&[second]).await.unwrap(), vec![split.clone()], "by its share");
+        assert_eq!(last_number(&store).await, numbered);
+        let shares_refer_to: String =
+            sqlx::query_scalar("SELECT \"table\" FROM pragma_foreign_key_list('payment_shares')")
+                .fetch_one(&store.reader)
+                .await
+                .unwrap();
+        assert_eq!(shares_refer_to, "payments");
+        let kept = store.statement_file(statement_id).await.unwrap().unwrap();
+        assert_eq!((kept.encoding, kept.original().unwrap()), (FileEncoding::Identity, STATEMENT_FILE.into()));
+
+        let next = statement("digest-after-0016");
+        let later = stored_payment(next.record.id, PaymentState::Review, "7 RUB");
+        let import = PaymentCommit { statement: Some(next), new_payments: vec![later.clone()], ..Default::default() };
+        assert_eq!(store.commit_payments(&import).await.unwrap(), CommitOutcome::Committed);
+        assert!(number_of(&store, &later).await > numbered, "numbered on, never again");
+        assert!(store.commit_payments(&import).await.is_ok_and(|o| matches!(o, CommitOutcome::StatementKnown(_))));
+    }
+}
+
 /// Payments stored while `payments.doc` was `jsonb` (before migration
 /// 0013) read back the same once it is text.
 mod payments_stored_as_jsonb {
@@ -625,7 +748,7 @@ mod payments_stored_as_jsonb {
         .bind(&r.format)
         .bind(r.imported_at)
         .bind(r.summary.to_string())
-        .bind(&statement.body)
+        .bind(statement.file.original().unwrap())
         .execute(store.pool())
         .await
         .unwrap();

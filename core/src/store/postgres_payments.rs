@@ -28,6 +28,7 @@ use super::postgres_invoices::{
     INVOICE_DOC, INVOICE_FROM, lock_paid_amounts, open_invoices, open_invoices_by_keys, update_paid,
 };
 use super::postgres_payment_copy::copy_payments;
+use super::statement_file::{FileEncoding, StoredFile};
 use crate::model::Invoice;
 
 const STATEMENT_COLUMNS: &str =
@@ -61,8 +62,8 @@ async fn insert_statement(tx: &mut Transaction<'_, Postgres>, statement: &NewSta
     let r = &statement.record;
     let inserted = sqlx::query(
         "INSERT INTO bank_statements (id, digest, file_name, source, format, imported_at, summary, payments_new,
-             payments_known, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10) ON CONFLICT (digest) DO NOTHING",
+             payments_known, body, body_encoding)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11) ON CONFLICT (digest) DO NOTHING",
     )
     .bind(r.id)
     .bind(&r.digest)
@@ -73,7 +74,8 @@ async fn insert_statement(tx: &mut Transaction<'_, Postgres>, statement: &NewSta
     .bind(to_doc("statement summary", &r.summary)?)
     .bind(i32::try_from(r.payments_new).unwrap_or(i32::MAX))
     .bind(i32::try_from(r.payments_known).unwrap_or(i32::MAX))
-    .bind(&statement.body)
+    .bind(&statement.file.bytes)
+    .bind(statement.file.encoding.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -177,6 +179,15 @@ impl PaymentLedger for PgStore {
         let sql = format!("SELECT {STATEMENT_COLUMNS} FROM bank_statements WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(statement_from_row).transpose()
+    }
+
+    async fn statement_file(&self, id: Uuid) -> Result<Option<StoredFile>, StoreError> {
+        let row: Option<(Vec<u8>, String)> =
+            sqlx::query_as("SELECT body, body_encoding FROM bank_statements WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(bytes, encoding)| Ok(StoredFile { encoding: FileEncoding::parse(&encoding)?, bytes })).transpose()
     }
 
     async fn known_payments(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {

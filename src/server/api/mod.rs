@@ -71,6 +71,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries::retry_delivery))
         .routes(routes!(deliveries::discard_delivery))
         .routes(routes!(statements::upload_statement))
+        .routes(routes!(statements::get_statement_file))
         .routes(routes!(payments::list_payments))
         .routes(routes!(payments::get_payment))
         .routes(routes!(payments::match_payment))
