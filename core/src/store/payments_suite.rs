@@ -3,6 +3,8 @@
 //! writes nothing, a manual match needs its payment still in review, and
 //! only open invoices are matched against.
 
+use std::collections::HashMap;
+
 use rust_decimal::Decimal;
 
 use super::*;
@@ -559,8 +561,56 @@ async fn a_payment_needs_its_statement_stored(store: &dyn Store) {
     assert_eq!(store.get_payment(stored.payment.id).await.unwrap(), Some(stored));
 }
 
+/// An import paying thousands of invoices writes them in statements of
+/// several sizes (on SQLite while the next is bound): one amount read that
+/// is no longer stored, among the last rows, still makes the whole commit
+/// stale, and the commit computed again writes every row. (How large
+/// imports read back on SQLite: `large_import_on_sqlite` below.)
+async fn a_stale_amount_among_many_fails_the_whole_commit(store: &dyn Store) {
+    const INVOICES: usize = 4_445; // one statement of each size: 4,000 + 400 + 40 + 4 + 1
+    const PAYMENTS: usize = 557; // 500 + 50 + 5 + 1 + 1
+    let invoices: Vec<Invoice> = (0..INVOICES).map(|k| invoice(None, &format!("L-{k}"), &[])).collect();
+    store.apply(&ChangeSet { invoices: invoices.clone(), ..Default::default() }).await.unwrap();
+    let at = now_micros();
+    let paid: Vec<InvoicePaid> = invoices
+        .iter()
+        .enumerate()
+        .map(|(k, i)| InvoicePaid {
+            id: i.id,
+            paid: format!("{} RUB", k % 997 + 1).parse().unwrap(),
+            status: InvoiceStatus::PartiallyPaid,
+            updated_at: at,
+        })
+        .collect();
+    let file = statement("digest-large");
+    let payments: Vec<StoredPayment> = (0..PAYMENTS)
+        .map(|k| stored_payment(file.record.id, PaymentState::Review, &format!("{} RUB", k + 1)))
+        .collect();
+    let mut read: Vec<(Uuid, Decimal)> = invoices.iter().map(|i| (i.id, Decimal::ZERO)).collect();
+    read[INVOICES - 2].1 = Decimal::ONE;
+    let stale = PaymentCommit {
+        statement: Some(file.clone()),
+        new_payments: payments.clone(),
+        invoices_read: read,
+        invoices_paid: paid.clone(),
+        ..Default::default()
+    };
+    assert!(matches!(store.commit_payments(&stale).await.unwrap(), CommitOutcome::Stale(_)));
+    assert!(store.statement_by_digest("digest-large").await.unwrap().is_none(), "nothing written");
+    assert!(store.open_invoices().await.unwrap().iter().all(|i| i.paid.amount.is_zero()));
+
+    let commit = PaymentCommit { invoices_read: invoices.iter().map(|i| (i.id, Decimal::ZERO)).collect(), ..stale };
+    assert_eq!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.payments_of_statement(file.record.id, 1_000).await.unwrap(), payments, "every one, in order");
+    let stored: HashMap<Uuid, Money> =
+        store.open_invoices().await.unwrap().into_iter().map(|i| (i.id, i.paid)).collect();
+    let expected: HashMap<Uuid, Money> = paid.into_iter().map(|p| (p.id, p.paid)).collect();
+    assert_eq!(stored, expected);
+}
+
 store_suite!(
     invoice_changes_list_what_was_written_since,
+    a_stale_amount_among_many_fails_the_whole_commit,
     a_payment_needs_its_statement_stored,
     every_invoice_read_sees_the_paid_amount,
     open_invoices_are_found_by_their_keys,

@@ -239,26 +239,45 @@ pub(super) async fn update_paid(
     let generation = next_generation(tx).await?;
     let mut written = 0;
     let mut rest = latest.as_slice();
-    while !rest.is_empty() {
-        let rows = PAID_ROWS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let mut update = sqlx::query(sqlx::AssertSqlSafe(update_paid_sql(rows))).bind(generation);
-        for p in chunk {
-            let (paid_doc, status, at) = p.doc_parts()?;
-            let was = read.and_then(|r| r.get(&p.id)).map(Decimal::to_string);
-            update = update
-                .bind(p.id.to_string())
-                .bind(paid_doc)
-                .bind(status)
-                .bind(at)
-                .bind(p.paid.amount.to_string())
-                .bind(is_open(p.status))
-                .bind(was);
-        }
-        written += update.execute(&mut **tx).await?.rows_affected();
+    let mut next = next_paid_update(&mut rest, generation, read)?;
+    while let Some(update) = next.take() {
+        // While SQLite's thread writes these rows, this one binds the next.
+        let (done, following) =
+            futures::future::join(update.execute(&mut **tx), async { next_paid_update(&mut rest, generation, read) })
+                .await;
+        written += done?.rows_affected();
+        next = following?;
     }
     Ok((written, latest.len() as u64))
+}
+
+/// The statement writing the next rows of `rest` (see [`update_paid_sql`]),
+/// if any are left.
+fn next_paid_update<'q>(
+    rest: &mut &[&InvoicePaid],
+    generation: i64,
+    read: Option<&HashMap<Uuid, Decimal>>,
+) -> Result<Option<SqliteQuery<'q>>, StoreError> {
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let rows = PAID_ROWS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+    let (chunk, tail) = rest.split_at(rows);
+    *rest = tail;
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(update_paid_sql(rows))).bind(generation);
+    for p in chunk {
+        let (paid_doc, status, at) = p.doc_parts()?;
+        let was = read.and_then(|r| r.get(&p.id)).map(Decimal::to_string);
+        update = update
+            .bind(p.id.to_string())
+            .bind(paid_doc)
+            .bind(status)
+            .bind(at)
+            .bind(p.paid.amount.to_string())
+            .bind(is_open(p.status))
+            .bind(was);
+    }
+    Ok(Some(update))
 }
 
 /// Invoices per paid-amount statement: a few fixed sizes, as for payments

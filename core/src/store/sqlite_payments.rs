@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::applied_payments::write_shares_sqlite;
-use super::doc::{from_doc, tag, to_doc};
+use super::doc::{from_doc, tag, to_doc, to_doc_sized};
 use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
 use super::payments::{
@@ -118,9 +118,14 @@ struct PaymentRow {
 }
 
 fn payment_rows(chunk: &[StoredPayment]) -> Result<Vec<PaymentRow>, StoreError> {
+    // Each document's buffer is sized from the one before: a statement's
+    // payment records are of about one size.
+    let mut size = 2_048;
     chunk
         .iter()
         .map(|p| {
+            let doc = to_doc_sized("payment", p, size)?;
+            size = doc.len() + doc.len() / 4;
             Ok(PaymentRow {
                 id: p.payment.id.to_string(),
                 statement: p.statement_id.to_string(),
@@ -128,7 +133,7 @@ fn payment_rows(chunk: &[StoredPayment]) -> Result<Vec<PaymentRow>, StoreError> 
                 state: p.state.as_str(),
                 invoice: p.payment.invoice_id.map(|i| i.to_string()),
                 date: p.payment.date.to_string(),
-                doc: to_doc("payment", p)?,
+                doc,
                 updated: micros(p.updated_at),
                 overpaid: p.overpays(),
             })
