@@ -288,10 +288,9 @@ const PAID_ROWS: [usize; 5] = [4_000, 400, 40, 4, 1];
 
 /// Writes one `invoice_paid` row, stamped with the generation bound first,
 /// per bound row (id, paid, status, paid at, paid amount, open, the amount
-/// read or NULL) whose invoice is stored and,
-/// when an amount read is bound, still has that paid amount. A row per
-/// invoice paid, in a table of only those: the pages written are about as
-/// many as the bytes need.
+/// read or NULL) whose invoice is stored and, when an amount read is
+/// bound, still has that paid amount. A row per invoice paid, in a table
+/// of only those: the pages written are about as many as the bytes need.
 fn update_paid_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO invoice_paid (id, paid, status, paid_at, paid_amount, is_open, changed)

@@ -14,6 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use dealbridge_connector_bank::import::{ImportError, ImportReport, ImportSource, StatementImporter};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -122,18 +123,27 @@ pub async fn get_statement_file(
     Ok(response)
 }
 
+/// What RFC 8187 percent-encodes in an extended header value: every byte
+/// but letters, digits and its `attr-char` punctuation.
+const NOT_ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
 /// `attachment; filename*=UTF-8''…` (RFC 6266 / 8187): the name as it was
 /// uploaded, Cyrillic included, percent-encoded; only its last path part.
 fn attachment(file_name: &str) -> Option<HeaderValue> {
     let name = file_name.rsplit(['/', '\\']).next().filter(|n| !n.is_empty())?;
-    let mut encoded = String::with_capacity(name.len() * 3);
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
+    let encoded = utf8_percent_encode(name, NOT_ATTR_CHAR);
     HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")).ok()
 }
 
