@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
 use dealbridge_connector_bank::import::{ImportSource, StatementImporter};
-use dealbridge_connector_bank::matching::candidates::open_candidates;
+use dealbridge_connector_bank::matching::candidates::{OpenInvoices, open_candidates};
 use dealbridge_connector_bank::matching::open_index::OpenInvoiceIndex;
 use dealbridge_connector_bank::matching::{Decision, MatchRules, PaymentMatcher};
 use dealbridge_connector_bank::parse_statement;
@@ -47,7 +47,7 @@ use dealbridge_core::mapping::MappingSet;
 use dealbridge_core::model::Payment;
 use dealbridge_core::model::{Client, Deal, Inn, Invoice, InvoiceKind, InvoiceStatus, Money};
 use dealbridge_core::runner::EngineRunner;
-use dealbridge_core::store::{ChangeSet, OpenInvoice, PgStore, SqliteStore, Store};
+use dealbridge_core::store::{ChangeSet, PgStore, SqliteStore, Store};
 use dealbridge_core::testing::TestDatabase;
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -244,37 +244,42 @@ async fn main() {
     };
     let rules = MatchRules::default();
     let t = Instant::now();
-    let open = open_candidates(store.as_ref(), None, &payments, &rules).await.expect("candidates").invoices;
+    let OpenInvoices::Read(open) =
+        open_candidates(store.as_ref(), None, &payments, &rules).await.expect("candidates").invoices
+    else {
+        unreachable!("no in-memory copy given")
+    };
     let load = t.elapsed();
-    if in_memory {
-        let t = Instant::now();
-        let from_memory =
-            open_candidates(store.as_ref(), Some(&index), &payments, &rules).await.expect("candidates").invoices;
-        println!("                candidates from memory {:>10.1} ms", ms(t.elapsed()));
-        assert_eq!(from_memory, open, "the in-memory candidates must be the store's");
-    }
     let t = Instant::now();
-    let decisions = decide_all(&open, &payments);
+    let decisions = decide_all(PaymentMatcher::new(&open, rules.clone()), &payments);
     let matching = t.elapsed();
     let matched = decisions.iter().filter(|d| matches!(d, Decision::Matched { .. } | Decision::Split(_))).count();
     println!("  phases alone: parse + payments {:>7.1} ms", ms(parse));
     println!("                read {} candidate invoices {:>5.1} ms", open.len(), ms(load));
     println!("                index + match {:>10.1} ms ({matched} matched)", ms(matching));
+    if in_memory {
+        let t = Instant::now();
+        let copy = open_candidates(store.as_ref(), Some(&index), &payments, &rules).await.expect("candidates");
+        let current = t.elapsed();
+        let t = Instant::now();
+        let over_copy = decide_all(copy.invoices.matcher(rules.clone()), &payments);
+        println!("                in memory: current {:.1} ms, match {:.1} ms", ms(current), ms(t.elapsed()));
+        let copy_matcher = copy.invoices.matcher(rules.clone());
+        let differing = decisions
+            .iter()
+            .zip(&over_copy)
+            .filter(|(a, b)| !same(a, b, &|i| open[i].id, &|i| copy_matcher.invoice(i).id))
+            .count();
+        assert_eq!(differing, 0, "matching over the in-memory copy must decide as over the store's candidates");
+        println!("  (check) all {} decisions over the copy equal to those over the candidates", decisions.len());
+    }
     if verify {
         let t = Instant::now();
         let all = store.open_invoices().await.expect("open invoices");
         println!("  (check) read all {} open invoices: {:.1} ms", all.len(), ms(t.elapsed()));
-        let over_all = decide_all(&all, &payments);
-        let same = |a: &Decision, b: &Decision, a_of: &[OpenInvoice], b_of: &[OpenInvoice]| match (a, b) {
-            (Decision::Matched { invoice: x, .. }, Decision::Matched { invoice: y, .. }) => {
-                a_of[*x].id == b_of[*y].id && strip(a) == strip(b)
-            }
-            (Decision::Split(x), Decision::Split(y)) => {
-                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| a_of[p.invoice].id == b_of[q.invoice].id)
-            }
-            _ => a == b,
-        };
-        let differing = decisions.iter().zip(&over_all).filter(|(a, b)| !same(a, b, &open, &all)).count();
+        let over_all = decide_all(PaymentMatcher::new(&all, rules.clone()), &payments);
+        let differing =
+            decisions.iter().zip(&over_all).filter(|(a, b)| !same(a, b, &|i| open[i].id, &|i| all[i].id)).count();
         assert_eq!(differing, 0, "matching over the candidates must decide as matching over all open invoices");
         println!("  (check) all {} decisions equal to matching over every open invoice", decisions.len());
         drop((all, over_all));
@@ -318,10 +323,23 @@ async fn main() {
     }
 }
 
-/// Every payment's decision by one matcher over `invoices`, in file order.
-fn decide_all(invoices: &[OpenInvoice], payments: &[Payment]) -> Vec<Decision> {
-    let mut matcher = PaymentMatcher::new(invoices, MatchRules::default());
+/// Every payment's decision by one matcher, in file order.
+fn decide_all(mut matcher: PaymentMatcher<'_>, payments: &[Payment]) -> Vec<Decision> {
     payments.iter().map(|p| matcher.decide(p)).collect()
+}
+
+/// Whether two decisions are the same, their invoices told apart by id
+/// (`a_id` and `b_id` give the id at each matcher's position).
+fn same(a: &Decision, b: &Decision, a_id: &dyn Fn(usize) -> Uuid, b_id: &dyn Fn(usize) -> Uuid) -> bool {
+    match (a, b) {
+        (Decision::Matched { invoice: x, .. }, Decision::Matched { invoice: y, .. }) => {
+            a_id(*x) == b_id(*y) && strip(a) == strip(b)
+        }
+        (Decision::Split(x), Decision::Split(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| a_id(p.invoice) == b_id(q.invoice))
+        }
+        _ => a == b,
+    }
 }
 
 /// A match without its invoice index (indices differ between invoice lists).

@@ -34,10 +34,10 @@ use uuid::Uuid;
 
 use crate::apply::{Application, Applied, apply};
 use crate::counted_once;
-use crate::matching::candidates::open_candidates;
+use crate::matching::candidates::{OpenInvoices, open_candidates};
 use crate::matching::open_index::OpenInvoiceIndex;
 use crate::matching::purpose::NumberReference;
-use crate::matching::{Decision, MatchRules, PaymentMatcher};
+use crate::matching::{Decision, MatchRules};
 use crate::payments::{to_payment, to_payments};
 use crate::statement::Statement;
 use crate::{StatementError, Summary, parse_statement};
@@ -240,8 +240,9 @@ impl StatementImporter {
             let in_file = payments.len() as u32;
             let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
             // Both are reads: which payments are stored already, and the
-            // open invoices the payments point at. Side by side; for a
-            // payment already stored the candidates read are not used.
+            // open invoices the payments point at (or the in-memory copy of
+            // all, held until this attempt ends). Side by side; for a
+            // payment already stored the candidates are not used.
             let (known, candidates) = tokio::try_join!(
                 self.store.known_payments(&ids),
                 open_candidates(self.store.as_ref(), self.open_invoices.as_deref(), &payments, &self.rules)
@@ -317,13 +318,13 @@ impl StatementImporter {
         &self,
         set: &MappingSet,
         fresh: Vec<(Payment, Vec<NumberReference>)>,
-        open: &[OpenInvoice],
+        open: &OpenInvoices<'_>,
         statement_id: Uuid,
         at: DateTime<Utc>,
         phases: &mut Phases,
     ) -> Result<(Vec<StoredPayment>, Applied), StoreError> {
         let matching = Instant::now();
-        let mut matcher = PaymentMatcher::new(open, self.rules.clone());
+        let mut matcher = open.matcher(self.rules.clone());
         let mut stored = Vec::with_capacity(fresh.len());
         let mut applications = Vec::new();
         let mut applied_to: HashMap<Uuid, &OpenInvoice> = HashMap::new();
@@ -346,7 +347,7 @@ impl StatementImporter {
                     record.review = Some(note);
                 }
                 Decision::Matched { invoice, confidence, reasons, paid_before, paid_after, overpaid } => {
-                    let invoice = &matcher.invoices()[invoice];
+                    let invoice = matcher.invoice(invoice);
                     applied_to.insert(invoice.id, invoice);
                     let payment = &mut record.payment;
                     payment.invoice_id = Some(invoice.id);
@@ -368,7 +369,7 @@ impl StatementImporter {
                 Decision::Split(shares) => {
                     record.state = PaymentState::Matched;
                     for (part, share) in shares.into_iter().enumerate() {
-                        let invoice = &matcher.invoices()[share.invoice];
+                        let invoice = matcher.invoice(share.invoice);
                         applied_to.insert(invoice.id, invoice);
                         let payment = &mut record.payment;
                         applications.push(Application {

@@ -54,6 +54,12 @@ pub fn number_key(number: &str) -> String {
     number.chars().filter_map(fold_number_char).collect()
 }
 
+/// Whether `number`'s key ([`number_key`]) is `key`, without building it:
+/// the matcher asks this of every invoice a number's hash chains to.
+pub fn has_number_key(number: &str, key: &str) -> bool {
+    number.chars().filter_map(fold_number_char).eq(key.chars())
+}
+
 /// The hash of a number's key and the digits it ends in (leading zeros
 /// dropped; `None` when it ends in a letter, the digits are all zeros or
 /// more than 18), in one pass without allocating.
@@ -237,6 +243,16 @@ mod tests {
         assert_eq!(number_digits("ТД00-000123"), Some(123));
         assert_eq!(number_digits("INV-17A"), None);
         assert_eq!(number_digits("000"), None);
+    }
+
+    #[test]
+    fn a_number_has_the_key_it_folds_to_and_no_other() {
+        for number in ["А-123", "a 123", "ЗК-0042", "ТД00-000123", "", "--"] {
+            assert!(has_number_key(number, &number_key(number)), "{number}");
+        }
+        assert!(!has_number_key("А-123", "A12"), "a prefix of the key");
+        assert!(!has_number_key("А-12", "A123"), "the key goes on");
+        assert!(!has_number_key("Б-123", "A123"));
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! Which open invoices an import's payments can be matched to, read from
-//! the store through its indexes instead of every open invoice.
+//! Which open invoices an import's payments are matched against.
 //!
-//! A payment looks at the open invoices a number in its purpose text is
-//! (or ends like), and — only when the text names none of them — at the
-//! open invoices of its payer. So the invoices are read in two steps: by
-//! the numbers of all the payments' texts, then by the INNs of the payers
-//! whose texts named no open invoice. The matcher built over the result
-//! decides every payment exactly as one built over all open invoices: each
-//! payment's lookups find the same invoices, in the same (id) order.
+//! A running hub on a store that numbers its invoice writes keeps every
+//! open invoice in memory ([`OpenInvoiceIndex`]): the matcher then works
+//! over that copy and its chains directly, and nothing is read or copied
+//! per import beyond what changed since the last one.
+//!
+//! Otherwise (a one-off CLI import, PostgreSQL) the candidates are read
+//! from the store through its indexes instead of every open invoice. A
+//! payment looks at the open invoices a number in its purpose text is (or
+//! ends like), and — only when the text names none of them — at the open
+//! invoices of its payer. So the invoices are read in two steps: by the
+//! numbers of all the payments' texts, then by the INNs of the payers whose
+//! texts named no open invoice. The matcher built over the result decides
+//! every payment exactly as one built over all open invoices: each
+//! payment's lookups find the same invoices, and candidates of equal score
+//! are ordered by date and id, never by where they sit.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -20,13 +27,42 @@ use super::open_index::{OpenInvoiceIndex, OpenInvoicesView};
 use super::purpose::{NumberReference, number_references};
 use super::{MatchRules, PaymentMatcher};
 
-/// The open invoices payments can be matched to, and the numbers each
+/// The open invoices an import matches against.
+pub enum OpenInvoices<'v> {
+    /// Every open invoice: the hub's in-memory copy, held (other imports
+    /// wait) until this is dropped.
+    InMemory(OpenInvoicesView<'v>),
+    /// The ones the payments point at, read from the store, by id.
+    Read(Vec<OpenInvoice>),
+}
+
+impl OpenInvoices<'_> {
+    /// A matcher over these invoices; its decisions' positions are its own.
+    pub fn matcher(&self, rules: MatchRules) -> PaymentMatcher<'_> {
+        match self {
+            OpenInvoices::InMemory(view) => view.matcher(rules),
+            OpenInvoices::Read(list) => PaymentMatcher::new(list, rules),
+        }
+    }
+
+    /// How many invoices a matcher over these looks at.
+    pub fn len(&self) -> usize {
+        match self {
+            OpenInvoices::InMemory(view) => view.len(),
+            OpenInvoices::Read(list) => list.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The open invoices payments are matched against, and the numbers each
 /// payment's purpose text names (read once, for the lookup and for
 /// [`PaymentMatcher::decide_with`]).
-#[derive(Debug, Clone, Default)]
-pub struct Candidates {
-    /// By id, each once.
-    pub invoices: Vec<OpenInvoice>,
+pub struct Candidates<'v> {
+    pub invoices: OpenInvoices<'v>,
     /// Per payment, in the order given; empty for payments not incoming.
     pub references: Vec<Vec<NumberReference>>,
 }
@@ -34,15 +70,15 @@ pub struct Candidates {
 /// From this many payments on, their purpose texts are read on two threads.
 const PARALLEL_FROM: usize = 10_000;
 
-/// The open invoices `payments` can be matched to, by id: from the hub's
+/// The open invoices `payments` can be matched against: the hub's
 /// in-memory copy when it has one and the store keeps it current
-/// ([`OpenInvoiceIndex`]), otherwise looked up in the store.
-pub async fn open_candidates(
+/// ([`OpenInvoiceIndex`]), otherwise the candidates looked up in the store.
+pub async fn open_candidates<'v>(
     store: &dyn Store,
-    index: Option<&OpenInvoiceIndex>,
+    index: Option<&'v OpenInvoiceIndex>,
     payments: &[Payment],
     rules: &MatchRules,
-) -> Result<Candidates, StoreError> {
+) -> Result<Candidates<'v>, StoreError> {
     let started = Instant::now();
     let view = match index {
         Some(index) => index.current(store).await?,
@@ -50,6 +86,15 @@ pub async fn open_candidates(
     };
     let current_at = started.elapsed();
     let references = references_of(payments);
+    if let Some(view) = view {
+        tracing::debug!(
+            invoices = view.len(),
+            current_ms = current_at.as_millis() as u64,
+            purposes_ms = (started.elapsed() - current_at).as_millis() as u64,
+            "matching against the open invoices in memory"
+        );
+        return Ok(Candidates { invoices: OpenInvoices::InMemory(view), references });
+    }
     let read_at = started.elapsed();
     let incoming: Vec<(&Payment, &[NumberReference])> = payments
         .iter()
@@ -58,41 +103,27 @@ pub async fn open_candidates(
         .map(|(p, r)| (p, r.as_slice()))
         .collect();
     if incoming.is_empty() {
-        return Ok(Candidates { invoices: Vec::new(), references });
+        return Ok(Candidates { invoices: OpenInvoices::Read(Vec::new()), references });
     }
-    let by_number = look_up(store, view.as_ref(), &number_keys(&incoming)).await?;
+    let by_number = store.open_invoices_by_keys(&number_keys(&incoming)).await?;
     let numbers_at = started.elapsed();
     let inns = payer_keys(&incoming, &by_number, rules);
     let payers_at = started.elapsed();
     let invoices = if inns.is_empty() {
         by_number
     } else {
-        let by_payer = look_up(store, view.as_ref(), &InvoiceKeys { inns, ..Default::default() }).await?;
+        let by_payer = store.open_invoices_by_keys(&InvoiceKeys { inns, ..Default::default() }).await?;
         merge(by_number, by_payer)
     };
     tracing::debug!(
         invoices = invoices.len(),
-        in_memory = view.is_some(),
-        current_ms = current_at.as_millis() as u64,
-        purposes_ms = (read_at - current_at).as_millis() as u64,
+        purposes_ms = read_at.as_millis() as u64,
         by_number_ms = (numbers_at - read_at).as_millis() as u64,
         payers_ms = (payers_at - numbers_at).as_millis() as u64,
         by_payer_ms = (started.elapsed() - payers_at).as_millis() as u64,
         "candidate invoices read"
     );
-    Ok(Candidates { invoices, references })
-}
-
-/// The open invoices with one of `keys`: from the in-memory view, or the store.
-async fn look_up(
-    store: &dyn Store,
-    view: Option<&OpenInvoicesView<'_>>,
-    keys: &InvoiceKeys,
-) -> Result<Vec<OpenInvoice>, StoreError> {
-    match view {
-        Some(view) => Ok(view.by_keys(keys)),
-        None => store.open_invoices_by_keys(keys).await,
-    }
+    Ok(Candidates { invoices: OpenInvoices::Read(invoices), references })
 }
 
 /// The numbers each payment's purpose text names (none for payments not
@@ -251,23 +282,35 @@ mod tests {
         ];
         let rules = MatchRules::default();
         let candidates = open_candidates(&store, None, &payments, &rules).await.unwrap();
-        let numbers: Vec<&str> = candidates.invoices.iter().map(|i| i.number.as_str()).collect();
+        let OpenInvoices::Read(read) = &candidates.invoices else { panic!("no in-memory copy given") };
+        let numbers: Vec<&str> = read.iter().map(|i| i.number.as_str()).collect();
         for expected in ["100", "А-7", "200", "201", "300"] {
             assert!(numbers.contains(&expected), "{expected} in {numbers:?}");
         }
         assert!(!numbers.contains(&"400"), "the outgoing payment's payer is not looked up");
+        // The hub's in-memory copy: matched over as it is, nothing read out.
+        let index = OpenInvoiceIndex::new();
+        let copy = open_candidates(&store, Some(&index), &payments, &rules).await.unwrap();
+        assert!(matches!(copy.invoices, OpenInvoices::InMemory(_)), "SQLite numbers its invoice writes");
+        assert_eq!(copy.references, candidates.references);
         let all = store.open_invoices().await.unwrap();
-        let (mut over_candidates, mut over_all) =
-            (PaymentMatcher::new(&candidates.invoices, rules.clone()), PaymentMatcher::new(&all, rules.clone()));
+        let mut over_candidates = PaymentMatcher::new(read, rules.clone());
+        let mut over_copy = copy.invoices.matcher(rules.clone());
+        let mut over_all = PaymentMatcher::new(&all, rules.clone());
         for (payment, references) in payments.iter().zip(&candidates.references) {
-            let (a, b) = (over_candidates.decide_with(payment, references), over_all.decide(payment));
-            let invoice_of = |d: &Decision, of: &[OpenInvoice]| match d {
-                Decision::Matched { invoice, .. } => Some(of[*invoice].id),
+            let b = over_all.decide(payment);
+            let invoice_of = |d: &Decision, matcher: &PaymentMatcher<'_>| match d {
+                Decision::Matched { invoice, .. } => Some(matcher.invoice(*invoice).id),
                 _ => None,
             };
-            assert_eq!(invoice_of(&a, &candidates.invoices), invoice_of(&b, &all), "{}", payment.purpose);
-            if invoice_of(&a, &candidates.invoices).is_none() {
-                assert_eq!(a, b, "{}", payment.purpose);
+            for (a, matcher) in [
+                (over_candidates.decide_with(payment, references), &over_candidates),
+                (over_copy.decide(payment), &over_copy),
+            ] {
+                assert_eq!(invoice_of(&a, matcher), invoice_of(&b, &over_all), "{}", payment.purpose);
+                if invoice_of(&a, matcher).is_none() {
+                    assert_eq!(a, b, "{}", payment.purpose);
+                }
             }
         }
     }

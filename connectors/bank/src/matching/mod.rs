@@ -1,9 +1,10 @@
 //! Matching incoming payments to open invoices and orders.
 //!
 //! [`PaymentMatcher`] indexes the open invoices once — by number, by the
-//! digits their number ends in, by client INN — so each payment looks up
-//! only its few candidates. Every candidate is scored from evidence, each
-//! piece a [`MatchReason`] with its points:
+//! digits their number ends in, by client INN (`chains.rs`), or borrows the
+//! index of the hub's in-memory copy (`open_index.rs`) — so each payment
+//! looks up only its few candidates. Every candidate is scored from
+//! evidence, each piece a [`MatchReason`] with its points:
 //!
 //! | code | points | evidence |
 //! | --- | ---: | --- |
@@ -29,12 +30,14 @@
 //! reasons).
 
 pub mod candidates;
+mod chains;
 pub mod open_index;
 pub mod purpose;
 mod split;
 
 pub use split::Share;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -42,9 +45,10 @@ use chrono::Duration;
 use dealbridge_core::model::{MatchCandidate, MatchReason, Payment, PaymentDirection, ReviewNote};
 use dealbridge_core::store::OpenInvoice;
 pub use dealbridge_core::store::invoice_keys::number_key;
-use dealbridge_core::store::invoice_keys::{inn_key, number_hash_and_digits};
+use dealbridge_core::store::invoice_keys::{has_number_key, inn_key, number_hash_and_digits};
 use rust_decimal::Decimal;
 
+use chains::InvoiceChains;
 use purpose::{NumberReference, number_references};
 
 /// Thresholds of automatic matching.
@@ -122,6 +126,10 @@ impl Hasher for KeyHasher {
     fn write_u64(&mut self, key: u64) {
         self.0 = key;
     }
+
+    fn write_usize(&mut self, key: usize) {
+        self.0 = key as u64;
+    }
 }
 
 type KeyMap = HashMap<u64, u32, BuildHasherDefault<KeyHasher>>;
@@ -129,16 +137,21 @@ type KeyMap = HashMap<u64, u32, BuildHasherDefault<KeyHasher>>;
 /// Open invoices indexed for matching, and what this run has applied to
 /// them so far (two payments of one statement to one invoice add up).
 pub struct PaymentMatcher<'a> {
-    invoices: &'a [OpenInvoice],
+    invoices: Invoices<'a>,
+    /// Built here over a list, or borrowed from the hub's copy.
+    chains: Cow<'a, InvoiceChains>,
     rules: MatchRules,
-    paid: Vec<Decimal>,
-    by_number: KeyMap,
-    by_digits: KeyMap,
-    by_inn: KeyMap,
-    /// Chains of invoices sharing a key, per index: the next one, or `NONE`.
-    next_number: Vec<u32>,
-    next_digits: Vec<u32>,
-    next_inn: Vec<u32>,
+    /// Paid amounts this run changed, by position; the others are the
+    /// invoice's own.
+    paid: HashMap<usize, Decimal, BuildHasherDefault<KeyHasher>>,
+}
+
+/// Where the matcher's positions point: a list of open invoices, or the
+/// slots of the hub's copy (its chains point at filled slots only).
+#[derive(Clone, Copy)]
+enum Invoices<'a> {
+    Listed(&'a [OpenInvoice]),
+    Slots(&'a [Option<OpenInvoice>]),
 }
 
 /// An open invoice of 1,000 RUB dated 2024-02-01 whose client has `inn`,
@@ -174,21 +187,6 @@ fn trailing_digits(key: &str) -> Option<u64> {
     number_hash_and_digits(key).1
 }
 
-fn push(map: &mut KeyMap, next: &mut [u32], key: u64, index: u32) {
-    next[index as usize] = map.insert(key, index).unwrap_or(NONE);
-}
-
-fn chain<'m>(map: &KeyMap, next: &'m [u32], key: u64) -> impl Iterator<Item = usize> + 'm {
-    let mut at = map.get(&key).copied().unwrap_or(NONE);
-    std::iter::from_fn(move || {
-        (at != NONE).then(|| {
-            let here = at as usize;
-            at = next[here];
-            here
-        })
-    })
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NumberFit {
     Exact,
@@ -221,36 +219,31 @@ fn reason(code: &str, points: i32, detail: String) -> MatchReason {
 }
 
 impl<'a> PaymentMatcher<'a> {
-    /// Indexes `invoices` (at most `u32::MAX - 1`).
+    /// Indexes `invoices` (at most `u32::MAX - 1`); a decision's
+    /// `invoice` is a position in this list.
     pub fn new(invoices: &'a [OpenInvoice], rules: MatchRules) -> Self {
-        let n = invoices.len();
-        let mut m = Self {
-            invoices,
-            rules,
-            paid: invoices.iter().map(|i| i.paid.amount).collect(),
-            by_number: KeyMap::with_capacity_and_hasher(n, Default::default()),
-            by_digits: KeyMap::with_capacity_and_hasher(n, Default::default()),
-            by_inn: KeyMap::with_capacity_and_hasher(n / 4, Default::default()),
-            next_number: vec![NONE; n],
-            next_digits: vec![NONE; n],
-            next_inn: vec![NONE; n],
-        };
-        for (i, invoice) in invoices.iter().enumerate() {
-            let index = i as u32;
-            let (hash, digits) = number_hash_and_digits(&invoice.number);
-            push(&mut m.by_number, &mut m.next_number, hash, index);
-            if let Some(digits) = digits {
-                push(&mut m.by_digits, &mut m.next_digits, digits, index);
-            }
-            if let Some(inn) = invoice.client_inn.as_deref().and_then(inn_key) {
-                push(&mut m.by_inn, &mut m.next_inn, inn, index);
-            }
-        }
-        m
+        let chains = Cow::Owned(InvoiceChains::of(invoices));
+        Self { invoices: Invoices::Listed(invoices), chains, rules, paid: HashMap::default() }
     }
 
-    pub fn invoices(&self) -> &'a [OpenInvoice] {
-        self.invoices
+    /// Over the hub's copy: `chains` point at filled `slots`.
+    fn over_slots(slots: &'a [Option<OpenInvoice>], chains: &'a InvoiceChains, rules: MatchRules) -> Self {
+        Self { invoices: Invoices::Slots(slots), chains: Cow::Borrowed(chains), rules, paid: HashMap::default() }
+    }
+
+    /// The invoice at a decision's position.
+    pub fn invoice(&self, at: usize) -> &'a OpenInvoice {
+        match self.invoices {
+            Invoices::Listed(list) => &list[at],
+            Invoices::Slots(slots) => {
+                slots[at].as_ref().unwrap_or_else(|| unreachable!("a chain points at the empty slot {at}"))
+            }
+        }
+    }
+
+    /// What the invoice at `at` has been paid, counting this run's payments.
+    fn paid(&self, at: usize) -> Decimal {
+        self.paid.get(&at).copied().unwrap_or_else(|| self.invoice(at).paid.amount)
     }
 
     /// Whether a number in the text is (or ends like) one of the indexed
@@ -287,7 +280,7 @@ impl<'a> PaymentMatcher<'a> {
         if candidates.is_empty()
             && let Some(inn) = payer_inn.and_then(inn_key)
         {
-            let of_payer: Vec<usize> = chain(&self.by_inn, &self.next_inn, inn).collect();
+            let of_payer: Vec<usize> = self.chains.by_inn.chain(inn).collect();
             if of_payer.len() > self.rules.max_invoices_per_payer {
                 return Decision::Review(ReviewNote {
                     reason: "weak".into(),
@@ -304,8 +297,8 @@ impl<'a> PaymentMatcher<'a> {
         }
         let currency = &payment.amount.currency;
         candidates.retain(|c| {
-            let invoice = &self.invoices[c.invoice];
-            invoice.total.currency == *currency && invoice.total.amount > self.paid[c.invoice]
+            let invoice = self.invoice(c.invoice);
+            invoice.total.currency == *currency && invoice.total.amount > self.paid(c.invoice)
         });
         if candidates.is_empty() {
             return Decision::Review(self.nothing_found(references, from_inn));
@@ -313,8 +306,11 @@ impl<'a> PaymentMatcher<'a> {
         for c in &mut candidates {
             self.weigh(c, payment, payer_inn);
         }
+        // Best first; of equal ones the older invoice, then the later id,
+        // so the order never depends on where the invoices sit.
         candidates.sort_by(|a, b| {
-            b.score.cmp(&a.score).then_with(|| self.invoices[a.invoice].date.cmp(&self.invoices[b.invoice].date))
+            let (x, y) = (self.invoice(a.invoice), self.invoice(b.invoice));
+            b.score.cmp(&a.score).then_with(|| x.date.cmp(&y.date)).then_with(|| y.id.cmp(&x.id))
         });
         let best = &candidates[0];
         let review = |reason: &str, detail: String| {
@@ -331,23 +327,28 @@ impl<'a> PaymentMatcher<'a> {
         if best.score < self.rules.min_score {
             let detail = format!(
                 "the best invoice, № {}, scores {} (at least {} needed)",
-                self.invoices[best.invoice].number, best.score, self.rules.min_score
+                self.invoice(best.invoice).number,
+                best.score,
+                self.rules.min_score
             );
             return review("weak", detail);
         }
         if let Some(second) = candidates.get(1).filter(|s| best.score - s.score < self.rules.min_margin) {
             let detail = format!(
                 "invoices № {} and № {} score {} and {}: too close to choose",
-                self.invoices[best.invoice].number, self.invoices[second.invoice].number, best.score, second.score
+                self.invoice(best.invoice).number,
+                self.invoice(second.invoice).number,
+                best.score,
+                second.score
             );
             return review("ambiguous", detail);
         }
         let reasons = self.reasons(best, references, payment, payer_inn);
         let (index, confidence) = (best.invoice, best.score.clamp(0, 100) as u8);
-        let total = self.invoices[index].total.amount;
-        let paid_before = self.paid[index];
+        let total = self.invoice(index).total.amount;
+        let paid_before = self.paid(index);
         let paid_after = paid_before + payment.amount.amount;
-        self.paid[index] = paid_after;
+        self.paid.insert(index, paid_after);
         let overpaid = (paid_after > total).then(|| paid_after - total);
         Decision::Matched { invoice: index, confidence, reasons, paid_before, paid_after, overpaid }
     }
@@ -359,14 +360,14 @@ impl<'a> PaymentMatcher<'a> {
         for (k, r) in references.iter().enumerate() {
             let key = number_key(&r.text);
             let (hash, digits) = number_hash_and_digits(&r.text);
-            for i in chain(&self.by_number, &self.next_number, hash) {
-                if !found.iter().any(|f| f.invoice == i) && number_key(&self.invoices[i].number) == key {
+            for i in self.chains.by_number.chain(hash) {
+                if !found.iter().any(|f| f.invoice == i) && has_number_key(&self.invoice(i).number, &key) {
                     found.push(Evidence::new(i, Some((NumberFit::Exact, k)), self.date_fit(i, r)));
                 }
             }
             let only_digits = key.bytes().all(|b| b.is_ascii_digit());
             if let Some(digits) = digits.filter(|_| only_digits) {
-                for i in chain(&self.by_digits, &self.next_digits, digits) {
+                for i in self.chains.by_digits.chain(digits) {
                     if !found.iter().any(|f| f.invoice == i) {
                         found.push(Evidence::new(i, Some((NumberFit::Digits, k)), self.date_fit(i, r)));
                     }
@@ -377,17 +378,17 @@ impl<'a> PaymentMatcher<'a> {
     }
 
     fn date_fit(&self, invoice: usize, r: &NumberReference) -> Option<bool> {
-        r.date.map(|d| d == self.invoices[invoice].date)
+        r.date.map(|d| d == self.invoice(invoice).date)
     }
 
     /// Adds the INN, amount and date evidence and the score.
     fn weigh(&self, c: &mut Evidence, payment: &Payment, payer_inn: Option<&str>) {
-        let invoice = &self.invoices[c.invoice];
+        let invoice = self.invoice(c.invoice);
         c.inn_equal = match (payer_inn, invoice.client_inn.as_deref()) {
             (Some(payer), Some(client)) => Some(payer == client.trim()),
             _ => None,
         };
-        let owed = invoice.total.amount - self.paid[c.invoice];
+        let owed = invoice.total.amount - self.paid(c.invoice);
         let amount = payment.amount.amount;
         c.amount = if amount == owed {
             AmountFit::Exact
@@ -419,7 +420,7 @@ impl<'a> PaymentMatcher<'a> {
     /// Whether the payment is dated from a few days before the invoice to
     /// `window_days` after it.
     fn in_window(&self, invoice: usize, payment: &Payment) -> bool {
-        let date = self.invoices[invoice].date;
+        let date = self.invoice(invoice).date;
         let from = date - Duration::days(DAYS_BEFORE_INVOICE);
         let to = date + Duration::days(self.rules.window_days);
         payment.date >= from && payment.date <= to
@@ -433,7 +434,7 @@ impl<'a> PaymentMatcher<'a> {
         payment: &Payment,
         payer_inn: Option<&str>,
     ) -> Vec<MatchReason> {
-        let invoice = &self.invoices[c.invoice];
+        let invoice = self.invoice(c.invoice);
         let mut reasons = Vec::with_capacity(5);
         if let Some((fit, k)) = c.number {
             let text = &references[k].text;
@@ -471,7 +472,7 @@ impl<'a> PaymentMatcher<'a> {
                 reason("inn_differs", INN_DIFFERS, format!("the payer's INN {payer} is not the client's {client}"))
             });
         }
-        let owed = invoice.total.amount - self.paid[c.invoice];
+        let owed = invoice.total.amount - self.paid(c.invoice);
         let amount = payment.amount.amount;
         reasons.push(match c.amount {
             AmountFit::Exact => {
@@ -502,7 +503,7 @@ impl<'a> PaymentMatcher<'a> {
         payment: &Payment,
         payer_inn: Option<&str>,
     ) -> MatchCandidate {
-        let invoice = &self.invoices[c.invoice];
+        let invoice = self.invoice(c.invoice);
         MatchCandidate {
             invoice_id: invoice.id,
             invoice_number: invoice.number.clone(),

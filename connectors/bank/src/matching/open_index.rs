@@ -4,10 +4,10 @@
 //! Looking up a large statement's candidates in the database is most of an
 //! import's reading time: a quarter of a million index seeks, each row
 //! turned into text and parsed back. A running hub keeps the open invoices
-//! in memory instead — by folded number, by the digits a number ends in and
-//! by the client's INN, as [`crate::matching::PaymentMatcher`] indexes them
-//! — and before each import reads only the invoices written since it last
-//! looked, whoever wrote them (this hub, another replica, a CLI import):
+//! in memory instead — chained by folded number, by the digits a number
+//! ends in and by the client's INN, the chains the
+//! [`crate::matching::PaymentMatcher`] then matches over as they are — and
+//! before each import reads only the invoices written since it last looked, whoever wrote them (this hub, another replica, a CLI import):
 //! every invoice write takes the next value of the store's invoice counter
 //! and stamps its rows with it
 //! ([`dealbridge_core::store::PaymentLedger::invoice_changes`]).
@@ -21,12 +21,12 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use dealbridge_core::store::invoice_keys::{inn_key, number_hash_and_digits};
-use dealbridge_core::store::{InvoiceChanges, InvoiceKeys, OpenInvoice, Store, StoreError};
+use dealbridge_core::store::{InvoiceChanges, OpenInvoice, Store, StoreError};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use super::{KeyMap, NONE};
+use super::chains::InvoiceChains;
+use super::{MatchRules, PaymentMatcher};
 
 /// Open invoices in memory, brought up to date before each use.
 #[derive(Default)]
@@ -90,92 +90,44 @@ impl OpenInvoicesView<'_> {
         self.len() == 0
     }
 
+    /// A matcher over every open invoice of the copy. It borrows the
+    /// copy's chains: nothing is copied out or indexed again, however many
+    /// invoices a statement's payments point at, and it decides each
+    /// payment as a matcher over the candidates read from the store would.
+    pub fn matcher(&self, rules: MatchRules) -> PaymentMatcher<'_> {
+        let indexed = self.indexed();
+        PaymentMatcher::over_slots(&indexed.slots, &indexed.chains, rules)
+    }
+
     /// The open invoices with one of the keys, by id, each once — what
     /// [`dealbridge_core::store::PaymentLedger::open_invoices_by_keys`]
     /// answers. A number is compared by the hash of its folded form, as the
     /// matcher compares it: a collision adds an invoice the matcher then
-    /// scores like any other, it never loses one.
-    pub fn by_keys(&self, keys: &InvoiceKeys) -> Vec<OpenInvoice> {
+    /// scores like any other, it never loses one. The tests hold the copy's
+    /// chains to the store's lookup with it.
+    #[cfg(test)]
+    fn by_keys(&self, keys: &dealbridge_core::store::InvoiceKeys) -> Vec<OpenInvoice> {
+        use dealbridge_core::store::invoice_keys::number_hash_and_digits;
         let indexed = self.indexed();
-        let mut slots: Vec<u32> = Vec::new();
+        let chains = &indexed.chains;
+        let mut slots: Vec<usize> = Vec::new();
         for key in &keys.numbers {
-            slots.extend(indexed.by_number.chain(number_hash_and_digits(key).0));
+            slots.extend(chains.by_number.chain(number_hash_and_digits(key).0));
         }
         for &digits in &keys.digits {
-            slots.extend(indexed.by_digits.chain(digits));
+            slots.extend(chains.by_digits.chain(digits));
         }
         for &inn in &keys.inns {
-            slots.extend(indexed.by_inn.chain(inn));
+            slots.extend(chains.by_inn.chain(inn));
         }
         // Each invoice once before copying it out (an invoice found by its
         // number is often found by its digits too).
         slots.sort_unstable();
         slots.dedup();
-        let mut found: Vec<OpenInvoice> =
-            slots.into_iter().filter_map(|slot| indexed.slots[slot as usize].clone()).collect();
+        let mut found: Vec<OpenInvoice> = slots.into_iter().filter_map(|slot| indexed.slots[slot].clone()).collect();
         found.sort_unstable_by_key(|i| i.id);
         found
     }
-}
-
-/// Heads of chains per key, and each slot's next slot with the same key.
-#[derive(Default)]
-struct KeyChains {
-    heads: KeyMap,
-    next: Vec<u32>,
-}
-
-impl KeyChains {
-    fn with_capacity(n: usize) -> Self {
-        Self { heads: KeyMap::with_capacity_and_hasher(n, Default::default()), next: Vec::with_capacity(n) }
-    }
-
-    fn link(&mut self, key: u64, slot: u32) {
-        if self.next.len() <= slot as usize {
-            self.next.resize(slot as usize + 1, NONE);
-        }
-        self.next[slot as usize] = self.heads.insert(key, slot).unwrap_or(NONE);
-    }
-
-    /// Takes `slot` out of `key`'s chain (chains are a few slots long).
-    fn unlink(&mut self, key: u64, slot: u32) {
-        let Some(&head) = self.heads.get(&key) else { return };
-        let after = self.next[slot as usize];
-        if head == slot {
-            if after == NONE {
-                self.heads.remove(&key);
-            } else {
-                self.heads.insert(key, after);
-            }
-            return;
-        }
-        let mut at = head;
-        while at != NONE {
-            let next = self.next[at as usize];
-            if next == slot {
-                self.next[at as usize] = after;
-                return;
-            }
-            at = next;
-        }
-    }
-
-    fn chain(&self, key: u64) -> impl Iterator<Item = u32> + '_ {
-        let mut at = self.heads.get(&key).copied().unwrap_or(NONE);
-        std::iter::from_fn(move || {
-            (at != NONE).then(|| {
-                let here = at;
-                at = self.next[here as usize];
-                here
-            })
-        })
-    }
-}
-
-/// The keys an invoice is found by.
-fn keys_of(invoice: &OpenInvoice) -> (u64, Option<u64>, Option<u64>) {
-    let (hash, digits) = number_hash_and_digits(&invoice.number);
-    (hash, digits, invoice.client_inn.as_deref().and_then(inn_key))
 }
 
 /// The open invoices in slots, and the chains that find them.
@@ -185,9 +137,7 @@ struct IndexedInvoices {
     slots: Vec<Option<OpenInvoice>>,
     free: Vec<u32>,
     by_id: HashMap<Uuid, u32>,
-    by_number: KeyChains,
-    by_digits: KeyChains,
-    by_inn: KeyChains,
+    chains: InvoiceChains,
 }
 
 impl IndexedInvoices {
@@ -198,9 +148,7 @@ impl IndexedInvoices {
             slots: Vec::with_capacity(n),
             free: Vec::new(),
             by_id: HashMap::with_capacity(n),
-            by_number: KeyChains::with_capacity(n),
-            by_digits: KeyChains::with_capacity(n),
-            by_inn: KeyChains::with_capacity(n / 4),
+            chains: InvoiceChains::with_capacity(n),
         };
         for invoice in changes.open {
             indexed.put(invoice);
@@ -227,14 +175,7 @@ impl IndexedInvoices {
                 (self.slots.len() - 1) as u32
             }
         };
-        let (number, digits, inn) = keys_of(&invoice);
-        self.by_number.link(number, slot);
-        if let Some(digits) = digits {
-            self.by_digits.link(digits, slot);
-        }
-        if let Some(inn) = inn {
-            self.by_inn.link(inn, slot);
-        }
+        self.chains.link(&invoice, slot);
         self.by_id.insert(invoice.id, slot);
         self.slots[slot as usize] = Some(invoice);
     }
@@ -242,14 +183,7 @@ impl IndexedInvoices {
     fn remove(&mut self, id: Uuid) {
         let Some(slot) = self.by_id.remove(&id) else { return };
         if let Some(invoice) = self.slots[slot as usize].take() {
-            let (number, digits, inn) = keys_of(&invoice);
-            self.by_number.unlink(number, slot);
-            if let Some(digits) = digits {
-                self.by_digits.unlink(digits, slot);
-            }
-            if let Some(inn) = inn {
-                self.by_inn.unlink(inn, slot);
-            }
+            self.chains.unlink(&invoice, slot);
         }
         self.free.push(slot);
     }
@@ -259,7 +193,8 @@ impl IndexedInvoices {
 mod tests {
     use chrono::Utc;
     use dealbridge_core::model::{Invoice, InvoiceStatus, Money};
-    use dealbridge_core::store::invoice_keys::number_key;
+    use dealbridge_core::store::InvoiceKeys;
+    use dealbridge_core::store::invoice_keys::{inn_key, number_key};
     use dealbridge_core::store::{ChangeSet, CommitOutcome, InvoicePaid, PaymentCommit, PaymentLedger, SqliteStore};
     use rust_decimal::Decimal;
 

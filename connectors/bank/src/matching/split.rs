@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use super::purpose::NumberReference;
 use super::{
     AMOUNT_EXACT, AMOUNT_PARTIAL, DATE_EQUAL, DATE_OUTSIDE, DATE_WINDOW, Decision, INN_EQUAL, NUMBER_EXACT,
-    PaymentMatcher, chain, number_hash_and_digits, number_key, reason,
+    PaymentMatcher, has_number_key, number_hash_and_digits, number_key, reason,
 };
 
 /// The part of a payment applied to one invoice.
@@ -52,7 +52,7 @@ impl PaymentMatcher<'_> {
         let named = self.named_invoices(payment, references, payer_inn)?;
         let owed_together: Decimal = named.iter().map(|n| n.owed).sum();
         let amount = payment.amount.amount;
-        let numbers = named.iter().map(|n| format!("№ {}", self.invoices[n.invoice].number)).collect::<Vec<_>>();
+        let numbers = named.iter().map(|n| format!("№ {}", self.invoice(n.invoice).number)).collect::<Vec<_>>();
         let numbers = numbers.join(", ");
         if amount > owed_together {
             return Some(Decision::Review(ReviewNote {
@@ -87,12 +87,12 @@ impl PaymentMatcher<'_> {
                 amount: part,
                 confidence: score.clamp(0, 100) as u8,
                 reasons,
-                paid_before: self.paid[n.invoice],
-                paid_after: self.paid[n.invoice] + part,
+                paid_before: self.paid(n.invoice),
+                paid_after: self.paid(n.invoice) + part,
             });
         }
         for share in &shares {
-            self.paid[share.invoice] = share.paid_after;
+            self.paid.insert(share.invoice, share.paid_after);
         }
         Some(Decision::Split(shares))
     }
@@ -110,17 +110,17 @@ impl PaymentMatcher<'_> {
         for (k, r) in references.iter().enumerate() {
             let key = number_key(&r.text);
             let (hash, _) = number_hash_and_digits(&r.text);
-            let mut found = chain(&self.by_number, &self.next_number, hash).filter(|&i| {
-                let invoice = &self.invoices[i];
-                number_key(&invoice.number) == key
+            let mut found = self.chains.by_number.chain(hash).filter(|&i| {
+                let invoice = self.invoice(i);
+                has_number_key(&invoice.number, &key)
                     && invoice.total.currency == payment.amount.currency
-                    && invoice.total.amount > self.paid[i]
+                    && invoice.total.amount > self.paid(i)
                     && r.date.is_none_or(|d| d == invoice.date)
                     && payer_inn.is_none_or(|inn| invoice.client_inn.as_deref().map(str::trim) == Some(inn))
             });
             let (Some(invoice), None) = (found.next(), found.next()) else { return None };
             if !named.iter().any(|n| n.invoice == invoice) {
-                let owed = self.invoices[invoice].total.amount - self.paid[invoice];
+                let owed = self.invoice(invoice).total.amount - self.paid(invoice);
                 named.push(Named { invoice, reference: k, owed });
             }
         }
@@ -128,7 +128,7 @@ impl PaymentMatcher<'_> {
             return None;
         }
         // Without the payer's INN, the invoices must at least share a client.
-        let client = |n: &Named| self.invoices[n.invoice].client_inn.as_deref().map(str::trim);
+        let client = |n: &Named| self.invoice(n.invoice).client_inn.as_deref().map(str::trim);
         if payer_inn.is_none() && (client(&named[0]).is_none() || named.iter().any(|n| client(n) != client(&named[0])))
         {
             return None;
@@ -148,7 +148,7 @@ impl PaymentMatcher<'_> {
         payment: &Payment,
         payer_inn: Option<&str>,
     ) -> Vec<MatchReason> {
-        let invoice = &self.invoices[n.invoice];
+        let invoice = self.invoice(n.invoice);
         let text = &references[n.reference].text;
         let mut reasons = vec![reason(
             "number_exact",

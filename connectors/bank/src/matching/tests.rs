@@ -152,6 +152,33 @@ fn same_number_for_two_clients_is_settled_by_inn_or_goes_to_review() {
     assert_eq!(note.candidates.len(), 2);
 }
 
+/// Two invoices equal in every piece of evidence: however they are listed,
+/// the review shows them in one order, and where no lead is required the
+/// one with the later id is chosen — the decision never depends on where
+/// an invoice sits (the hub's in-memory copy keeps them in no order).
+#[test]
+fn equal_candidates_are_ordered_the_same_wherever_they_sit() {
+    let note = |list: &[OpenInvoice]| {
+        let mut matcher = PaymentMatcher::new(list, MatchRules::default());
+        match matcher.decide(&payment("Оплата по сч. 7", 500, None)) {
+            Decision::Review(note) => note,
+            other => panic!("expected review, got {other:?}"),
+        }
+    };
+    let (a, b) = (invoice("7", 500, None), invoice("7", 500, None));
+    assert!(a.id < b.id);
+    assert_eq!(note(&[a.clone(), b.clone()]).reason, "ambiguous");
+    let ids = |list: &[OpenInvoice]| note(list).candidates.iter().map(|c| c.invoice_id).collect::<Vec<_>>();
+    assert_eq!(ids(&[a.clone(), b.clone()]), vec![b.id, a.id]);
+    assert_eq!(ids(&[b.clone(), a.clone()]), vec![b.id, a.id]);
+    let no_lead = MatchRules { min_score: 0, min_margin: 0, ..MatchRules::default() };
+    for list in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
+        let mut matcher = PaymentMatcher::new(&list, no_lead.clone());
+        let (at, _, _) = matched(&matcher.decide(&payment("Оплата по сч. 7", 500, None)));
+        assert_eq!(matcher.invoice(at).id, b.id);
+    }
+}
+
 #[test]
 fn a_date_in_the_text_tells_this_years_invoice_from_last_years() {
     let mut old = invoice("7", 500, None);
