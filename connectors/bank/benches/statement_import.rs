@@ -23,9 +23,9 @@
 //! all 1,000,000 open invoices does (`BENCH_VERIFY=0` skips that check).
 //!
 //! On SQLite the open invoices are read into memory before the import, as
-//! the hub does on start (timed apart), and the import takes its candidates
-//! from there; they are checked to be exactly the invoices the store's key
-//! lookup returns. `BENCH_IN_MEMORY=0` makes the import look them up in the
+//! the hub does on start (timed apart), and the import matches over that
+//! copy; every decision over it is checked to be the one matching over the
+//! store's candidates makes. `BENCH_IN_MEMORY=0` makes the import look them up in the
 //! store instead (what a one-off CLI import and PostgreSQL do).
 //!
 //! `BENCH_DEALS=n` stores a deal for the first n invoices (default 2,000), so

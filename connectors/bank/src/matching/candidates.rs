@@ -44,18 +44,6 @@ impl OpenInvoices<'_> {
             OpenInvoices::Read(list) => PaymentMatcher::new(list, rules),
         }
     }
-
-    /// How many invoices a matcher over these looks at.
-    pub fn len(&self) -> usize {
-        match self {
-            OpenInvoices::InMemory(view) => view.len(),
-            OpenInvoices::Read(list) => list.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The open invoices payments are matched against, and the numbers each

@@ -7,7 +7,8 @@
 //! in memory instead — chained by folded number, by the digits a number
 //! ends in and by the client's INN, the chains the
 //! [`crate::matching::PaymentMatcher`] then matches over as they are — and
-//! before each import reads only the invoices written since it last looked, whoever wrote them (this hub, another replica, a CLI import):
+//! before each import reads only the invoices written since it last looked,
+//! whoever wrote them (this hub, another replica, a CLI import):
 //! every invoice write takes the next value of the store's invoice counter
 //! and stamps its rows with it
 //! ([`dealbridge_core::store::PaymentLedger::invoice_changes`]).
