@@ -33,11 +33,14 @@ pub fn pg_admin_url(test: &str) -> Option<String> {
     }
 }
 
-/// A fresh database on the test server, dropped by `drop_db`.
+/// A fresh database on the test server, dropped by `drop_db` or, when a
+/// test ends without calling it (or panics), when the value is dropped.
 pub struct TestDatabase {
     admin_url: String,
     pub name: String,
     pub url: String,
+    /// Set once `drop_db` has dropped it.
+    dropped: bool,
 }
 
 impl TestDatabase {
@@ -55,15 +58,61 @@ impl TestDatabase {
             .await
             .expect("create test database");
         let url = admin.database(&name).to_url_lossy().to_string();
-        Self { admin_url: admin_url.to_owned(), name, url }
+        Self { admin_url: admin_url.to_owned(), name, url, dropped: false }
     }
 
     /// Drops the database, disconnecting whoever still uses it.
-    pub async fn drop_db(self) {
-        let admin = PgConnectOptions::from_str(&self.admin_url).expect("valid admin URL");
-        if let Ok(mut conn) = admin.connect().await {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+    pub async fn drop_db(mut self) {
+        drop_database(&self.admin_url, &self.name).await;
+        self.dropped = true;
+    }
+}
+
+impl Drop for TestDatabase {
+    /// A test that never called `drop_db` still leaves no database behind
+    /// on the server. Dropping needs a connection, so it runs on a thread
+    /// and runtime of its own: this may run inside the test's runtime,
+    /// which must not be blocked on itself.
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
         }
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropping = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(drop_database(&admin_url, &name));
+            }
+        });
+        let _ = dropping.join();
+    }
+}
+
+/// `DROP DATABASE … WITH (FORCE)` on the server `admin_url` points at; a
+/// server that cannot be reached leaves it (nothing to clean up then).
+async fn drop_database(admin_url: &str, name: &str) {
+    let Ok(admin) = PgConnectOptions::from_str(admin_url) else { return };
+    if let Ok(mut conn) = admin.connect().await {
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A test that ends without `drop_db` leaves no database on the server.
+    #[tokio::test]
+    async fn a_database_not_dropped_by_its_test_goes_with_the_value() {
+        let Some(admin) = pg_admin_url("a_database_not_dropped_by_its_test_goes_with_the_value") else { return };
+        let db = TestDatabase::create(&admin).await;
+        let name = db.name.clone();
+        let mut conn = PgConnectOptions::from_str(&admin).unwrap().connect().await.unwrap();
+        let count = "SELECT count(*) FROM pg_database WHERE datname = $1";
+        let before: i64 = sqlx::query_scalar(count).bind(&name).fetch_one(&mut conn).await.unwrap();
+        assert_eq!(before, 1);
+        drop(db);
+        let after: i64 = sqlx::query_scalar(count).bind(&name).fetch_one(&mut conn).await.unwrap();
+        assert_eq!(after, 0, "{name} is still on the server");
     }
 }
