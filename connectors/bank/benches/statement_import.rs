@@ -17,9 +17,9 @@
 //! invoices with a stored deal) and the one transaction that stores the
 //! statement, the payments and the invoices' new paid amounts. Not timed:
 //! generating the data and storing the invoices beforehand. The phases are
-//! also timed one by one (parse, candidate read, match) on the same data
-//! before the import, for where the time goes, and matching over the
-//! candidates is checked to decide every payment exactly as matching over
+//! also timed one by one (parse, the known-payment check, candidate read,
+//! match) on the same data before the import, for where the time goes, and
+//! matching over the candidates is checked to decide every payment exactly as matching over
 //! all 1,000,000 open invoices does (`BENCH_VERIFY=0` skips that check).
 //!
 //! On SQLite the open invoices are read into memory before the import, as
@@ -254,7 +254,12 @@ async fn main() {
     let decisions = decide_all(PaymentMatcher::new(&open, rules.clone()), &payments);
     let matching = t.elapsed();
     let matched = decisions.iter().filter(|d| matches!(d, Decision::Matched { .. } | Decision::Split(_))).count();
+    let ids: Vec<Uuid> = payments.iter().map(|p| p.id).collect();
+    let t = Instant::now();
+    let known = store.known_payments(&ids).await.expect("known payments").len();
+    let known_check = t.elapsed();
     println!("  phases alone: parse + payments {:>7.1} ms", ms(parse));
+    println!("                known-payment check {:>5.1} ms ({known} known)", ms(known_check));
     println!("                read {} candidate invoices {:>5.1} ms", open.len(), ms(load));
     println!("                index + match {:>10.1} ms ({matched} matched)", ms(matching));
     if in_memory {
