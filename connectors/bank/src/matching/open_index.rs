@@ -57,6 +57,10 @@ impl OpenInvoiceIndex {
             Some(indexed) if since > 0 => indexed.apply(changes),
             _ => *copy = Some(IndexedInvoices::of(changes)),
         }
+        // What the copy holds, for the operator watching the hub's memory
+        // (about 400 bytes per open invoice).
+        let held = copy.as_ref().map_or(0, |c| c.by_id.len());
+        metrics::gauge!("dealbridge_open_invoices_in_memory").set(held as f64);
         if open + closed > 0 {
             tracing::debug!(
                 since,
@@ -287,5 +291,52 @@ mod tests {
 
         // A second copy read from nothing agrees with the one kept current.
         same_as_the_store(&OpenInvoiceIndex::new(), &store).await;
+    }
+
+    /// `dealbridge_open_invoices_in_memory` says how many open invoices
+    /// the copy holds after each update: more as they are written, fewer
+    /// as they are paid.
+    #[test]
+    fn the_gauge_counts_what_the_copy_holds() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let held = || {
+            let text = handle.render();
+            let line = text.lines().find(|l| l.starts_with("dealbridge_open_invoices_in_memory "));
+            line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // The recorder is this thread's, and the current-thread runtime
+        // polls `current` here: other tests' copies do not count.
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+                let store = SqliteStore::open(&url, 2).await.unwrap();
+                store.migrate().await.unwrap();
+                let index = OpenInvoiceIndex::new();
+                drop(index.current(&store).await.unwrap());
+                assert_eq!(held(), Some(0.0));
+
+                let invoices = [invoice("1", "7707083893"), invoice("2", "7707083893"), invoice("3", "500100732259")];
+                store.apply(&ChangeSet { invoices: invoices.to_vec(), ..Default::default() }).await.unwrap();
+                drop(index.current(&store).await.unwrap());
+                assert_eq!(held(), Some(3.0));
+
+                let commit = PaymentCommit {
+                    invoices_read: vec![(invoices[1].id, Decimal::ZERO)],
+                    invoices_paid: vec![InvoicePaid {
+                        id: invoices[1].id,
+                        paid: invoices[1].total.clone(),
+                        status: InvoiceStatus::Paid,
+                        updated_at: Utc::now(),
+                    }],
+                    ..Default::default()
+                };
+                assert_eq!(store.commit_payments(&commit).await.unwrap(), CommitOutcome::Committed);
+                drop(index.current(&store).await.unwrap());
+                assert_eq!(held(), Some(2.0), "the paid invoice left the copy");
+            })
+        });
     }
 }
