@@ -14,7 +14,7 @@
 //! Each payment is its own cause (its id), so the commands it leads to have
 //! idempotency keys of their own and a repeated application collapses.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use dealbridge_core::flow::Cause;
@@ -49,8 +49,19 @@ pub struct Applied {
     pub invoices_read: Vec<(Uuid, Decimal)>,
     /// Each invoice's paid amount and status after the applications.
     pub invoices_paid: Vec<InvoicePaid>,
-    /// Notes per payment (flows that could not run, invoices without a deal).
-    pub notes: HashMap<Uuid, Vec<String>>,
+    /// Notes per payment whose invoice names no stored deal, so no flows
+    /// ran (what [`StoredDeals::deal_of`] says).
+    pub without_flows: HashMap<Uuid, Vec<String>>,
+    /// Notes per payment whose deal's flows refused to run.
+    pub refused: HashMap<Uuid, Vec<String>>,
+}
+
+impl Applied {
+    /// Every note for `payment`: why no flows ran, or why they refused.
+    pub fn notes_of(&self, payment: Uuid) -> impl Iterator<Item = &String> {
+        let without_flows = self.without_flows.get(&payment).into_iter().flatten();
+        without_flows.chain(self.refused.get(&payment).into_iter().flatten())
+    }
 }
 
 /// The status an invoice's paid amount gives it.
@@ -66,6 +77,55 @@ pub fn status_for(paid: Decimal, total: Decimal) -> InvoiceStatus {
 
 type Events = Vec<(CanonicalEvent, Cause)>;
 
+/// Which deals the applied invoices name are stored: only a stored deal's
+/// flows can run. Grows as more applications are looked up, so an import
+/// can ask chunk by chunk.
+#[derive(Debug, Default)]
+pub struct StoredDeals {
+    looked_up: HashSet<Uuid>,
+    stored: HashSet<Uuid>,
+}
+
+impl StoredDeals {
+    /// Looks up the deals of `applications`' invoices not looked up before.
+    pub async fn look_up(
+        &mut self,
+        store: &dyn Store,
+        applications: &[Application],
+        invoices: &HashMap<Uuid, &OpenInvoice>,
+    ) -> Result<(), StoreError> {
+        let mut ids = BTreeSet::new();
+        for a in applications {
+            ids.extend(invoice_of(invoices, a.invoice_id)?.deal_id.filter(|d| !self.looked_up.contains(d)));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ids.into_iter().collect();
+        self.stored.extend(store.deals_by_ids(&ids).await?.into_iter().map(|d| d.id));
+        self.looked_up.extend(ids);
+        Ok(())
+    }
+
+    /// The stored deal an application's flows run on; otherwise the note
+    /// saying why none run. `None` for an application that adds nothing
+    /// (money the ERP already reported): no flow hears of it.
+    pub fn deal_of(&self, a: &Application, invoice: &OpenInvoice) -> Option<Result<Uuid, String>> {
+        if a.paid_after == a.paid_before {
+            return None;
+        }
+        Some(match invoice.deal_id {
+            Some(d) if self.stored.contains(&d) => Ok(d),
+            Some(d) => Err(format!("invoice № {} names deal {d}, which is not stored: no flows ran", invoice.number)),
+            None => Err(format!("invoice № {} belongs to no deal: no flows ran", invoice.number)),
+        })
+    }
+}
+
+fn invoice_of<'a>(invoices: &HashMap<Uuid, &'a OpenInvoice>, id: Uuid) -> Result<&'a OpenInvoice, StoreError> {
+    invoices.get(&id).copied().ok_or_else(|| StoreError::Conflict(format!("invoice {id} was not read")))
+}
+
 /// Computes invoice totals and runs the engine for `applications` (in
 /// order) at engine time `at`; `invoices` are the applied invoices as read
 /// (by id). Writes nothing.
@@ -77,55 +137,79 @@ pub async fn apply(
     invoices: &HashMap<Uuid, &OpenInvoice>,
     at: DateTime<Utc>,
 ) -> Result<Applied, StoreError> {
+    let mut deals = StoredDeals::default();
+    deals.look_up(store, applications, invoices).await?;
+    let PaidAmounts { read, paid } = paid_amounts(applications, invoices, at)?;
+    let applied = run_flows(runner, set, applications, invoices, &deals, at).await?;
+    Ok(Applied { invoices_read: read, invoices_paid: paid, ..applied })
+}
+
+/// What applications do to their invoices' paid amounts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PaidAmounts {
+    /// The paid amount each invoice had before them (its first
+    /// application's), by id.
+    pub read: Vec<(Uuid, Decimal)>,
+    /// Its paid amount and status after each (the last one of an invoice
+    /// is where it ends).
+    pub paid: Vec<InvoicePaid>,
+}
+
+/// The paid amounts `applications` (in order) leave their invoices with.
+pub fn paid_amounts(
+    applications: &[Application],
+    invoices: &HashMap<Uuid, &OpenInvoice>,
+    at: DateTime<Utc>,
+) -> Result<PaidAmounts, StoreError> {
+    let mut read: HashMap<Uuid, Decimal> = HashMap::new();
+    let mut paid = Vec::with_capacity(applications.len());
+    for a in applications {
+        let total = &invoice_of(invoices, a.invoice_id)?.total;
+        read.entry(a.invoice_id).or_insert(a.paid_before);
+        paid.push(InvoicePaid {
+            id: a.invoice_id,
+            paid: Money { amount: a.paid_after, currency: total.currency.clone() },
+            status: status_for(a.paid_after, total.amount),
+            updated_at: at,
+        });
+    }
+    let mut read: Vec<(Uuid, Decimal)> = read.into_iter().collect();
+    read.sort_unstable_by_key(|(id, _)| *id);
+    Ok(PaidAmounts { read, paid })
+}
+
+/// Runs the engine for `applications` (in order) at engine time `at`,
+/// with the deals looked up already (`deals` must have looked up every
+/// application's). The result's paid amounts are left empty: see
+/// [`paid_amounts`].
+pub async fn run_flows(
+    runner: &EngineRunner,
+    set: &MappingSet,
+    applications: &[Application],
+    invoices: &HashMap<Uuid, &OpenInvoice>,
+    deals: &StoredDeals,
+    at: DateTime<Utc>,
+) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
     if applications.is_empty() {
         return Ok(applied);
     }
-    let invoice_of =
-        |id: Uuid| invoices.get(&id).copied().ok_or_else(|| StoreError::Conflict(format!("invoice {id} was not read")));
-    let mut deal_ids = BTreeSet::new();
-    for a in applications {
-        deal_ids.extend(invoice_of(a.invoice_id)?.deal_id);
-    }
-    let deal_ids: Vec<Uuid> = deal_ids.into_iter().collect();
-    let stored_deals: BTreeSet<Uuid> = store.deals_by_ids(&deal_ids).await?.into_iter().map(|d| d.id).collect();
-
     let mut by_deal: BTreeMap<Uuid, Events> = BTreeMap::new();
     let mut payments_of_deal: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
-    // The last paid amount of each invoice, in the order first applied.
-    let mut paid: HashMap<Uuid, usize> = HashMap::new();
     for a in applications {
-        let invoice = invoice_of(a.invoice_id)?;
-        let total = invoice.total.clone();
-        let paid_total = Money { amount: a.paid_after, currency: total.currency.clone() };
-        let update = InvoicePaid {
-            id: a.invoice_id,
-            paid: paid_total.clone(),
-            status: status_for(a.paid_after, total.amount),
-            updated_at: at,
-        };
-        match paid.get(&a.invoice_id) {
-            Some(&at) => applied.invoices_paid[at] = update,
-            None => {
-                paid.insert(a.invoice_id, applied.invoices_paid.len());
-                applied.invoices_read.push((a.invoice_id, a.paid_before));
-                applied.invoices_paid.push(update);
-            }
-        }
+        let invoice = invoice_of(invoices, a.invoice_id)?;
         // Money the ERP already reported (`counted_once`) adds nothing, so
         // no flow hears of it.
-        if a.paid_after == a.paid_before {
-            continue;
-        }
-        let deal = invoice.deal_id.filter(|d| stored_deals.contains(d));
-        let Some(deal_id) = deal else {
-            let note = match invoice.deal_id {
-                Some(d) => format!("invoice № {} names deal {d}, which is not stored: no flows ran", invoice.number),
-                None => format!("invoice № {} belongs to no deal: no flows ran", invoice.number),
-            };
-            applied.notes.entry(a.payment_id).or_default().push(note);
-            continue;
+        let deal_id = match deals.deal_of(a, invoice) {
+            None => continue,
+            Some(Ok(deal)) => deal,
+            Some(Err(note)) => {
+                applied.without_flows.entry(a.payment_id).or_default().push(note);
+                continue;
+            }
         };
+        let total = &invoice.total;
+        let paid_total = Money { amount: a.paid_after, currency: total.currency.clone() };
         let cause = |n: u32| Cause { event_id: a.payment_id, sequence: a.part * 2 + n, at, binding: None };
         let events = by_deal.entry(deal_id).or_default();
         events.push((
@@ -144,10 +228,11 @@ pub async fn apply(
         payments_of_deal.entry(deal_id).or_default().push(a.payment_id);
     }
 
-    applied.changes = run_engine(runner, set, &by_deal, &payments_of_deal, &mut applied.notes).await?;
+    applied.changes = run_engine(runner, set, &by_deal, &payments_of_deal, &mut applied.refused).await?;
     // The invoices carry this module's totals and status, written in place;
     // the engine's copies of them (paid amounts it heard of) are dropped.
-    applied.changes.invoices.retain(|i| !paid.contains_key(&i.id));
+    let paid: HashSet<Uuid> = applications.iter().map(|a| a.invoice_id).collect();
+    applied.changes.invoices.retain(|i| !paid.contains(&i.id));
     Ok(applied)
 }
 

@@ -28,47 +28,74 @@ pub async fn settle(
     applications: &mut [Application],
     invoices: &HashMap<Uuid, &OpenInvoice>,
 ) -> Result<(), StoreError> {
-    let paid_before: Vec<Uuid> = invoices.values().filter(|i| i.paid.amount > Decimal::ZERO).map(|i| i.id).collect();
-    if paid_before.is_empty() {
-        return Ok(());
-    }
-    let with_parts: HashMap<Uuid, Invoice> = store
-        .invoices_by_ids(&paid_before)
-        .await?
-        .into_iter()
-        .filter(|i| !i.paid_parts.is_empty())
-        .map(|i| (i.id, i))
-        .collect();
-    if with_parts.is_empty() {
-        return Ok(());
-    }
-    let index: HashMap<Uuid, usize> = stored.iter().enumerate().map(|(n, s)| (s.payment.id, n)).collect();
-    let mut ledger = Ledger::default();
-    for application in applications.iter_mut() {
-        let Some(&n) = index.get(&application.payment_id) else { continue };
-        let record = &mut stored[n];
-        let invoice = with_parts.get(&application.invoice_id);
-        let reported = invoice.and_then(|invoice| ledger.reported(invoice, &record.payment, &application.amount));
-        if !ledger.shift(application, reported.is_some()) {
-            continue;
+    CountedOnce::default().settle(store, stored, applications, invoices).await
+}
+
+/// [`settle`] for an import that hands its payments over in chunks, in
+/// order: what earlier chunks settled carries over to later ones.
+#[derive(Default)]
+pub struct CountedOnce {
+    /// Invoices already read (those paid before the import), and of them
+    /// the ones holding paid parts.
+    read: HashSet<Uuid>,
+    with_parts: HashMap<Uuid, Invoice>,
+    ledger: Ledger,
+}
+
+impl CountedOnce {
+    /// Settles `applications` of the payments `stored` (the next ones in
+    /// order); `invoices` holds (at least) their invoices as matched.
+    pub async fn settle(
+        &mut self,
+        store: &dyn Store,
+        stored: &mut [StoredPayment],
+        applications: &mut [Application],
+        invoices: &HashMap<Uuid, &OpenInvoice>,
+    ) -> Result<(), StoreError> {
+        let mut paid_before: Vec<Uuid> = applications
+            .iter()
+            .filter_map(|a| invoices.get(&a.invoice_id))
+            .filter(|i| i.paid.amount > Decimal::ZERO && !self.read.contains(&i.id))
+            .map(|i| i.id)
+            .collect();
+        paid_before.sort_unstable();
+        paid_before.dedup();
+        if !paid_before.is_empty() {
+            let read = store.invoices_by_ids(&paid_before).await?;
+            self.with_parts.extend(read.into_iter().filter(|i| !i.paid_parts.is_empty()).map(|i| (i.id, i)));
+            self.read.extend(paid_before);
         }
-        // The amounts moved: the recorded match and its overpayment note
-        // say what the payment now does.
-        for matched in record.matched.iter_mut().chain(record.also_matched.iter_mut()) {
-            if matched.invoice_id == application.invoice_id {
-                restate(matched, application, &mut record.notes);
+        if self.with_parts.is_empty() {
+            return Ok(());
+        }
+        let index: HashMap<Uuid, usize> = stored.iter().enumerate().map(|(n, s)| (s.payment.id, n)).collect();
+        for application in applications.iter_mut() {
+            let Some(&n) = index.get(&application.payment_id) else { continue };
+            let record = &mut stored[n];
+            let invoice = self.with_parts.get(&application.invoice_id);
+            let reported =
+                invoice.and_then(|invoice| self.ledger.reported(invoice, &record.payment, &application.amount));
+            if !self.ledger.shift(application, reported.is_some()) {
+                continue;
+            }
+            // The amounts moved: the recorded match and its overpayment
+            // note say what the payment now does.
+            for matched in record.matched.iter_mut().chain(record.also_matched.iter_mut()) {
+                if matched.invoice_id == application.invoice_id {
+                    restate(matched, application, &mut record.notes);
+                }
+            }
+            if let Some(receipt) = reported {
+                record.notes.push(format!(
+                    "the same money as receipt {} reported by {} for invoice № {}: counted once",
+                    receipt.id,
+                    receipt.instance,
+                    invoice.map(|i| i.number.as_str()).unwrap_or_default()
+                ));
             }
         }
-        if let Some(receipt) = reported {
-            record.notes.push(format!(
-                "the same money as receipt {} reported by {} for invoice № {}: counted once",
-                receipt.id,
-                receipt.instance,
-                invoice.map(|i| i.number.as_str()).unwrap_or_default()
-            ));
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// What has been settled so far in one import: the receipts already paired

@@ -5,7 +5,9 @@
 //! payments an earlier statement brought, matches the new incoming ones to
 //! open invoices ([`crate::matching`]), applies the matches
 //! ([`crate::apply`]) and commits the statement, its payments and the
-//! engine's output in one transaction. The same file again (by SHA-256) is
+//! engine's output in one transaction. The transaction opens before
+//! matching, and the payments go in chunk by chunk as they are decided
+//! ([`crate::payment_writer`]). The same file again (by SHA-256) is
 //! answered with the first import's result and writes nothing.
 //!
 //! A manual match takes a payment from the review queue and applies it to
@@ -22,8 +24,8 @@ use dealbridge_core::model::{
 };
 use dealbridge_core::runner::EngineRunner;
 use dealbridge_core::store::{
-    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentState, StatementRecord, StatementTally, Store,
-    StoreError, StoredFile, StoredPayment,
+    CommitOutcome, NewStatement, OpenInvoice, PaymentCommit, PaymentSettlement, PaymentState, PaymentWrite,
+    PaymentsBegun, StatementRecord, StatementTally, Store, StoreError, StoredFile, StoredPayment,
 };
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -32,16 +34,19 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::apply::{Application, Applied, apply};
-use crate::counted_once;
+use crate::apply::{Application, StoredDeals, apply, paid_amounts, run_flows};
+use crate::counted_once::{self, CountedOnce};
 use crate::matching::candidates::{OpenInvoices, open_candidates};
 use crate::matching::open_index::OpenInvoiceIndex;
 use crate::matching::purpose::NumberReference;
-use crate::matching::{Decision, MatchRules};
+use crate::matching::{Decision, MatchRules, PaymentMatcher};
+use crate::payment_writer::{Inserted, PaymentWriter};
 use crate::payments::{to_payment, to_payments};
 use crate::statement::Statement;
 use crate::{StatementError, Summary, parse_statement};
 
+/// Payments handed to the store at a time, while the next are matched.
+const WRITE_CHUNK: usize = 4_096;
 /// How often a commit is recomputed when another import got there first.
 const COMMIT_ATTEMPTS: usize = 5;
 /// At most this many payments are listed one by one in a report.
@@ -251,8 +256,6 @@ impl StatementImporter {
             let fresh: Vec<(Payment, Vec<NumberReference>)> =
                 payments.into_iter().zip(candidates.references).filter(|(p, _)| !known.contains(&p.id)).collect();
             phases.lookup += preparing.elapsed();
-            let (stored, applied) =
-                self.decide_and_apply(set, fresh, &candidates.invoices, statement_id, at, &mut phases).await?;
             let record = StatementRecord {
                 id: statement_id,
                 digest: digest.clone(),
@@ -261,32 +264,26 @@ impl StatementImporter {
                 format: statement.format.to_string(),
                 imported_at: at,
                 summary: summary.clone(),
-                payments_new: stored.len() as u32,
+                payments_new: fresh.len() as u32,
                 payments_known: (known.len() + repeated_in_file) as u32,
             };
-            let commit = PaymentCommit {
-                statement: Some(NewStatement {
-                    record: record.clone(),
-                    file: file.clone().await.map_err(StoreError::Database)?,
-                }),
-                new_payments: stored,
-                updated_payments: Vec::new(),
-                invoices_read: applied.invoices_read,
-                changes: applied.changes,
-                invoices_paid: applied.invoices_paid,
+            let new_statement =
+                NewStatement { record: record.clone(), file: file.clone().await.map_err(StoreError::Database)? };
+            let write = match self.store.begin_payments(Some(&new_statement)).await? {
+                PaymentsBegun::Open(write) => write,
+                PaymentsBegun::StatementKnown(id) => return self.statement_known(id).await,
             };
-            let committing = Instant::now();
-            let outcome = self.store.commit_payments(&commit).await?;
-            phases.commit += committing.elapsed();
+            let importing = Importing { set, open: &candidates.invoices, statement_id, at };
+            let (outcome, written) = self.decide_and_write(importing, fresh, write, &mut phases).await?;
             match outcome {
                 CommitOutcome::Committed => {
-                    if !commit.changes.commands.is_empty() {
+                    if written.commands {
                         self.runner.commands_committed().notify_one();
                     }
-                    let stored = &commit.new_payments;
-                    metrics::counter!("dealbridge_payments_imported_total").increment(stored.len() as u64);
+                    let stored = || written.chunks.iter().flatten();
+                    metrics::counter!("dealbridge_payments_imported_total").increment(record.payments_new as u64);
                     tracing::info!(
-                        payments = stored.len(),
+                        payments = record.payments_new,
                         parse_ms = phases.parse.as_millis() as u64,
                         lookup_ms = phases.lookup.as_millis() as u64,
                         match_ms = phases.matching.as_millis() as u64,
@@ -295,115 +292,95 @@ impl StatementImporter {
                         total_ms = started.elapsed().as_millis() as u64,
                         "statement imported"
                     );
-                    let report = report(record, false, in_file, &StatementTally::of_payments(stored), stored);
-                    drop_later((commit, statement));
+                    let listed: Vec<StoredPayment> = stored().take(PAYMENTS_LISTED).cloned().collect();
+                    let report = report(record, false, in_file, &StatementTally::of_payments(stored()), &listed);
+                    drop_later((written, statement));
                     return Ok(report);
                 }
-                CommitOutcome::StatementKnown(id) => {
-                    let known = self.store.get_statement(id).await?.ok_or_else(|| {
-                        StoreError::Conflict(format!("statement {id} vanished while importing the same file"))
-                    })?;
-                    return self.report_of(known, true).await;
-                }
+                CommitOutcome::StatementKnown(id) => return self.statement_known(id).await,
                 CommitOutcome::Stale(why) => last_conflict = why,
             }
         }
         Err(ImportError::Busy(last_conflict))
     }
 
+    /// The report of the statement another import of the same file stored.
+    async fn statement_known(&self, id: Uuid) -> Result<ImportReport, ImportError> {
+        let known =
+            self.store.get_statement(id).await?.ok_or_else(|| {
+                StoreError::Conflict(format!("statement {id} vanished while importing the same file"))
+            })?;
+        self.report_of(known, true).await
+    }
+
     /// Matches the new payments (with the numbers their purpose texts
-    /// name) against `open` and applies the matches. Returns the payments
-    /// to store and what applying them changes.
-    async fn decide_and_apply(
+    /// name) against the open invoices and applies the matches, handing
+    /// the decided payments to a [`PaymentWriter`] on `write` a chunk at a
+    /// time; then writes the rest and commits. Returns how the commit went
+    /// and what was written.
+    async fn decide_and_write(
         &self,
-        set: &MappingSet,
+        importing: Importing<'_, '_>,
         fresh: Vec<(Payment, Vec<NumberReference>)>,
-        open: &OpenInvoices<'_>,
-        statement_id: Uuid,
-        at: DateTime<Utc>,
+        write: Box<dyn PaymentWrite>,
         phases: &mut Phases,
-    ) -> Result<(Vec<StoredPayment>, Applied), StoreError> {
+    ) -> Result<(CommitOutcome, Written), StoreError> {
+        let Importing { set, open, statement_id, at } = importing;
+        let store = self.store.as_ref();
         let matching = Instant::now();
+        let writer = PaymentWriter::start(write);
         let mut matcher = open.matcher(self.rules.clone());
-        let mut stored = Vec::with_capacity(fresh.len());
         let mut applications = Vec::new();
         let mut applied_to: HashMap<Uuid, &OpenInvoice> = HashMap::new();
-        for (payment, references) in fresh {
-            let decision = matcher.decide_with(&payment, &references);
-            let mut record = StoredPayment {
-                statement_id,
-                state: PaymentState::Outgoing,
-                matched: None,
-                also_matched: Vec::new(),
-                review: None,
-                notes: inn_notes(&payment),
-                updated_at: at,
-                payment,
-            };
-            match decision {
-                Decision::NotIncoming => {}
-                Decision::Review(note) => {
-                    record.state = PaymentState::Review;
-                    record.review = Some(note);
-                }
-                Decision::Matched { invoice, confidence, reasons, paid_before, paid_after, overpaid } => {
-                    let invoice = matcher.invoice(invoice);
-                    applied_to.insert(invoice.id, invoice);
-                    let payment = &mut record.payment;
-                    payment.invoice_id = Some(invoice.id);
-                    applications.push(Application {
-                        payment_id: payment.id,
-                        part: 0,
-                        invoice_id: invoice.id,
-                        amount: payment.amount.clone(),
-                        paid_before,
-                        paid_after,
-                    });
-                    record.state = PaymentState::Matched;
-                    let amounts = (paid_before, paid_after, overpaid);
-                    record.matched = Some(automatic_match(invoice, confidence, reasons, amounts, at));
-                    if let Some(over) = overpaid {
-                        record.notes.push(overpayment_note(over, &invoice.number));
-                    }
-                }
-                Decision::Split(shares) => {
-                    record.state = PaymentState::Matched;
-                    for (part, share) in shares.into_iter().enumerate() {
-                        let invoice = matcher.invoice(share.invoice);
-                        applied_to.insert(invoice.id, invoice);
-                        let payment = &mut record.payment;
-                        applications.push(Application {
-                            payment_id: payment.id,
-                            part: part as u32,
-                            invoice_id: invoice.id,
-                            amount: Money { amount: share.amount, currency: payment.amount.currency.clone() },
-                            paid_before: share.paid_before,
-                            paid_after: share.paid_after,
-                        });
-                        let amounts = (share.paid_before, share.paid_after, None);
-                        let matched = automatic_match(invoice, share.confidence, share.reasons, amounts, at);
-                        if record.matched.is_none() {
-                            payment.invoice_id = Some(invoice.id);
-                            record.matched = Some(matched);
-                        } else {
-                            record.also_matched.push(matched);
-                        }
-                    }
-                }
+        let mut counted_once = CountedOnce::default();
+        let mut deals = StoredDeals::default();
+        let mut fresh = fresh.into_iter().peekable();
+        while fresh.peek().is_some() {
+            let first = applications.len();
+            let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+            for (payment, references) in fresh.by_ref().take(WRITE_CHUNK) {
+                let decision = matcher.decide_with(&payment, &references);
+                let applying = (&mut applications, &mut applied_to);
+                chunk.push(decided(payment, decision, &matcher, (statement_id, at), applying));
             }
-            stored.push(record);
+            // Before a payment is written, everything said of it must be
+            // known: money the ERP already reported, and whether its deal's
+            // flows can run at all.
+            counted_once.settle(store, &mut chunk, &mut applications[first..], &applied_to).await?;
+            deals.look_up(store, &applications[first..], &applied_to).await?;
+            note_without_flows(&mut chunk, &applications[first..], &applied_to, &deals);
+            if !writer.hand_over(chunk) {
+                // The writer stopped; `finish` says why.
+                break;
+            }
         }
-        counted_once::settle(self.store.as_ref(), &mut stored, &mut applications, &applied_to).await?;
         phases.matching += matching.elapsed();
         let applying = Instant::now();
-        let applied = apply(self.store.as_ref(), &self.runner, set, &applications, &applied_to, at).await?;
+        let applied = run_flows(&self.runner, set, &applications, &applied_to, &deals, at).await?;
         phases.apply += applying.elapsed();
-        for record in &mut stored {
-            if let Some(notes) = applied.notes.get(&record.payment.id) {
-                record.notes.extend(notes.iter().cloned());
+        let committing = Instant::now();
+        let Inserted { write, mut chunks, stored_already } = writer.finish().await?;
+        if let Some(stored) = stored_already {
+            return Ok((CommitOutcome::Stale(format!("payment {stored} is stored already")), Written::default()));
+        }
+        // Flows that refused: said on payments written already.
+        let mut updated = Vec::new();
+        for record in chunks.iter_mut().flatten() {
+            if let Some(refused) = applied.refused.get(&record.payment.id) {
+                record.notes.extend(refused.iter().cloned());
+                updated.push((record.clone(), record.state));
             }
         }
-        Ok((stored, applied))
+        let paid = paid_amounts(&applications, &applied_to, at)?;
+        let settlement = PaymentSettlement {
+            updated_payments: &updated,
+            invoices_read: &paid.read,
+            changes: &applied.changes,
+            invoices_paid: &paid.paid,
+        };
+        let outcome = write.finish(settlement).await?;
+        phases.commit += committing.elapsed();
+        Ok((outcome, Written { chunks, commands: !applied.changes.commands.is_empty() }))
     }
 
     /// The report of a statement imported before: counted from the
@@ -459,7 +436,7 @@ impl StatementImporter {
             counted_once::settle(self.store.as_ref(), std::slice::from_mut(&mut updated), &mut applications, &invoices)
                 .await?;
             let applied = apply(self.store.as_ref(), &self.runner, set, &applications, &invoices, at).await?;
-            updated.notes.extend(applied.notes.get(&payment_id).into_iter().flatten().cloned());
+            updated.notes.extend(applied.notes_of(payment_id).cloned());
             let commit = PaymentCommit {
                 statement: None,
                 new_payments: Vec::new(),
@@ -481,6 +458,114 @@ impl StatementImporter {
             }
         }
         Err(ManualMatchError::Busy(last_conflict))
+    }
+}
+
+/// What one import attempt matches and applies with.
+struct Importing<'s, 'o> {
+    set: &'s MappingSet,
+    open: &'s OpenInvoices<'o>,
+    statement_id: Uuid,
+    at: DateTime<Utc>,
+}
+
+/// What an import attempt wrote.
+#[derive(Default)]
+struct Written {
+    /// The new payments, in chunks as handed to the writer.
+    chunks: Vec<Vec<StoredPayment>>,
+    /// Whether the engine's output holds outbound commands.
+    commands: bool,
+}
+
+/// The payment records the matcher's `decision` makes of `payment`, brought
+/// by statement `statement_id` at `at`; the applications it makes are added
+/// to `applications`, and the invoices they apply to to `applied_to`.
+fn decided<'a>(
+    payment: Payment,
+    decision: Decision,
+    matcher: &PaymentMatcher<'a>,
+    (statement_id, at): (Uuid, DateTime<Utc>),
+    (applications, applied_to): (&mut Vec<Application>, &mut HashMap<Uuid, &'a OpenInvoice>),
+) -> StoredPayment {
+    let mut record = StoredPayment {
+        statement_id,
+        state: PaymentState::Outgoing,
+        matched: None,
+        also_matched: Vec::new(),
+        review: None,
+        notes: inn_notes(&payment),
+        updated_at: at,
+        payment,
+    };
+    match decision {
+        Decision::NotIncoming => {}
+        Decision::Review(note) => {
+            record.state = PaymentState::Review;
+            record.review = Some(note);
+        }
+        Decision::Matched { invoice, confidence, reasons, paid_before, paid_after, overpaid } => {
+            let invoice = matcher.invoice(invoice);
+            applied_to.insert(invoice.id, invoice);
+            let payment = &mut record.payment;
+            payment.invoice_id = Some(invoice.id);
+            applications.push(Application {
+                payment_id: payment.id,
+                part: 0,
+                invoice_id: invoice.id,
+                amount: payment.amount.clone(),
+                paid_before,
+                paid_after,
+            });
+            record.state = PaymentState::Matched;
+            let amounts = (paid_before, paid_after, overpaid);
+            record.matched = Some(automatic_match(invoice, confidence, reasons, amounts, at));
+            if let Some(over) = overpaid {
+                record.notes.push(overpayment_note(over, &invoice.number));
+            }
+        }
+        Decision::Split(shares) => {
+            record.state = PaymentState::Matched;
+            for (part, share) in shares.into_iter().enumerate() {
+                let invoice = matcher.invoice(share.invoice);
+                applied_to.insert(invoice.id, invoice);
+                let payment = &mut record.payment;
+                applications.push(Application {
+                    payment_id: payment.id,
+                    part: part as u32,
+                    invoice_id: invoice.id,
+                    amount: Money { amount: share.amount, currency: payment.amount.currency.clone() },
+                    paid_before: share.paid_before,
+                    paid_after: share.paid_after,
+                });
+                let amounts = (share.paid_before, share.paid_after, None);
+                let matched = automatic_match(invoice, share.confidence, share.reasons, amounts, at);
+                if record.matched.is_none() {
+                    payment.invoice_id = Some(invoice.id);
+                    record.matched = Some(matched);
+                } else {
+                    record.also_matched.push(matched);
+                }
+            }
+        }
+    }
+    record
+}
+
+/// Says on each payment of `chunk` whose application (of `applications`,
+/// theirs) leads to no stored deal that no flows ran for it.
+fn note_without_flows(
+    chunk: &mut [StoredPayment],
+    applications: &[Application],
+    invoices: &HashMap<Uuid, &OpenInvoice>,
+    deals: &StoredDeals,
+) {
+    let index: HashMap<Uuid, usize> = chunk.iter().enumerate().map(|(n, p)| (p.payment.id, n)).collect();
+    for a in applications {
+        let note = invoices.get(&a.invoice_id).and_then(|invoice| deals.deal_of(a, invoice)).and_then(Result::err);
+        if let (Some(note), Some(&n)) = (note, index.get(&a.payment_id)) {
+            chunk[n].notes.push(note);
+        }
     }
 }
 
@@ -558,8 +643,12 @@ struct Phases {
     /// Payment ids, the check which of them are stored already and the
     /// read of the open invoices they point at (side by side).
     lookup: Duration,
+    /// Matching, and settling each chunk before it is handed to the
+    /// writer (which inserts meanwhile).
     matching: Duration,
     apply: Duration,
+    /// From the flows' end until committed: the writer's last chunks,
+    /// the paid amounts, the engine's output and `COMMIT`.
     commit: Duration,
 }
 
@@ -660,11 +749,15 @@ pub(crate) fn is_overpayment_note(note: &str, number: &str) -> bool {
 }
 
 #[cfg(test)]
+mod chunked;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A UTF-8 1C statement of `n` credits to one own account.
-    fn statement_of(n: usize) -> Vec<u8> {
+    /// A UTF-8 1C statement of `n` credits to one own account: credit `k`
+    /// pays «{1000 + k}.50» by invoice № k of 01.03.2024.
+    pub(super) fn statement_of(n: usize) -> Vec<u8> {
         let mut text = String::from(
             "1CClientBankExchange\nВерсияФормата=1.03\nКодировка=Windows\nРасчСчет=40702810000000000001\n",
         );

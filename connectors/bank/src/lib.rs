@@ -18,6 +18,7 @@ pub mod import;
 mod lines;
 pub mod matching;
 pub mod mt940;
+mod payment_writer;
 pub mod payments;
 mod reconcile;
 pub mod statement;

@@ -57,8 +57,8 @@ pub use error::StoreError;
 pub use event::{Appended, EventState, NewRawEvent, RawEvent};
 pub use invoice_keys::{InvoiceKeys, InvoicePaid};
 pub use payments::{
-    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState,
-    StatementRecord, StatementTally, StoredPayment,
+    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentSettlement,
+    PaymentState, PaymentWrite, PaymentsBegun, StatementRecord, StatementTally, StoredPayment,
 };
 pub use postgres::PgStore;
 pub use replicas::ReplicaRoll;

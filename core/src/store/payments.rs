@@ -3,13 +3,18 @@
 //! payment was matched to an invoice or why it waits for a person, and the
 //! open invoices payments are matched against.
 //!
-//! Importing is one call, [`PaymentLedger::commit_payments`], and one
-//! transaction: the statement, its new payments, their matches and the
-//! engine's output (invoice totals, deal moves, tasks, outbox commands)
-//! land together or not at all. The caller computed all of it from what it
-//! read before; the commit refuses with [`CommitOutcome::Stale`] when that
-//! changed meanwhile (another import or a manual match got there first),
-//! and the caller computes again.
+//! Importing is one transaction: the statement, its new payments, their
+//! matches and the engine's output (invoice totals, deal moves, tasks,
+//! outbox commands) land together or not at all. The caller computed all of
+//! it from what it read before; the commit refuses with
+//! [`CommitOutcome::Stale`] when that changed meanwhile (another import or
+//! a manual match got there first), and the caller computes again.
+//!
+//! The transaction is written in one call ([`PaymentLedger::commit_payments`])
+//! or in steps ([`PaymentLedger::begin_payments`]): a large import opens it
+//! when matching starts and hands over its payments a chunk at a time as
+//! they are decided, so the store writes them while the caller matches the
+//! rest.
 
 use std::collections::BTreeMap;
 
@@ -97,7 +102,7 @@ pub struct StatementTally {
 
 impl StatementTally {
     /// Of payments in memory, as the store would count them once stored.
-    pub fn of_payments(payments: &[StoredPayment]) -> Self {
+    pub fn of_payments<'a>(payments: impl IntoIterator<Item = &'a StoredPayment>) -> Self {
         let mut tally = Self { by_state: PaymentState::ALL.into_iter().map(|s| (s, 0)).collect(), overpaid: 0 };
         for p in payments {
             *tally.by_state.entry(p.state).or_default() += 1;
@@ -214,6 +219,49 @@ pub struct PaymentCommit {
     pub invoices_paid: Vec<InvoicePaid>,
 }
 
+impl PaymentCommit {
+    /// What the commit writes after its statement and new payments.
+    pub fn settlement(&self) -> PaymentSettlement<'_> {
+        PaymentSettlement {
+            updated_payments: &self.updated_payments,
+            invoices_read: &self.invoices_read,
+            changes: &self.changes,
+            invoices_paid: &self.invoices_paid,
+        }
+    }
+}
+
+/// What a payment transaction writes when it ends ([`PaymentWrite::finish`]),
+/// after the statement and the new payments: the fields of
+/// [`PaymentCommit`] with the same names.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentSettlement<'a> {
+    pub updated_payments: &'a [(StoredPayment, PaymentState)],
+    pub invoices_read: &'a [(Uuid, Decimal)],
+    pub changes: &'a ChangeSet,
+    pub invoices_paid: &'a [InvoicePaid],
+}
+
+/// How [`PaymentLedger::begin_payments`] went.
+pub enum PaymentsBegun {
+    /// The transaction is open (and holds the statement, if one was given).
+    Open(Box<dyn PaymentWrite>),
+    /// A statement with the same digest is stored (this id); nothing written.
+    StatementKnown(Uuid),
+}
+
+/// An open payment transaction. Dropping it unfinished rolls it back.
+#[async_trait]
+pub trait PaymentWrite: Send {
+    /// Stores payments not stored before, after those given earlier (their
+    /// order is the order they are listed in). Returns one that was stored
+    /// already, if any: the transaction is then stale and must be dropped.
+    async fn insert_payments(&mut self, payments: &[StoredPayment]) -> Result<Option<Uuid>, StoreError>;
+
+    /// Writes the rest and commits, or nothing (see [`CommitOutcome`]).
+    async fn finish(self: Box<Self>, settlement: PaymentSettlement<'_>) -> Result<CommitOutcome, StoreError>;
+}
+
 /// What `commit_payments` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -227,8 +275,22 @@ pub enum CommitOutcome {
 
 #[async_trait]
 pub trait PaymentLedger: Send + Sync {
+    /// Opens a payment transaction and stores `statement` in it, if given.
+    /// SQLite takes its write lock here: until the transaction ends, other
+    /// writers wait.
+    async fn begin_payments(&self, statement: Option<&NewStatement>) -> Result<PaymentsBegun, StoreError>;
+
     /// Writes the commit in one transaction, or nothing (see [`CommitOutcome`]).
-    async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError>;
+    async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError> {
+        let mut write = match self.begin_payments(commit.statement.as_ref()).await? {
+            PaymentsBegun::Open(write) => write,
+            PaymentsBegun::StatementKnown(id) => return Ok(CommitOutcome::StatementKnown(id)),
+        };
+        if let Some(stored) = write.insert_payments(&commit.new_payments).await? {
+            return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
+        }
+        write.finish(commit.settlement()).await
+    }
 
     /// The statement whose file has this SHA-256 digest, if imported.
     async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError>;

@@ -608,7 +608,79 @@ async fn a_stale_amount_among_many_fails_the_whole_commit(store: &dyn Store) {
     assert_eq!(stored, expected);
 }
 
+/// An import's transaction in steps: payments handed over chunk by chunk
+/// land in the order given, with the paid amounts and a payment rewritten
+/// at the end, when it finishes; dropped unfinished, or after a chunk
+/// holding a payment stored already, it leaves nothing behind.
+async fn payments_go_in_by_chunks_in_one_transaction(store: &dyn Store) {
+    let inv = invoice(None, "88", &[]);
+    store.apply(&ChangeSet { invoices: vec![inv.clone()], ..Default::default() }).await.unwrap();
+    let begin = |file: NewStatement| async move {
+        match store.begin_payments(Some(&file)).await.unwrap() {
+            PaymentsBegun::Open(write) => write,
+            PaymentsBegun::StatementKnown(id) => panic!("statement {id} is not stored yet"),
+        }
+    };
+
+    // Dropped before it finishes: nothing of it is stored.
+    let dropped = statement("digest-chunks-dropped");
+    let unfinished = stored_payment(dropped.record.id, PaymentState::Review, "3 RUB");
+    let mut write = begin(dropped.clone()).await;
+    assert_eq!(write.insert_payments(std::slice::from_ref(&unfinished)).await.unwrap(), None);
+    drop(write);
+    assert!(store.statement_by_digest("digest-chunks-dropped").await.unwrap().is_none());
+    assert!(store.get_payment(unfinished.payment.id).await.unwrap().is_none());
+
+    let file = statement("digest-chunks");
+    let payments: Vec<StoredPayment> =
+        (1..=5).map(|n| stored_payment(file.record.id, PaymentState::Review, &format!("{n} RUB"))).collect();
+    let mut write = begin(file.clone()).await;
+    assert_eq!(write.insert_payments(&payments[..2]).await.unwrap(), None);
+    assert_eq!(write.insert_payments(&payments[2..]).await.unwrap(), None);
+    let mut noted = payments[3].clone();
+    noted.notes.push("the deal's flows did not run: a guard refused".into());
+    let updated = [(noted.clone(), PaymentState::Review)];
+    let invoices_paid = [InvoicePaid {
+        id: inv.id,
+        paid: "4 RUB".parse().unwrap(),
+        status: InvoiceStatus::PartiallyPaid,
+        updated_at: now_micros(),
+    }];
+    let settlement = PaymentSettlement {
+        updated_payments: &updated,
+        invoices_read: &[(inv.id, Decimal::ZERO)],
+        changes: &ChangeSet::default(),
+        invoices_paid: &invoices_paid,
+    };
+    assert_eq!(write.finish(settlement).await.unwrap(), CommitOutcome::Committed);
+    let mut expected = payments.clone();
+    expected[3] = noted;
+    assert_eq!(store.payments_of_statement(file.record.id, 100).await.unwrap(), expected, "in the order handed over");
+    assert_eq!(store.get_invoice(inv.id).await.unwrap().unwrap().paid.amount, Decimal::from(4));
+
+    // A later chunk naming a payment another statement stored: that one
+    // is named, and the transaction, dropped, leaves nothing.
+    let overlapping = statement("digest-chunks-overlapping");
+    let fresh = stored_payment(overlapping.record.id, PaymentState::Review, "6 RUB");
+    let mut write = begin(overlapping.clone()).await;
+    assert_eq!(write.insert_payments(std::slice::from_ref(&fresh)).await.unwrap(), None);
+    let repeated = StoredPayment { statement_id: overlapping.record.id, ..payments[1].clone() };
+    assert_eq!(write.insert_payments(&[repeated]).await.unwrap(), Some(payments[1].payment.id));
+    drop(write);
+    assert!(store.statement_by_digest("digest-chunks-overlapping").await.unwrap().is_none());
+    assert!(store.get_payment(fresh.payment.id).await.unwrap().is_none());
+    assert_eq!(store.get_payment(payments[1].payment.id).await.unwrap().unwrap().statement_id, file.record.id);
+
+    // The same file as a stored statement: known at the start.
+    let again = NewStatement { record: StatementRecord { id: Uuid::now_v7(), ..file.record.clone() }, ..file.clone() };
+    match store.begin_payments(Some(&again)).await.unwrap() {
+        PaymentsBegun::StatementKnown(id) => assert_eq!(id, file.record.id),
+        PaymentsBegun::Open(_) => panic!("the same file began a second import"),
+    }
+}
+
 store_suite!(
+    payments_go_in_by_chunks_in_one_transaction,
     invoice_changes_list_what_was_written_since,
     a_stale_amount_among_many_fails_the_whole_commit,
     a_payment_needs_its_statement_stored,

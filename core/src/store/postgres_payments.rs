@@ -1,12 +1,12 @@
-//! `PaymentLedger` on PostgreSQL. Replicas may import at once: a commit
-//! locks the `invoice_match` rows of the invoices it computed from (`FOR
+//! `PaymentLedger` on PostgreSQL. Replicas may import at once: a payment
+//! transaction locks the `invoice_match` rows of the invoices it computed from (`FOR
 //! UPDATE`, in id order) before comparing their paid amounts, a payment
 //! stored concurrently fails the `COPY` of the new ones with a unique
 //! violation (`postgres_payment_copy.rs`), and a state update names the
 //! state it expects — so the loser of a race sees `Stale` and recomputes.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -20,8 +20,8 @@ use super::doc::{from_doc, to_doc};
 use super::error::corrupt;
 use super::invoice_keys::InvoiceKeys;
 use super::payments::{
-    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState,
-    StatementRecord, StatementTally, StoredPayment,
+    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentLedger, PaymentSettlement, PaymentState,
+    PaymentWrite, PaymentsBegun, StatementRecord, StatementTally, StoredPayment,
 };
 use super::postgres::{PgStore, doc_from_row, write_change_set};
 use super::postgres_invoices::{
@@ -116,28 +116,32 @@ async fn changed_invoice(
     Ok(read.iter().find(|(id, paid)| stored.get(id) != Some(paid)).map(|(id, _)| *id))
 }
 
+/// A payment transaction on one of the pool's connections.
+struct PgPaymentWrite {
+    tx: Transaction<'static, Postgres>,
+    /// Time taken to begin (and store the statement), and to copy the
+    /// payments in so far: for the commit's debug log.
+    begun: Duration,
+    inserting: Duration,
+}
+
 #[async_trait]
-impl PaymentLedger for PgStore {
-    async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError> {
+impl PaymentWrite for PgPaymentWrite {
+    async fn insert_payments(&mut self, payments: &[StoredPayment]) -> Result<Option<Uuid>, StoreError> {
         let started = Instant::now();
-        let mut tx = self.pool.begin().await?;
-        if let Some(statement) = &commit.statement
-            && !insert_statement(&mut tx, statement).await?
-        {
-            let id: Uuid = sqlx::query_scalar("SELECT id FROM bank_statements WHERE digest = $1")
-                .bind(&statement.record.digest)
-                .fetch_one(&mut *tx)
-                .await?;
-            return Ok(CommitOutcome::StatementKnown(id));
+        if let Some(stored) = copy_payments(&mut self.tx, payments).await? {
+            return Ok(Some(stored));
         }
-        let statement_at = started.elapsed();
-        if let Some(stored) = copy_payments(&mut tx, &commit.new_payments).await? {
-            return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
-        }
-        let new: Vec<&StoredPayment> = commit.new_payments.iter().collect();
-        write_shares_pg(&mut tx, &new, false).await?;
-        let payments_at = started.elapsed();
-        for (payment, expected) in &commit.updated_payments {
+        let new: Vec<&StoredPayment> = payments.iter().collect();
+        write_shares_pg(&mut self.tx, &new, false).await?;
+        self.inserting += started.elapsed();
+        Ok(None)
+    }
+
+    async fn finish(self: Box<Self>, settlement: PaymentSettlement<'_>) -> Result<CommitOutcome, StoreError> {
+        let started = Instant::now();
+        let Self { mut tx, begun, inserting } = *self;
+        for (payment, expected) in settlement.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
                 return Ok(CommitOutcome::Stale(format!(
                     "payment {} is no longer {}",
@@ -146,27 +150,46 @@ impl PaymentLedger for PgStore {
                 )));
             }
         }
-        let updated: Vec<&StoredPayment> = commit.updated_payments.iter().map(|(p, _)| p).collect();
+        let updated: Vec<&StoredPayment> = settlement.updated_payments.iter().map(|(p, _)| p).collect();
         write_shares_pg(&mut tx, &updated, true).await?;
-        if let Some(id) = changed_invoice(&mut tx, &commit.invoices_read).await? {
+        if let Some(id) = changed_invoice(&mut tx, settlement.invoices_read).await? {
             return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
         }
         let checked_at = started.elapsed();
-        update_paid(&mut tx, &commit.invoices_paid).await?;
+        update_paid(&mut tx, settlement.invoices_paid).await?;
         let paid_at = started.elapsed();
-        write_change_set(&mut tx, &commit.changes).await?;
+        write_change_set(&mut tx, settlement.changes).await?;
         let changes_at = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
-            statement_ms = statement_at.as_millis() as u64,
-            payments_ms = (payments_at - statement_at).as_millis() as u64,
-            check_ms = (checked_at - payments_at).as_millis() as u64,
+            statement_ms = begun.as_millis() as u64,
+            payments_ms = inserting.as_millis() as u64,
+            check_ms = checked_at.as_millis() as u64,
             invoices_paid_ms = (paid_at - checked_at).as_millis() as u64,
             changes_ms = (changes_at - paid_at).as_millis() as u64,
             commit_ms = (started.elapsed() - changes_at).as_millis() as u64,
             "payments committed"
         );
         Ok(CommitOutcome::Committed)
+    }
+}
+
+#[async_trait]
+impl PaymentLedger for PgStore {
+    async fn begin_payments(&self, statement: Option<&NewStatement>) -> Result<PaymentsBegun, StoreError> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        if let Some(statement) = statement
+            && !insert_statement(&mut tx, statement).await?
+        {
+            let id: Uuid = sqlx::query_scalar("SELECT id FROM bank_statements WHERE digest = $1")
+                .bind(&statement.record.digest)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(PaymentsBegun::StatementKnown(id));
+        }
+        let begun = started.elapsed();
+        Ok(PaymentsBegun::Open(Box::new(PgPaymentWrite { tx, begun, inserting: Duration::ZERO })))
     }
 
     async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError> {

@@ -1,6 +1,6 @@
-//! `PaymentLedger` on SQLite. A commit takes the write lock at its start
-//! (`BEGIN IMMEDIATE`): it reads invoices, then writes, and a CLI import
-//! may run in another process beside the hub.
+//! `PaymentLedger` on SQLite. A payment transaction takes the write lock
+//! at its start (`BEGIN IMMEDIATE`): it reads invoices, then writes, and a
+//! CLI import may run in another process beside the hub.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -15,10 +15,10 @@ use super::StoreError;
 use super::applied_payments::write_shares_sqlite;
 use super::doc::{from_doc, tag, to_doc, to_doc_sized};
 use super::error::corrupt;
-use super::invoice_keys::InvoiceKeys;
+use super::invoice_keys::{InvoiceKeys, InvoicePaid};
 use super::payments::{
-    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentCommit, PaymentLedger, PaymentState,
-    StatementRecord, StatementTally, StoredPayment,
+    CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentLedger, PaymentSettlement, PaymentState,
+    PaymentWrite, PaymentsBegun, StatementRecord, StatementTally, StoredPayment,
 };
 use super::sqlite::{SqliteStore, doc_from_row, from_micros, micros, parse_uuid, write_change_set};
 use super::sqlite_invoices::{
@@ -249,23 +249,26 @@ async fn changed_invoice(
 /// invoices instead of a read and a write); only when some invoice was not
 /// written are the amounts compared one by one, as numbers, to tell a
 /// change (stale) from a mere difference in how an amount is written.
-async fn pay_invoices(tx: &mut Transaction<'_, Sqlite>, commit: &PaymentCommit) -> Result<Option<Uuid>, StoreError> {
-    let read: HashMap<Uuid, Decimal> = commit.invoices_read.iter().copied().collect();
-    let paid: HashSet<Uuid> = commit.invoices_paid.iter().map(|p| p.id).collect();
-    let only_read: Vec<(Uuid, Decimal)> =
-        commit.invoices_read.iter().filter(|(id, _)| !paid.contains(id)).copied().collect();
+async fn pay_invoices(
+    tx: &mut Transaction<'_, Sqlite>,
+    invoices_read: &[(Uuid, Decimal)],
+    invoices_paid: &[InvoicePaid],
+) -> Result<Option<Uuid>, StoreError> {
+    let read: HashMap<Uuid, Decimal> = invoices_read.iter().copied().collect();
+    let paid: HashSet<Uuid> = invoices_paid.iter().map(|p| p.id).collect();
+    let only_read: Vec<(Uuid, Decimal)> = invoices_read.iter().filter(|(id, _)| !paid.contains(id)).copied().collect();
     if let Some(id) = changed_invoice(tx, &only_read).await? {
         return Ok(Some(id));
     }
-    let (written, expected) = update_paid(tx, &commit.invoices_paid, Some(&read)).await?;
+    let (written, expected) = update_paid(tx, invoices_paid, Some(&read)).await?;
     if written == expected {
         return Ok(None);
     }
-    if let Some(id) = changed_invoice(tx, &commit.invoices_read).await? {
+    if let Some(id) = changed_invoice(tx, invoices_read).await? {
         return Ok(Some(id));
     }
     // Every amount is as read: write the rest (writing one again is harmless).
-    let (written, expected) = update_paid(tx, &commit.invoices_paid, None).await?;
+    let (written, expected) = update_paid(tx, invoices_paid, None).await?;
     if written < expected {
         return Err(StoreError::Conflict(format!(
             "{} of {expected} invoices to pay are not stored",
@@ -275,28 +278,32 @@ async fn pay_invoices(tx: &mut Transaction<'_, Sqlite>, commit: &PaymentCommit) 
     Ok(None)
 }
 
+/// A payment transaction on SQLite's writer, holding its write lock.
+struct SqlitePaymentWrite {
+    tx: Transaction<'static, Sqlite>,
+    /// Time taken to begin (and store the statement), and to insert the
+    /// payments so far: for the commit's debug log.
+    begun: Duration,
+    inserting: Duration,
+}
+
 #[async_trait]
-impl PaymentLedger for SqliteStore {
-    async fn commit_payments(&self, commit: &PaymentCommit) -> Result<CommitOutcome, StoreError> {
+impl PaymentWrite for SqlitePaymentWrite {
+    async fn insert_payments(&mut self, payments: &[StoredPayment]) -> Result<Option<Uuid>, StoreError> {
         let started = Instant::now();
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
-        if let Some(statement) = &commit.statement
-            && !insert_statement(&mut tx, statement).await?
-        {
-            let id: String = sqlx::query_scalar("SELECT id FROM bank_statements WHERE digest = ?")
-                .bind(&statement.record.digest)
-                .fetch_one(&mut *tx)
-                .await?;
-            return Ok(CommitOutcome::StatementKnown(parse_uuid(&id)?));
+        if let Some(stored) = insert_payments(&mut self.tx, payments).await? {
+            return Ok(Some(stored));
         }
-        let statement_at = started.elapsed();
-        if let Some(stored) = insert_payments(&mut tx, &commit.new_payments).await? {
-            return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
-        }
-        let new: Vec<&StoredPayment> = commit.new_payments.iter().collect();
-        write_shares_sqlite(&mut tx, &new, false).await?;
-        let payments_at = started.elapsed();
-        for (payment, expected) in &commit.updated_payments {
+        let new: Vec<&StoredPayment> = payments.iter().collect();
+        write_shares_sqlite(&mut self.tx, &new, false).await?;
+        self.inserting += started.elapsed();
+        Ok(None)
+    }
+
+    async fn finish(self: Box<Self>, settlement: PaymentSettlement<'_>) -> Result<CommitOutcome, StoreError> {
+        let started = Instant::now();
+        let Self { mut tx, begun, inserting } = *self;
+        for (payment, expected) in settlement.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
                 return Ok(CommitOutcome::Stale(format!(
                     "payment {} is no longer {}",
@@ -305,24 +312,43 @@ impl PaymentLedger for SqliteStore {
                 )));
             }
         }
-        let updated: Vec<&StoredPayment> = commit.updated_payments.iter().map(|(p, _)| p).collect();
+        let updated: Vec<&StoredPayment> = settlement.updated_payments.iter().map(|(p, _)| p).collect();
         write_shares_sqlite(&mut tx, &updated, true).await?;
-        if let Some(id) = pay_invoices(&mut tx, commit).await? {
+        if let Some(id) = pay_invoices(&mut tx, settlement.invoices_read, settlement.invoices_paid).await? {
             return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
         }
         let paid_at = started.elapsed();
-        write_change_set(&mut tx, &commit.changes).await?;
+        write_change_set(&mut tx, settlement.changes).await?;
         let changes_at = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
-            statement_ms = statement_at.as_millis() as u64,
-            payments_ms = (payments_at - statement_at).as_millis() as u64,
-            invoices_paid_ms = (paid_at - payments_at).as_millis() as u64,
+            statement_ms = begun.as_millis() as u64,
+            payments_ms = inserting.as_millis() as u64,
+            invoices_paid_ms = paid_at.as_millis() as u64,
             changes_ms = (changes_at - paid_at).as_millis() as u64,
             commit_ms = (started.elapsed() - changes_at).as_millis() as u64,
             "payments committed"
         );
         Ok(CommitOutcome::Committed)
+    }
+}
+
+#[async_trait]
+impl PaymentLedger for SqliteStore {
+    async fn begin_payments(&self, statement: Option<&NewStatement>) -> Result<PaymentsBegun, StoreError> {
+        let started = Instant::now();
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        if let Some(statement) = statement
+            && !insert_statement(&mut tx, statement).await?
+        {
+            let id: String = sqlx::query_scalar("SELECT id FROM bank_statements WHERE digest = ?")
+                .bind(&statement.record.digest)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(PaymentsBegun::StatementKnown(parse_uuid(&id)?));
+        }
+        let begun = started.elapsed();
+        Ok(PaymentsBegun::Open(Box::new(SqlitePaymentWrite { tx, begun, inserting: Duration::ZERO })))
     }
 
     async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError> {

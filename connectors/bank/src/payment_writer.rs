@@ -1,0 +1,69 @@
+//! Storing an import's payments while the rest are still being matched.
+//!
+//! An import opens its transaction ([`PaymentLedger::begin_payments`]) when
+//! matching starts and hands each chunk of decided payments to a
+//! `PaymentWriter`: a task of its own that serialises the chunk and has the
+//! store insert it, while the import matches the next chunk and runs the
+//! flows. The invoices' paid amounts are written once, at the end: per
+//! chunk, SQLite took twice as long over them (each chunk's invoices lie
+//! all over the index), and PostgreSQL must lock them in one pass. For a statement of 100,000 payments that moves most of the
+//! store's work out from behind matching (see docs/benchmarks.md).
+//!
+//! [`PaymentLedger::begin_payments`]: dealbridge_core::store::PaymentLedger::begin_payments
+
+use dealbridge_core::store::{PaymentWrite, StoreError, StoredPayment};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// The task writing an import's payments into its open transaction.
+pub struct PaymentWriter {
+    chunks: mpsc::UnboundedSender<Vec<StoredPayment>>,
+    task: JoinHandle<Result<Inserted, StoreError>>,
+}
+
+/// What the writer did, once every chunk was handed over.
+pub struct Inserted {
+    /// The transaction, to finish (or drop, which rolls it back).
+    pub write: Box<dyn PaymentWrite>,
+    /// The payments inserted, in chunks as handed over.
+    pub chunks: Vec<Vec<StoredPayment>>,
+    /// A payment some other statement stored already: the import is stale
+    /// (later chunks were not inserted).
+    pub stored_already: Option<Uuid>,
+}
+
+impl PaymentWriter {
+    /// Starts the task on `write`.
+    pub fn start(mut write: Box<dyn PaymentWrite>) -> Self {
+        let (chunks, mut handed) = mpsc::unbounded_channel::<Vec<StoredPayment>>();
+        let task = tokio::spawn(async move {
+            let mut inserted = Vec::new();
+            while let Some(chunk) = handed.recv().await {
+                if let Some(id) = write.insert_payments(&chunk).await? {
+                    return Ok(Inserted { write, chunks: inserted, stored_already: Some(id) });
+                }
+                inserted.push(chunk);
+            }
+            Ok(Inserted { write, chunks: inserted, stored_already: None })
+        });
+        Self { chunks, task }
+    }
+
+    /// Hands the next chunk over. Returns false once the writer has
+    /// stopped (a payment stored already, or a store error): [`Self::finish`]
+    /// then says which, and the import stops handing chunks over.
+    pub fn hand_over(&self, chunk: Vec<StoredPayment>) -> bool {
+        self.chunks.send(chunk).is_ok()
+    }
+
+    /// Waits for every chunk handed over to be inserted.
+    pub async fn finish(self) -> Result<Inserted, StoreError> {
+        drop(self.chunks);
+        match self.task.await {
+            Ok(inserted) => inserted,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StoreError::Database(format!("the payment writer stopped: {e}"))),
+        }
+    }
+}
