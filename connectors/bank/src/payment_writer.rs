@@ -17,9 +17,11 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// The task writing an import's payments into its open transaction.
+/// Dropped before [`Self::finish`] (the import failed or was cancelled),
+/// it stops the task, which rolls the transaction back.
 pub struct PaymentWriter {
     chunks: mpsc::UnboundedSender<Vec<StoredPayment>>,
-    task: JoinHandle<Result<Inserted, StoreError>>,
+    task: Option<JoinHandle<Result<Inserted, StoreError>>>,
 }
 
 /// What the writer did, once every chunk was handed over.
@@ -47,7 +49,7 @@ impl PaymentWriter {
             }
             Ok(Inserted { write, chunks: inserted, stored_already: None })
         });
-        Self { chunks, task }
+        Self { chunks, task: Some(task) }
     }
 
     /// Hands the next chunk over. Returns false once the writer has
@@ -58,12 +60,24 @@ impl PaymentWriter {
     }
 
     /// Waits for every chunk handed over to be inserted.
-    pub async fn finish(self) -> Result<Inserted, StoreError> {
-        drop(self.chunks);
-        match self.task.await {
+    pub async fn finish(mut self) -> Result<Inserted, StoreError> {
+        let task = self.task.take().expect("only `finish` takes the task, and only once");
+        // Closes the channel: the task ends once what is queued is in.
+        drop(self);
+        match task.await {
             Ok(inserted) => inserted,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(StoreError::Database(format!("the payment writer stopped: {e}"))),
+        }
+    }
+}
+
+impl Drop for PaymentWriter {
+    /// Without `finish`, what is still queued would only be inserted to be
+    /// rolled back, while SQLite's write lock stays held: stop at once.
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
         }
     }
 }
