@@ -4,10 +4,12 @@
 //! matching starts and hands each chunk of decided payments to a
 //! `PaymentWriter`: a task of its own that serialises the chunk and has the
 //! store insert it, while the import matches the next chunk and runs the
-//! flows. The invoices' paid amounts are written once, at the end: per
-//! chunk, SQLite took twice as long over them (each chunk's invoices lie
-//! all over the index), and PostgreSQL must lock them in one pass. For a statement of 100,000 payments that moves most of the
+//! flows. For a statement of 100,000 payments that moves most of the
 //! store's work out from behind matching (see docs/benchmarks.md).
+//!
+//! The invoices' paid amounts are written once, at the end: per chunk,
+//! SQLite took twice as long over them (each chunk's invoices lie all over
+//! the index), and PostgreSQL must lock them in one pass.
 //!
 //! [`PaymentLedger::begin_payments`]: dealbridge_core::store::PaymentLedger::begin_payments
 
