@@ -354,14 +354,16 @@ impl StatementImporter {
                 break;
             }
         }
+        // The store writes the paid amounts while the flows run.
+        writer.pay_invoices(paid_amounts(&applications, &applied_to, at)?);
         phases.matching += matching.elapsed();
         let applying = Instant::now();
         let applied = run_flows(&self.runner, set, &applications, &applied_to, &deals, at).await?;
         phases.apply += applying.elapsed();
         let committing = Instant::now();
-        let Inserted { write, mut chunks, stored_already } = writer.finish().await?;
-        if let Some(stored) = stored_already {
-            return Ok((CommitOutcome::Stale(format!("payment {stored} is stored already")), Written::default()));
+        let Inserted { write, mut chunks, stale } = writer.finish().await?;
+        if let Some(stale) = stale {
+            return Ok((stale.outcome(), Written::default()));
         }
         // Flows that refused: said on payments written already.
         let mut updated = Vec::new();
@@ -371,13 +373,7 @@ impl StatementImporter {
                 updated.push((record.clone(), record.state));
             }
         }
-        let paid = paid_amounts(&applications, &applied_to, at)?;
-        let settlement = PaymentSettlement {
-            updated_payments: &updated,
-            invoices_read: &paid.read,
-            changes: &applied.changes,
-            invoices_paid: &paid.paid,
-        };
+        let settlement = PaymentSettlement { updated_payments: &updated, changes: &applied.changes };
         let outcome = write.finish(settlement).await?;
         phases.commit += committing.elapsed();
         Ok((outcome, Written { chunks, commands: !applied.changes.commands.is_empty() }))

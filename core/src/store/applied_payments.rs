@@ -7,13 +7,15 @@
 //! written here with the payment.
 
 use async_trait::async_trait;
-use sqlx::{Postgres, Row, Sqlite, Transaction};
+use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::payment_doc::PAYMENT_COLUMNS;
 use super::payments::StoredPayment;
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{PaymentState, StoreError};
+use super::{postgres_payments, sqlite_payments};
 
 #[async_trait]
 pub trait AppliedPayments: Send + Sync {
@@ -77,10 +79,6 @@ pub(super) async fn write_shares_pg(
     Ok(())
 }
 
-fn decode(doc: &str) -> Result<StoredPayment, StoreError> {
-    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("payment document: {e}")))
-}
-
 #[async_trait]
 impl AppliedPayments for SqliteStore {
     async fn payments_applied_to(&self, invoices: &[Uuid]) -> Result<Vec<StoredPayment>, StoreError> {
@@ -91,18 +89,19 @@ impl AppliedPayments for SqliteStore {
         // `+state`: found through the invoice and id indexes, not by
         // walking every matched payment in the state index (SQLite picks
         // that for `state = ?` when it has no statistics).
-        let rows = sqlx::query(
-            "SELECT doc FROM payments
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
              WHERE (invoice_id IN (SELECT value FROM json_each(?))
                     OR id IN (SELECT payment_id FROM payment_shares WHERE invoice_id IN (SELECT value FROM json_each(?))))
-               AND +state = ? ORDER BY seq",
-        )
-        .bind(ids.clone())
-        .bind(ids)
-        .bind(PaymentState::Matched.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(|r| decode(r.try_get("doc")?)).collect()
+               AND +state = ? ORDER BY seq"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids.clone())
+            .bind(ids)
+            .bind(PaymentState::Matched.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(sqlite_payments::payment_from_row).collect()
     }
 }
 
@@ -112,15 +111,16 @@ impl AppliedPayments for PgStore {
         if invoices.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "SELECT doc FROM payments
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
              WHERE (invoice_id = ANY($1) OR id IN (SELECT payment_id FROM payment_shares WHERE invoice_id = ANY($1)))
-               AND state = $2 ORDER BY seq",
-        )
-        .bind(invoices)
-        .bind(PaymentState::Matched.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| decode(r.try_get("doc")?)).collect()
+               AND state = $2 ORDER BY seq"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(invoices)
+            .bind(PaymentState::Matched.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(postgres_payments::payment_from_row).collect()
     }
 }

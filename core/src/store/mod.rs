@@ -16,6 +16,7 @@ mod doc;
 mod error;
 mod event;
 pub mod invoice_keys;
+mod payment_doc;
 mod payments;
 mod postgres;
 mod postgres_deliveries;

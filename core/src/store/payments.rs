@@ -220,26 +220,19 @@ pub struct PaymentCommit {
 }
 
 impl PaymentCommit {
-    /// What the commit writes after its statement and new payments.
+    /// What the commit writes last, after the paid amounts.
     pub fn settlement(&self) -> PaymentSettlement<'_> {
-        PaymentSettlement {
-            updated_payments: &self.updated_payments,
-            invoices_read: &self.invoices_read,
-            changes: &self.changes,
-            invoices_paid: &self.invoices_paid,
-        }
+        PaymentSettlement { updated_payments: &self.updated_payments, changes: &self.changes }
     }
 }
 
 /// What a payment transaction writes when it ends ([`PaymentWrite::finish`]),
-/// after the statement and the new payments: the fields of
-/// [`PaymentCommit`] with the same names.
+/// after the statement, the new payments and the paid amounts: the fields
+/// of [`PaymentCommit`] with the same names.
 #[derive(Debug, Clone, Copy)]
 pub struct PaymentSettlement<'a> {
     pub updated_payments: &'a [(StoredPayment, PaymentState)],
-    pub invoices_read: &'a [(Uuid, Decimal)],
     pub changes: &'a ChangeSet,
-    pub invoices_paid: &'a [InvoicePaid],
 }
 
 /// How [`PaymentLedger::begin_payments`] went.
@@ -258,6 +251,17 @@ pub trait PaymentWrite: Send {
     /// already, if any: the transaction is then stale and must be dropped.
     async fn insert_payments(&mut self, payments: &[StoredPayment]) -> Result<Option<Uuid>, StoreError>;
 
+    /// Writes the invoices' new paid amounts (`paid`), if every invoice
+    /// read still has the paid amount it was read with (`read`). Returns
+    /// the first that does not, if any: the transaction is then stale and
+    /// must be dropped. Once, after the last payments are inserted; an
+    /// import calls it while its flows run.
+    async fn pay_invoices(
+        &mut self,
+        read: &[(Uuid, Decimal)],
+        paid: &[InvoicePaid],
+    ) -> Result<Option<Uuid>, StoreError>;
+
     /// Writes the rest and commits, or nothing (see [`CommitOutcome`]).
     async fn finish(self: Box<Self>, settlement: PaymentSettlement<'_>) -> Result<CommitOutcome, StoreError>;
 }
@@ -271,6 +275,13 @@ pub enum CommitOutcome {
     /// What the commit was computed from changed; nothing written. Read
     /// again and recompute.
     Stale(String),
+}
+
+impl CommitOutcome {
+    /// Stale: `invoice` no longer has the paid amount it was read with.
+    pub fn invoice_paid_meanwhile(invoice: Uuid) -> Self {
+        Self::Stale(format!("invoice {invoice} was paid meanwhile"))
+    }
 }
 
 #[async_trait]
@@ -288,6 +299,9 @@ pub trait PaymentLedger: Send + Sync {
         };
         if let Some(stored) = write.insert_payments(&commit.new_payments).await? {
             return Ok(CommitOutcome::Stale(format!("payment {stored} is stored already")));
+        }
+        if let Some(invoice) = write.pay_invoices(&commit.invoices_read, &commit.invoices_paid).await? {
+            return Ok(CommitOutcome::invoice_paid_meanwhile(invoice));
         }
         write.finish(commit.settlement()).await
     }

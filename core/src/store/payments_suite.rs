@@ -646,12 +646,8 @@ async fn payments_go_in_by_chunks_in_one_transaction(store: &dyn Store) {
         status: InvoiceStatus::PartiallyPaid,
         updated_at: now_micros(),
     }];
-    let settlement = PaymentSettlement {
-        updated_payments: &updated,
-        invoices_read: &[(inv.id, Decimal::ZERO)],
-        changes: &ChangeSet::default(),
-        invoices_paid: &invoices_paid,
-    };
+    assert_eq!(write.pay_invoices(&[(inv.id, Decimal::ZERO)], &invoices_paid).await.unwrap(), None);
+    let settlement = PaymentSettlement { updated_payments: &updated, changes: &ChangeSet::default() };
     assert_eq!(write.finish(settlement).await.unwrap(), CommitOutcome::Committed);
     let mut expected = payments.clone();
     expected[3] = noted;
@@ -670,6 +666,19 @@ async fn payments_go_in_by_chunks_in_one_transaction(store: &dyn Store) {
     assert!(store.statement_by_digest("digest-chunks-overlapping").await.unwrap().is_none());
     assert!(store.get_payment(fresh.payment.id).await.unwrap().is_none());
     assert_eq!(store.get_payment(payments[1].payment.id).await.unwrap().unwrap().statement_id, file.record.id);
+
+    // An invoice paid since it was read: named, and the transaction,
+    // dropped, leaves nothing (neither payments nor paid amounts).
+    let late = statement("digest-chunks-late");
+    let fresh = stored_payment(late.record.id, PaymentState::Review, "7 RUB");
+    let mut write = begin(late.clone()).await;
+    assert_eq!(write.insert_payments(std::slice::from_ref(&fresh)).await.unwrap(), None);
+    let paid_again = [InvoicePaid { paid: "11 RUB".parse().unwrap(), ..invoices_paid[0].clone() }];
+    assert_eq!(write.pay_invoices(&[(inv.id, Decimal::ZERO)], &paid_again).await.unwrap(), Some(inv.id));
+    drop(write);
+    assert!(store.statement_by_digest("digest-chunks-late").await.unwrap().is_none());
+    assert!(store.get_payment(fresh.payment.id).await.unwrap().is_none());
+    assert_eq!(store.get_invoice(inv.id).await.unwrap().unwrap().paid.amount, Decimal::from(4));
 
     // The same file as a stored statement: known at the start.
     let again = NewStatement { record: StatementRecord { id: Uuid::now_v7(), ..file.record.clone() }, ..file.clone() };

@@ -16,7 +16,8 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::doc::{tag, to_doc};
+use super::doc::tag;
+use super::payment_doc::payment_doc;
 use super::payments::StoredPayment;
 
 /// Columns in the order each line gives them; `seq` numbers the rows in
@@ -74,7 +75,7 @@ fn push_line(lines: &mut String, p: &StoredPayment) -> Result<(), StoreError> {
         None => lines.push_str("\\N"),
     }
     let _ = write!(lines, "\t{}\t", p.payment.date);
-    push_text(lines, &to_doc("payment", p)?);
+    push_text(lines, &payment_doc(p, 2_048)?);
     lines.push('\t');
     // Microseconds, as PostgreSQL keeps them (and as sqlx binds a time).
     lines.push_str(&p.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true));

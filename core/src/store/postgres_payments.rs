@@ -18,7 +18,8 @@ use super::StoreError;
 use super::applied_payments::write_shares_pg;
 use super::doc::{from_doc, to_doc};
 use super::error::corrupt;
-use super::invoice_keys::InvoiceKeys;
+use super::invoice_keys::{InvoiceKeys, InvoicePaid};
+use super::payment_doc::{PAYMENT_COLUMNS, PaymentColumns, payment_doc, payment_from_doc};
 use super::payments::{
     CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentLedger, PaymentSettlement, PaymentState,
     PaymentWrite, PaymentsBegun, StatementRecord, StatementTally, StoredPayment,
@@ -92,7 +93,7 @@ async fn update_payment(
     )
     .bind(p.state.as_str())
     .bind(p.payment.invoice_id)
-    .bind(to_doc("payment", p)?)
+    .bind(payment_doc(p, 2_048)?)
     .bind(p.updated_at)
     .bind(p.payment.id)
     .bind(expected.as_str())
@@ -116,13 +117,28 @@ async fn changed_invoice(
     Ok(read.iter().find(|(id, paid)| stored.get(id) != Some(paid)).map(|(id, _)| *id))
 }
 
+/// A payment read with [`PAYMENT_COLUMNS`].
+pub(super) fn payment_from_row(row: &PgRow) -> Result<StoredPayment, StoreError> {
+    let columns = PaymentColumns::from_text(
+        row.try_get("id")?,
+        row.try_get("statement_id")?,
+        row.try_get("direction")?,
+        row.try_get("state")?,
+        row.try_get("invoice_id")?,
+        row.try_get("payment_date")?,
+    )?;
+    payment_from_doc(row.try_get("doc")?, columns)
+}
+
 /// A payment transaction on one of the pool's connections.
 struct PgPaymentWrite {
     tx: Transaction<'static, Postgres>,
-    /// Time taken to begin (and store the statement), and to copy the
-    /// payments in so far: for the commit's debug log.
+    /// Time taken to begin (and store the statement), to copy the
+    /// payments in so far and to pay the invoices: for the commit's debug
+    /// log.
     begun: Duration,
     inserting: Duration,
+    paying: Duration,
 }
 
 #[async_trait]
@@ -138,9 +154,23 @@ impl PaymentWrite for PgPaymentWrite {
         Ok(None)
     }
 
+    async fn pay_invoices(
+        &mut self,
+        read: &[(Uuid, Decimal)],
+        paid: &[InvoicePaid],
+    ) -> Result<Option<Uuid>, StoreError> {
+        let started = Instant::now();
+        if let Some(id) = changed_invoice(&mut self.tx, read).await? {
+            return Ok(Some(id));
+        }
+        update_paid(&mut self.tx, paid).await?;
+        self.paying += started.elapsed();
+        Ok(None)
+    }
+
     async fn finish(self: Box<Self>, settlement: PaymentSettlement<'_>) -> Result<CommitOutcome, StoreError> {
         let started = Instant::now();
-        let Self { mut tx, begun, inserting } = *self;
+        let Self { mut tx, begun, inserting, paying } = *self;
         for (payment, expected) in settlement.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
                 return Ok(CommitOutcome::Stale(format!(
@@ -152,21 +182,16 @@ impl PaymentWrite for PgPaymentWrite {
         }
         let updated: Vec<&StoredPayment> = settlement.updated_payments.iter().map(|(p, _)| p).collect();
         write_shares_pg(&mut tx, &updated, true).await?;
-        if let Some(id) = changed_invoice(&mut tx, settlement.invoices_read).await? {
-            return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
-        }
-        let checked_at = started.elapsed();
-        update_paid(&mut tx, settlement.invoices_paid).await?;
-        let paid_at = started.elapsed();
+        let updated_at = started.elapsed();
         write_change_set(&mut tx, settlement.changes).await?;
         let changes_at = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
             statement_ms = begun.as_millis() as u64,
             payments_ms = inserting.as_millis() as u64,
-            check_ms = checked_at.as_millis() as u64,
-            invoices_paid_ms = (paid_at - checked_at).as_millis() as u64,
-            changes_ms = (changes_at - paid_at).as_millis() as u64,
+            invoices_paid_ms = paying.as_millis() as u64,
+            payments_updated_ms = updated_at.as_millis() as u64,
+            changes_ms = (changes_at - updated_at).as_millis() as u64,
             commit_ms = (started.elapsed() - changes_at).as_millis() as u64,
             "payments committed"
         );
@@ -189,7 +214,8 @@ impl PaymentLedger for PgStore {
             return Ok(PaymentsBegun::StatementKnown(id));
         }
         let begun = started.elapsed();
-        Ok(PaymentsBegun::Open(Box::new(PgPaymentWrite { tx, begun, inserting: Duration::ZERO })))
+        let write = PgPaymentWrite { tx, begun, inserting: Duration::ZERO, paying: Duration::ZERO };
+        Ok(PaymentsBegun::Open(Box::new(write)))
     }
 
     async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError> {
@@ -226,26 +252,31 @@ impl PaymentLedger for PgStore {
     }
 
     async fn get_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
-        let row = sqlx::query("SELECT doc FROM payments WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(|r| doc_from_row(r, "payment")).transpose()
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(payment_from_row).transpose()
     }
 
     async fn payments_in_state(&self, state: PaymentState, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc FROM payments WHERE state = $1 ORDER BY seq LIMIT $2")
-            .bind(state.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| doc_from_row(r, "payment")).collect()
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE state = $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(state.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(payment_from_row).collect()
     }
 
     async fn payments_of_statement(&self, statement: Uuid, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc FROM payments WHERE statement_id = $1 ORDER BY seq LIMIT $2")
-            .bind(statement)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| doc_from_row(r, "payment")).collect()
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE statement_id = $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(statement)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(payment_from_row).collect()
     }
 
     async fn statement_tally(&self, statement: Uuid) -> Result<StatementTally, StoreError> {

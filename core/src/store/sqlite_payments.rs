@@ -13,9 +13,10 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::applied_payments::write_shares_sqlite;
-use super::doc::{from_doc, tag, to_doc, to_doc_sized};
+use super::doc::{from_doc, tag, to_doc};
 use super::error::corrupt;
 use super::invoice_keys::{InvoiceKeys, InvoicePaid};
+use super::payment_doc::{PAYMENT_COLUMNS, PaymentColumns, payment_doc, payment_from_doc};
 use super::payments::{
     CommitOutcome, InvoiceChanges, NewStatement, OpenInvoice, PaymentLedger, PaymentSettlement, PaymentState,
     PaymentWrite, PaymentsBegun, StatementRecord, StatementTally, StoredPayment,
@@ -104,6 +105,23 @@ fn insert_payments_sql(rows: usize) -> String {
     sql
 }
 
+/// A payment read with [`PAYMENT_COLUMNS`].
+pub(super) fn payment_from_row(row: &SqliteRow) -> Result<StoredPayment, StoreError> {
+    let id = parse_uuid(row.try_get("id")?)?;
+    let invoice: Option<&str> = row.try_get("invoice_id")?;
+    let date: &str = row.try_get("payment_date")?;
+    let date = date.parse().map_err(|_| corrupt(format!("payment {id}: date `{date}`")))?;
+    let columns = PaymentColumns::from_text(
+        id,
+        parse_uuid(row.try_get("statement_id")?)?,
+        row.try_get("direction")?,
+        row.try_get("state")?,
+        invoice.map(parse_uuid).transpose()?,
+        date,
+    )?;
+    payment_from_doc(row.try_get("doc")?, columns)
+}
+
 /// One payment's columns, its document serialised.
 struct PaymentRow {
     id: String,
@@ -124,7 +142,7 @@ fn payment_rows(chunk: &[StoredPayment]) -> Result<Vec<PaymentRow>, StoreError> 
     chunk
         .iter()
         .map(|p| {
-            let doc = to_doc_sized("payment", p, size)?;
+            let doc = payment_doc(p, size)?;
             size = doc.len() + doc.len() / 4;
             Ok(PaymentRow {
                 id: p.payment.id.to_string(),
@@ -219,7 +237,7 @@ async fn update_payment(
     )
     .bind(p.state.as_str())
     .bind(p.payment.invoice_id.map(|i| i.to_string()))
-    .bind(to_doc("payment", p)?)
+    .bind(payment_doc(p, 2_048)?)
     .bind(micros(p.updated_at))
     .bind(p.overpays())
     .bind(p.payment.id.to_string())
@@ -281,10 +299,11 @@ async fn pay_invoices(
 /// A payment transaction on SQLite's writer, holding its write lock.
 struct SqlitePaymentWrite {
     tx: Transaction<'static, Sqlite>,
-    /// Time taken to begin (and store the statement), and to insert the
-    /// payments so far: for the commit's debug log.
+    /// Time taken to begin (and store the statement), to insert the
+    /// payments so far and to pay the invoices: for the commit's debug log.
     begun: Duration,
     inserting: Duration,
+    paying: Duration,
 }
 
 #[async_trait]
@@ -300,9 +319,20 @@ impl PaymentWrite for SqlitePaymentWrite {
         Ok(None)
     }
 
+    async fn pay_invoices(
+        &mut self,
+        read: &[(Uuid, Decimal)],
+        paid: &[InvoicePaid],
+    ) -> Result<Option<Uuid>, StoreError> {
+        let started = Instant::now();
+        let stale = pay_invoices(&mut self.tx, read, paid).await?;
+        self.paying += started.elapsed();
+        Ok(stale)
+    }
+
     async fn finish(self: Box<Self>, settlement: PaymentSettlement<'_>) -> Result<CommitOutcome, StoreError> {
         let started = Instant::now();
-        let Self { mut tx, begun, inserting } = *self;
+        let Self { mut tx, begun, inserting, paying } = *self;
         for (payment, expected) in settlement.updated_payments {
             if !update_payment(&mut tx, payment, *expected).await? {
                 return Ok(CommitOutcome::Stale(format!(
@@ -314,18 +344,16 @@ impl PaymentWrite for SqlitePaymentWrite {
         }
         let updated: Vec<&StoredPayment> = settlement.updated_payments.iter().map(|(p, _)| p).collect();
         write_shares_sqlite(&mut tx, &updated, true).await?;
-        if let Some(id) = pay_invoices(&mut tx, settlement.invoices_read, settlement.invoices_paid).await? {
-            return Ok(CommitOutcome::Stale(format!("invoice {id} was paid meanwhile")));
-        }
-        let paid_at = started.elapsed();
+        let updated_at = started.elapsed();
         write_change_set(&mut tx, settlement.changes).await?;
         let changes_at = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
             statement_ms = begun.as_millis() as u64,
             payments_ms = inserting.as_millis() as u64,
-            invoices_paid_ms = paid_at.as_millis() as u64,
-            changes_ms = (changes_at - paid_at).as_millis() as u64,
+            invoices_paid_ms = paying.as_millis() as u64,
+            payments_updated_ms = updated_at.as_millis() as u64,
+            changes_ms = (changes_at - updated_at).as_millis() as u64,
             commit_ms = (started.elapsed() - changes_at).as_millis() as u64,
             "payments committed"
         );
@@ -348,7 +376,8 @@ impl PaymentLedger for SqliteStore {
             return Ok(PaymentsBegun::StatementKnown(parse_uuid(&id)?));
         }
         let begun = started.elapsed();
-        Ok(PaymentsBegun::Open(Box::new(SqlitePaymentWrite { tx, begun, inserting: Duration::ZERO })))
+        let write = SqlitePaymentWrite { tx, begun, inserting: Duration::ZERO, paying: Duration::ZERO };
+        Ok(PaymentsBegun::Open(Box::new(write)))
     }
 
     async fn statement_by_digest(&self, digest: &str) -> Result<Option<StatementRecord>, StoreError> {
@@ -389,29 +418,33 @@ impl PaymentLedger for SqliteStore {
     }
 
     async fn get_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
-        let row = sqlx::query("SELECT doc FROM payments WHERE id = ?")
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?")))
             .bind(id.to_string())
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(|r| doc_from_row(r, "payment")).transpose()
+        row.as_ref().map(payment_from_row).transpose()
     }
 
     async fn payments_in_state(&self, state: PaymentState, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc FROM payments WHERE state = ? ORDER BY seq LIMIT ?")
-            .bind(state.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(|r| doc_from_row(r, "payment")).collect()
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE state = ? ORDER BY seq LIMIT ?"
+        )))
+        .bind(state.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(payment_from_row).collect()
     }
 
     async fn payments_of_statement(&self, statement: Uuid, limit: u32) -> Result<Vec<StoredPayment>, StoreError> {
-        let rows = sqlx::query("SELECT doc FROM payments WHERE statement_id = ? ORDER BY seq LIMIT ?")
-            .bind(statement.to_string())
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(|r| doc_from_row(r, "payment")).collect()
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE statement_id = ? ORDER BY seq LIMIT ?"
+        )))
+        .bind(statement.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(payment_from_row).collect()
     }
 
     async fn statement_tally(&self, statement: Uuid) -> Result<StatementTally, StoreError> {
