@@ -32,6 +32,10 @@
 //! that many of the matched payments run the payment flows as well.
 //! `BENCH_PG_URL` names an administrative PostgreSQL URL: the bench creates
 //! a throwaway database there and drops it at the end.
+//!
+//! `BENCH_REST_SECS=n` waits n seconds before the import, so that it meets
+//! a store at rest (the setup's checkpoint done) rather than one just
+//! written, as an accountant's import on a quiet hub would.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -300,6 +304,11 @@ async fn main() {
         rules: MatchRules::default(),
         open_invoices: in_memory.then_some(index),
     };
+    let rest: u64 = std::env::var("BENCH_REST_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    if rest > 0 {
+        println!("  resting {rest} s before the import");
+        tokio::time::sleep(std::time::Duration::from_secs(rest)).await;
+    }
     println!("  candidates for the import: {}", if in_memory { "from memory" } else { "looked up in the store" });
     let t = Instant::now();
     let report = importer.import(&set, &bytes, Some("bench.txt"), ImportSource::Cli).await.expect("import");

@@ -253,8 +253,11 @@ impl StatementImporter {
                 open_candidates(self.store.as_ref(), self.open_invoices.as_deref(), &payments, &self.rules)
             )?;
             let known: HashSet<Uuid> = known.into_iter().collect();
-            let fresh: Vec<(Payment, Vec<NumberReference>)> =
-                payments.into_iter().zip(candidates.references).filter(|(p, _)| !known.contains(&p.id)).collect();
+            // The ids are unique in the file, so each known one is one payment.
+            let (payments_new, payments_known) = (payments.len() - known.len(), known.len() + repeated_in_file);
+            // Filtered as matching takes them, not copied into a new list
+            // first (for 100,000 payments, 50 MB more to touch).
+            let fresh = payments.into_iter().zip(candidates.references).filter(move |(p, _)| !known.contains(&p.id));
             phases.lookup += preparing.elapsed();
             let record = StatementRecord {
                 id: statement_id,
@@ -264,8 +267,8 @@ impl StatementImporter {
                 format: statement.format.to_string(),
                 imported_at: at,
                 summary: summary.clone(),
-                payments_new: fresh.len() as u32,
-                payments_known: (known.len() + repeated_in_file) as u32,
+                payments_new: payments_new as u32,
+                payments_known: payments_known as u32,
             };
             let new_statement =
                 NewStatement { record: record.clone(), file: file.clone().await.map_err(StoreError::Database)? };
@@ -321,7 +324,7 @@ impl StatementImporter {
     async fn decide_and_write(
         &self,
         importing: Importing<'_, '_>,
-        fresh: Vec<(Payment, Vec<NumberReference>)>,
+        fresh: impl Iterator<Item = (Payment, Vec<NumberReference>)> + Send,
         write: Box<dyn PaymentWrite>,
         phases: &mut Phases,
     ) -> Result<(CommitOutcome, Written), StoreError> {
@@ -334,7 +337,7 @@ impl StatementImporter {
         let mut applied_to: HashMap<Uuid, &OpenInvoice> = HashMap::new();
         let mut counted_once = CountedOnce::default();
         let mut deals = StoredDeals::default();
-        let mut fresh = fresh.into_iter().peekable();
+        let mut fresh = fresh.peekable();
         while fresh.peek().is_some() {
             let first = applications.len();
             let mut chunk = Vec::with_capacity(WRITE_CHUNK);

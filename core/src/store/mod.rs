@@ -31,6 +31,7 @@ mod sqlite_checkpoint;
 mod sqlite_deliveries;
 mod sqlite_delivery_batch;
 mod sqlite_invoices;
+mod sqlite_memory;
 mod sqlite_payments;
 mod statement_file;
 #[cfg(test)]

@@ -25,6 +25,7 @@ use super::error::corrupt;
 use super::event::{first_occurrences, headers_from_json, headers_to_json};
 use super::sqlite_checkpoint::Checkpointer;
 use super::sqlite_invoices::{INVOICE_DOC, INVOICE_FROM, project_stored_invoices, write_invoices};
+use super::sqlite_memory;
 use super::{
     Appended, Backend, ChangeSet, ClaimedMessage, DeadLetter, EventOutcome, EventState, NewRawEvent, QueuedMessage,
     RawEvent, Store, StoreError,
@@ -49,6 +50,7 @@ impl SqliteStore {
             // Two pools would see two different in-memory databases.
             return Err(StoreError::Config("in-memory SQLite is not supported: give a file path".into()));
         }
+        sqlite_memory::configure();
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("bad SQLite URL `{url}`: {e}")))?
             .create_if_missing(true)

@@ -402,19 +402,18 @@ impl PaymentLedger for SqliteStore {
     }
 
     async fn known_payments(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
-        let mut known = Vec::new();
-        // Bounded chunks keep each bound JSON list small.
-        for chunk in ids.chunks(10_000) {
+        // Bounded chunks keep each bound JSON list small; they are looked
+        // up side by side, each on a reader connection (and its thread) of
+        // its own as the pool has them.
+        let lookups = ids.chunks(10_000).map(|chunk| async move {
             let rows: Vec<String> =
                 sqlx::query_scalar("SELECT id FROM payments WHERE id IN (SELECT value FROM json_each(?))")
                     .bind(id_list(chunk))
                     .fetch_all(&self.reader)
                     .await?;
-            for id in rows {
-                known.push(parse_uuid(&id)?);
-            }
-        }
-        Ok(known)
+            rows.iter().map(|id| parse_uuid(id)).collect::<Result<Vec<Uuid>, StoreError>>()
+        });
+        Ok(futures::future::try_join_all(lookups).await?.concat())
     }
 
     async fn get_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
