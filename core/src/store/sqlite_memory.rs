@@ -29,6 +29,9 @@ pub(super) fn configure() {
         // SAFETY: both calls only store settings (SQLite copies `methods`),
         // and SQLite refuses them once it is initialised, so no block
         // allocated by one allocator is ever freed by the other.
+        // `sqlite3_config` must not run beside other SQLite calls: every
+        // connection of the process is opened by `SqliteStore::open` after
+        // this returns, and `Once` holds other callers until it has.
         let (statistics, allocator) = unsafe {
             (
                 ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int),
