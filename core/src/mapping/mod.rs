@@ -18,6 +18,7 @@ mod filters;
 mod merge;
 mod record;
 mod record_keys;
+mod recover;
 pub mod schema;
 mod set;
 pub mod source_path;

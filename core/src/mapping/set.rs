@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, Diagnostics};
 use super::record::{CompiledBinding, MappedRecord, MappingContext, MappingError};
-use super::spec::MappingFile;
 use super::validate::{self, CompiledStageMap};
-use super::{merge, version, yaml};
+use super::{merge, recover, version};
 use crate::flow::plan::FlowPlan;
 use crate::flow::{FlowRuntime, OutboundMap};
 
@@ -76,9 +75,12 @@ impl MappingSet {
             if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
                 continue;
             }
-            match yaml::parse_yaml::<MappingFile>(name, text) {
-                Ok(file) => parsed.push((name.clone(), file)),
-                Err(diagnostic) => diags.push(diagnostic),
+            // A broken flow or binding is reported and set aside, so the
+            // rest of its file is still checked (see `recover`).
+            let (file, problems) = recover::parse_mapping_file(name, text);
+            problems.into_iter().for_each(|problem| diags.push(problem));
+            if let Some(file) = file {
+                parsed.push((name.clone(), file));
             }
         }
         // Files that parsed are still checked when another did not, so one
