@@ -32,7 +32,7 @@ struct ListItems {
     bindings: Option<Vec<Spanned<IgnoredAny>>>,
 }
 
-/// Lines `first..=last` (1-based) of one item, and whether it is the last
+/// Lines `first..=last` (1-based) of one item, and whether it is the only
 /// one left in its list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ItemLines {
@@ -83,8 +83,10 @@ fn item_at(file: &str, text: &str, line: usize) -> Result<Option<ItemLines>, Dia
     let lists = [(items.flows, "flow"), (items.bindings, "binding")];
     Ok(lists.into_iter().find_map(|(list, kind)| {
         let list = list?;
-        let starts: Vec<(usize, usize)> =
-            list.iter().map(|item| (item.referenced.line() as usize, item.referenced.column() as usize)).collect();
+        let starts: Vec<(usize, usize)> = list
+            .iter()
+            .map(|item| (dash_line(text, item.referenced.line() as usize), item.referenced.column() as usize))
+            .collect();
         let only_one = starts.len() == 1;
         starts.iter().enumerate().find_map(|(i, &(first, column))| {
             let last = match starts.get(i + 1) {
@@ -94,6 +96,13 @@ fn item_at(file: &str, text: &str, line: usize) -> Result<Option<ItemLines>, Dia
             (first..=last).contains(&line).then_some(ItemLines { first, last, only_one, kind })
         })
     }))
+}
+
+/// The line an item's `-` is on: its content's line, or the line above
+/// when the `-` stands alone there (`-` and the keys below it).
+fn dash_line(text: &str, content: usize) -> usize {
+    let above = content.checked_sub(2).and_then(|index| text.lines().nth(index));
+    if above.is_some_and(|line| line.trim() == "-") { content - 1 } else { content }
 }
 
 /// The last line of the list's final item, which starts at `first` with
@@ -194,6 +203,18 @@ flows:
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].line, 4, "{problems:?}");
         assert!(file.expect("reads").flows.is_empty());
+    }
+
+    #[test]
+    fn an_item_whose_dash_stands_alone_is_set_aside_whole() {
+        // Left behind, the second item's `-` would be an empty item that
+        // takes the first, valid one with it.
+        let text = "flows:\n  -\n    name: a\n    when: payment_applied\n    then: []\n  -\n    name: b\n    whenn: payment_applied\n";
+        let (file, problems) = parse_mapping_file("f.yaml", text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, 8, "{problems:?}");
+        let names: Vec<String> = file.expect("reads").flows.iter().map(|f| f.name.value.clone()).collect();
+        assert_eq!(names, ["a"]);
     }
 
     #[test]
